@@ -1,0 +1,197 @@
+"""Settings: defaults < config file < environment (``GATEWAY_*``), validated at start-up.
+
+A setting that is unknown or malformed stops start-up with a :class:`ConfigError`
+naming it and saying what it accepts. The original Lambda deployment's variable
+names (``ENVIRONMENT``, ``API_KEY_TABLE_NAME`` …) are accepted as aliases.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from marshmallow import RAISE, Schema, ValidationError, fields as f, validate
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "GATEWAY_"
+
+#: Old deployment variable -> setting name. Read only when the GATEWAY_ form is absent.
+ENV_ALIASES = {
+    "ENVIRONMENT": "stage",
+    "API_KEY_TABLE_NAME": "api_key_table",
+    "PRODUCT_CATALOG_TABLE_NAME": "product_table",
+    "REQUEST_ANALYTICS_TABLE_NAME": "request_log_table",
+    "OPENAI_PROVIDER_ENABLED": "openai_provider_enabled",
+    "RATE_LIMIT_FREE_TIER_RPM": "rate_limit_free_tier_rpm",
+    "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "circuit_breaker_failure_threshold",
+}
+
+#: Environment variables with the prefix that are not settings (read elsewhere, by name).
+NOT_SETTINGS = {"GATEWAY_CONFIG"}
+
+
+class CommaList(f.List):
+    """A list that also accepts a comma-separated string (the environment's form)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class JSONMapping(f.Dict):
+    """A mapping that also accepts a JSON object string (the environment's form)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValidationError(f"not valid JSON: {exc}") from exc
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class SettingsSchema(Schema):
+    """Every setting, its type and what it accepts."""
+
+    class Meta:
+        unknown = RAISE
+
+    stage = f.String(validate=validate.OneOf(["dev", "staging", "prod"]))
+    store = f.String(validate=validate.OneOf(["sqlite", "dynamodb"]))
+    sqlite_path = f.String(validate=validate.Length(min=1))
+    table_prefix = f.String(validate=validate.Length(min=1))
+    api_key_table = f.String(validate=validate.Length(min=1))
+    product_table = f.String(validate=validate.Length(min=1))
+    request_log_table = f.String(validate=validate.Length(min=1))
+    aws_region = f.String()
+    key_pepper = f.String(validate=validate.Length(min=16))
+    key_cache_ttl = f.Float(validate=validate.Range(min=0))
+    max_body_bytes = f.Integer(validate=validate.Range(min=1024))
+    cors_origins = CommaList(f.String())
+    plugins = CommaList(f.String())
+    disable_plugins = CommaList(f.String())
+    plugin_settings = JSONMapping(keys=f.String(), values=f.Dict())
+    openai_provider_enabled = f.Boolean()
+    rate_limit_free_tier_rpm = f.Integer(validate=validate.Range(min=1))
+    tier_limits = JSONMapping(keys=f.String(validate=validate.OneOf(
+        ["free", "basic", "premium", "enterprise"])), values=f.Integer(validate=validate.Range(min=1)))
+    circuit_breaker_failure_threshold = f.Integer(validate=validate.Range(min=1))
+    request_log_retention_days = f.Integer(validate=validate.Range(min=1))
+    log_level = f.String(validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
+    provider_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+
+
+DEV_PEPPER = "dev-only-pepper-change-me-in-production"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one app."""
+
+    stage: str = "dev"
+    store: str = "sqlite"
+    sqlite_path: str = "gateway.db"
+    table_prefix: str = "ai-gateway"
+    api_key_table: str = ""
+    product_table: str = ""
+    request_log_table: str = ""
+    aws_region: str = "us-east-1"
+    key_pepper: str = DEV_PEPPER
+    key_cache_ttl: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    cors_origins: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    disable_plugins: list[str] = field(default_factory=list)
+    plugin_settings: dict[str, dict] = field(default_factory=dict)
+    openai_provider_enabled: bool = True
+    rate_limit_free_tier_rpm: int = 10
+    tier_limits: dict[str, int] = field(default_factory=dict)
+    circuit_breaker_failure_threshold: int = 5
+    request_log_retention_days: int = 90
+    log_level: str = "INFO"
+    provider_timeout: float = 25.0
+
+    def table(self, kind: str) -> str:
+        """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""
+        explicit = {"api-keys": self.api_key_table, "product-catalog": self.product_table,
+                    "request-analytics": self.request_log_table}[kind]
+        return explicit or f"{self.table_prefix}-{self.stage}-{kind}"
+
+    def requests_per_minute(self, tier: str) -> int:
+        """The per-minute request limit of ``tier``."""
+        defaults = {"free": self.rate_limit_free_tier_rpm, "basic": 100,
+                    "premium": 1000, "enterprise": 5000}
+        return self.tier_limits.get(tier, defaults.get(tier, self.rate_limit_free_tier_rpm))
+
+    def plugin_config(self, name: str) -> dict[str, Any]:
+        """A plugin's own settings, with ``{"$env": "NAME"}`` values read from the environment."""
+        return {key: _resolve_env(value) for key, value in self.plugin_settings.get(name, {}).items()}
+
+
+def _resolve_env(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"$env"}:
+        return os.environ.get(value["$env"])
+    return value
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for alias, name in ENV_ALIASES.items():
+        if alias in environ:
+            found[name] = environ[alias]
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS:
+            found[key[len(ENV_PREFIX):].lower()] = value
+    return found
+
+
+def _from_file(path: str) -> dict[str, Any]:
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"config file {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") from None
+
+
+def _describe(errors: dict, source: dict) -> str:
+    parts = []
+    for name, messages in sorted(errors.items()):
+        text = "; ".join(m if isinstance(m, str) else json.dumps(m) for m in
+                         (messages if isinstance(messages, list) else [messages]))
+        if text == "Unknown field.":
+            text = "unknown setting"
+        parts.append(f"{name} = {source.get(name)!r}: {text}" if name in source else f"{name}: {text}")
+    return "invalid settings: " + ", ".join(parts)
+
+
+_SCHEMA = SettingsSchema()
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build validated settings from defaults, ``GATEWAY_CONFIG`` file, environment, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if environ.get("GATEWAY_CONFIG"):
+        raw.update(_from_file(environ["GATEWAY_CONFIG"]))
+    raw.update(_from_environment(environ))
+    raw.update(overrides or {})
+    try:
+        values = _SCHEMA.load(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.messages, raw)) from None
+    settings = Settings(**values)
+    if settings.stage != "dev" and settings.key_pepper == DEV_PEPPER:
+        raise ConfigError(f"key_pepper: stage {settings.stage!r} needs its own pepper "
+                          "(set GATEWAY_KEY_PEPPER to a secret of 16+ characters)")
+    return settings
+

@@ -1,0 +1,125 @@
+"""The gateway's error family; each maps to one JSON envelope and one status.
+
+Every error a caller sees is ``{"error": {"message", "type", "code"}}``. Messages
+say what to fix and never carry a stack trace, an upstream URL or a secret.
+"""
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error that becomes an HTTP answer."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict:
+        """The JSON envelope for this error."""
+        return {"error": {"message": self.message, "type": self.type, "code": self.code}}
+
+
+class InvalidRequest(GatewayError):
+    """The body or parameters are wrong (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationError(GatewayError):
+    """No usable credential (401)."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    """The caller is known but may not do this (403)."""
+
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFound(GatewayError):
+    """The thing asked for does not exist, or is not the caller's (404)."""
+
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """No provider serves the requested model (404)."""
+
+    code = "model_not_found"
+
+
+class RateLimited(GatewayError):
+    """Too many requests; carries ``Retry-After`` (429)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None):
+        super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after))})
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(GatewayError):
+    """The gateway or a dependency it needs is not ready (503)."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class ProviderError(GatewayError):
+    """An upstream provider failed (502). ``retryable`` tells the retry loop whether to try again."""
+
+    status = 502
+    type = "provider_error"
+    code = "provider_error"
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
+                 code: str | None = None, status: int | None = None):
+        super().__init__(message, code=code, status=status)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ProviderTimeout(ProviderError):
+    """An upstream provider did not answer in time (504)."""
+
+    status = 504
+    code = "provider_timeout"
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=True)
+
+
+class UpstreamRejected(ProviderError):
+    """The provider refused the request itself (its 4xx other than 429): the caller's to fix (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "upstream_rejected"
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=False)
+
+
+class ConfigError(Exception):
+    """A setting is unknown or malformed; start-up stops with this message."""

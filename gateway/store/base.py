@@ -1,0 +1,102 @@
+"""Store ports: what the core and plugins need from storage, whatever holds it.
+
+Each port has two adapters (``sqlite.py``, ``dynamodb.py``) and one contract test
+suite (``tests/contract``) that every adapter passes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+from gateway.types import UsageRecord
+
+AVAILABILITY = ("in-stock", "limited", "out-of-stock")
+
+
+@dataclass
+class ApiKey:
+    """A stored API key. Only ``key_hash`` (an HMAC of the secret) is stored, never the key."""
+
+    key_id: str
+    user_id: str
+    key_hash: str
+    tier: str = "free"
+    permissions: list[str] = field(default_factory=lambda: ["completions"])
+    active: bool = True
+    created_at: float = 0.0
+    expires_at: float | None = None
+    name: str = ""
+    requests_per_minute: int | None = None
+    requests_per_hour: int | None = None
+
+
+@dataclass
+class Product:
+    """A catalog product (the fields of DESIGN.md)."""
+
+    product_id: str
+    name: str
+    category: str
+    price: float
+    brand: str = ""
+    availability: str = "in-stock"
+    description: str = ""
+    rating: float = 0.0
+
+
+class KeyStore(Protocol):
+    """API keys by id, by hash and by user."""
+
+    def put_key(self, key: ApiKey) -> None:
+        """Create or replace ``key``."""
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, or None."""
+
+    def find_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, or None."""
+
+    def list_keys(self, user_id: str | None = None) -> list[ApiKey]:
+        """Every key, or one user's keys, oldest first."""
+
+    def set_key_active(self, key_id: str, active: bool) -> bool:
+        """Activate or revoke a key; False when there is no such key."""
+
+
+class ProductStore(Protocol):
+    """The product catalog."""
+
+    def put_products(self, products: Iterable[Product]) -> int:
+        """Insert or replace products as one unit where the store allows; returns the count."""
+
+    def get_product(self, product_id: str) -> Product | None:
+        """The product with this id, or None."""
+
+    def list_products(self, *, category: str | None = None, brand: str | None = None,
+                      min_price: float | None = None, max_price: float | None = None,
+                      availability: str | None = None) -> list[Product]:
+        """Products matching every given filter, cheapest first for a category query."""
+
+    def delete_product(self, product_id: str) -> bool:
+        """Delete a product; False when there was none."""
+
+
+class RequestLogStore(Protocol):
+    """The request log (analytics)."""
+
+    def put_record(self, record: UsageRecord, expires_at: int) -> None:
+        """Append one record; ``expires_at`` is its retention deadline (epoch seconds)."""
+
+    def records_for_user(self, user_id: str, start: float = 0.0,
+                         end: float | None = None) -> list[UsageRecord]:
+        """A user's records with ``start <= timestamp < end``, oldest first."""
+
+
+class Store(KeyStore, ProductStore, RequestLogStore, Protocol):
+    """Everything the gateway stores, behind one object per app."""
+
+    def init(self) -> None:
+        """Create tables (idempotent)."""
+
+    def ping(self) -> None:
+        """Raise when the store cannot be reached."""

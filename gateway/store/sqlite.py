@@ -1,0 +1,214 @@
+"""The embedded SQLite store: one file, WAL mode, tables created on first use.
+
+One connection per thread (sqlite3 connections must not cross threads); WAL lets
+the worker processes of ``gateway serve`` read while one writes.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Iterable
+
+from gateway.store.base import ApiKey, Product
+from gateway.types import UsageRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    tier TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    name TEXT NOT NULL DEFAULT '',
+    requests_per_minute INTEGER,
+    requests_per_hour INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id, created_at);
+CREATE TABLE IF NOT EXISTS products (
+    product_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    category TEXT NOT NULL,
+    price REAL NOT NULL,
+    brand TEXT NOT NULL,
+    availability TEXT NOT NULL,
+    description TEXT NOT NULL,
+    rating REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS products_category_price ON products (category, price);
+CREATE INDEX IF NOT EXISTS products_brand_availability ON products (brand, availability);
+CREATE TABLE IF NOT EXISTS request_log (
+    request_id TEXT PRIMARY KEY,
+    correlation_id TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    user_id TEXT NOT NULL,
+    api_key_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    upstream_latency_ms REAL NOT NULL,
+    status INTEGER NOT NULL,
+    error_code TEXT NOT NULL,
+    streamed INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS request_log_user_time ON request_log (user_id, timestamp);
+"""
+
+_KEY_COLUMNS = [fld.name for fld in fields(ApiKey)]
+_PRODUCT_COLUMNS = [fld.name for fld in fields(Product)]
+_RECORD_COLUMNS = [fld.name for fld in fields(UsageRecord)]
+
+
+def _insert(table: str, columns: list[str]) -> str:
+    return (f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})")
+
+
+_PUT_KEY = _insert("api_keys", _KEY_COLUMNS)
+_PUT_PRODUCT = _insert("products", _PRODUCT_COLUMNS)
+_PUT_RECORD = _insert("request_log", _RECORD_COLUMNS + ["expires_at"])
+
+
+class SQLiteStore:
+    """Every port in one SQLite file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        self._initialised = False
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        if not self._initialised:
+            conn.executescript(SCHEMA)
+            self._initialised = True
+        return conn
+
+    def init(self) -> None:
+        """Create the tables (idempotent)."""
+        self._connection()
+
+    def ping(self) -> None:
+        """Raise ``sqlite3.Error`` when the file cannot be used."""
+        self._connection().execute("SELECT 1 FROM api_keys LIMIT 1")
+
+    # API keys
+    def put_key(self, key: ApiKey) -> None:
+        """Create or replace ``key``."""
+        row = asdict(key)
+        row["permissions"] = json.dumps(sorted(key.permissions))
+        self._connection().execute(_PUT_KEY, [row[c] for c in _KEY_COLUMNS])
+
+    def _key(self, row: sqlite3.Row | None) -> ApiKey | None:
+        if row is None:
+            return None
+        values = dict(row)
+        values["permissions"] = json.loads(values["permissions"])
+        values["active"] = bool(values["active"])
+        return ApiKey(**values)
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, or None."""
+        return self._key(self._connection().execute(
+            "SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone())
+
+    def find_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, or None."""
+        return self._key(self._connection().execute(
+            "SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone())
+
+    def list_keys(self, user_id: str | None = None) -> list[ApiKey]:
+        """Every key, or one user's keys, oldest first."""
+        if user_id is None:
+            rows = self._connection().execute("SELECT * FROM api_keys ORDER BY created_at, key_id")
+        else:
+            rows = self._connection().execute(
+                "SELECT * FROM api_keys WHERE user_id = ? ORDER BY created_at, key_id", (user_id,))
+        return [self._key(row) for row in rows]
+
+    def set_key_active(self, key_id: str, active: bool) -> bool:
+        """Activate or revoke a key; False when there is no such key."""
+        cursor = self._connection().execute(
+            "UPDATE api_keys SET active = ? WHERE key_id = ?", (int(active), key_id))
+        return cursor.rowcount == 1
+
+    # Products
+    def put_products(self, products: Iterable[Product]) -> int:
+        """Insert or replace products in one transaction: all or none."""
+        conn = self._connection()
+        rows = [[getattr(p, c) for c in _PRODUCT_COLUMNS] for p in products]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_PUT_PRODUCT, rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return len(rows)
+
+    def get_product(self, product_id: str) -> Product | None:
+        """The product with this id, or None."""
+        row = self._connection().execute(
+            "SELECT * FROM products WHERE product_id = ?", (product_id,)).fetchone()
+        return Product(**dict(row)) if row else None
+
+    def list_products(self, *, category: str | None = None, brand: str | None = None,
+                      min_price: float | None = None, max_price: float | None = None,
+                      availability: str | None = None) -> list[Product]:
+        """Products matching every given filter, by price then id."""
+        clauses, params = [], []
+        for column, op, value in (("category", "=", category), ("brand", "=", brand),
+                                  ("price", ">=", min_price), ("price", "<=", max_price),
+                                  ("availability", "=", availability)):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._connection().execute(
+            f"SELECT * FROM products {where} ORDER BY price, product_id", params)
+        return [Product(**dict(row)) for row in rows]
+
+    def delete_product(self, product_id: str) -> bool:
+        """Delete a product; False when there was none."""
+        cursor = self._connection().execute("DELETE FROM products WHERE product_id = ?", (product_id,))
+        return cursor.rowcount == 1
+
+    # Request log
+    def put_record(self, record: UsageRecord, expires_at: int) -> None:
+        """Append one record (a prepared, single-row insert)."""
+        values = asdict(record)
+        self._connection().execute(_PUT_RECORD, [values[c] for c in _RECORD_COLUMNS] + [expires_at])
+
+    def records_for_user(self, user_id: str, start: float = 0.0,
+                         end: float | None = None) -> list[UsageRecord]:
+        """A user's records with ``start <= timestamp < end``, oldest first."""
+        rows = self._connection().execute(
+            "SELECT * FROM request_log WHERE user_id = ? AND timestamp >= ? AND timestamp < ? "
+            "ORDER BY timestamp, request_id",
+            (user_id, start, float("inf") if end is None else end))
+        result = []
+        for row in rows:
+            values = {c: row[c] for c in _RECORD_COLUMNS}
+            values["streamed"] = bool(values["streamed"])
+            values["cached"] = bool(values["cached"])
+            result.append(UsageRecord(**values))
+        return result

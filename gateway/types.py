@@ -1,0 +1,143 @@
+"""The core's plain data types: what hooks receive and return.
+
+No Flask, SDK or store types appear here, so plugins and adapters can depend on
+this module without pulling anything heavy in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+PERMISSIONS = ("completions", "health", "admin", "mcp")
+TIERS = ("free", "basic", "premium", "enterprise")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: what an authenticate hook returns and everything after reads."""
+
+    user_id: str
+    key_id: str
+    tier: str = "free"
+    permissions: frozenset[str] = frozenset({"completions"})
+    requests_per_minute: int | None = None
+    requests_per_hour: int | None = None
+
+    def can(self, permission: str) -> bool:
+        """True when this caller holds ``permission`` (admin implies every permission)."""
+        return permission in self.permissions or "admin" in self.permissions
+
+
+@dataclass
+class Completion:
+    """The normalized chat request, shared by the OpenAI-compatible and native APIs."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    provider: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Usage:
+    """Token counts reported by a provider."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Result:
+    """A provider's normalized, complete answer."""
+
+    text: str
+    model: str
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Chunk:
+    """One normalized piece of a streamed answer."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None
+
+    def cost(self, usage: Usage) -> float:
+        """The cost of ``usage`` at this price, in USD."""
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return (
+            (usage.prompt_tokens - cached) * self.input
+            + cached * cached_rate
+            + usage.completion_tokens * self.output
+        ) / 1_000_000
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model provider, as registered through ``gateway_register_providers``.
+
+    ``complete`` and ``stream`` raise :class:`gateway.errors.ProviderError`
+    (or a subclass), never an SDK exception.
+    """
+
+    name: str
+
+    def models(self) -> dict[str, Price]:
+        """The model names this provider serves, each with its price."""
+
+    def complete(self, completion: Completion) -> Result:
+        """Answer ``completion`` in one piece."""
+
+    def stream(self, completion: Completion) -> Iterator[Chunk]:
+        """Answer ``completion`` as a stream of chunks."""
+
+
+@dataclass
+class UsageRecord:
+    """One request-log row; what ``gateway_after_response`` receives."""
+
+    request_id: str
+    correlation_id: str
+    timestamp: float
+    user_id: str = ""
+    api_key_id: str = ""
+    tier: str = ""
+    model: str = ""
+    provider: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    upstream_latency_ms: float = 0.0
+    status: int = 200
+    error_code: str = ""
+    streamed: bool = False
+    cached: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
