@@ -95,7 +95,7 @@ class Settings:
 
     stage: str = "dev"
     store: str = "sqlite"
-    sqlite_path: str = "gateway.db"
+    sqlite_path: str = "var/gateway.db"
     table_prefix: str = "ai-gateway"
     api_key_table: str = ""
     product_table: str = ""

@@ -36,6 +36,13 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """The body is not JSON (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class AuthenticationError(GatewayError):
     """No usable credential (401)."""
 

@@ -1,0 +1,1 @@
+"""The gateway's built-in plugins, registered through the same hooks a third-party plugin uses."""

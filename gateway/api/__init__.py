@@ -1,0 +1,1 @@
+"""The gateway's HTTP routes, one blueprint a module: thin views over the pipeline."""

@@ -1,0 +1,77 @@
+"""The app factory and the per-app :class:`Gateway` that every hook receives."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask, current_app
+
+from gateway import http
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError
+from gateway.logs import configure_logging
+from gateway.plugins import PluginManager, build_plugin_manager
+from gateway.ratelimit import RequestLimiter
+from gateway.store import Store, open_store
+from gateway.types import Provider
+
+logger = logging.getLogger(__name__)
+
+
+class Gateway:
+    """One app's state: settings, store, plugin manager and providers (built once, reused)."""
+
+    def __init__(self, settings: Settings, pm: PluginManager, store: Store):
+        self.settings = settings
+        self.pm = pm
+        self.hook = pm.hook
+        self.store = store
+        self.limiter = RequestLimiter(settings)
+        self.providers: dict[str, Provider] = {}
+        #: Per-app state of plugins, by a name of their choosing (caches, clients).
+        self.state: dict[str, Any] = {}
+
+    def load_providers(self) -> None:
+        """Collect every plugin's providers; two providers with one name stop start-up."""
+        for batch in self.hook.gateway_register_providers(gateway=self):
+            for provider in batch or ():
+                if provider.name in self.providers:
+                    raise ConfigError(f"two plugins register a provider named {provider.name!r}")
+                self.providers[provider.name] = provider
+
+
+def current_gateway() -> Gateway:
+    """The Gateway of the app serving the current request or CLI command."""
+    return current_app.extensions["gateway"]
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object, ...] = ()) -> Flask:
+    """Build a gateway app.
+
+    :param config: settings that override the config file and the environment
+        (names as in :class:`gateway.config.Settings`).
+    :param plugins: extra plugin objects registered after all others (for tests).
+    :raises ConfigError: a setting is unknown or malformed, or a plugin cannot load.
+    """
+    settings = load_settings(config)
+    configure_logging(settings.log_level)
+    pm = build_plugin_manager(settings, plugins)
+    gateway = Gateway(settings, pm, open_store(settings))
+    gateway.load_providers()
+
+    app = Flask("gateway")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["DEBUG"] = False
+    app.json.sort_keys = False
+    app.extensions["gateway"] = gateway
+    http.install(app, settings)
+
+    from gateway.api import health, native, openai_compat
+
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(openai_compat.blueprint)
+    app.register_blueprint(native.blueprint)
+    pm.hook.gateway_register_blueprints(app=app, gateway=gateway)
+    logger.info("gateway ready", extra={"stage": settings.stage, "store": settings.store,
+                                        "providers": sorted(gateway.providers)})
+    return app

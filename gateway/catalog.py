@@ -1,0 +1,190 @@
+"""Catalog files: read, validate, import and export products as JSON or CSV.
+
+Used by ``gateway catalog import FILE`` and the admin endpoints. A file is checked in
+full before anything is stored: every bad row is reported, and one bad row stores nothing.
+Rows are numbered from 1, the first product (a CSV header is not counted).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+from gateway.errors import InvalidRequest
+from gateway.store.base import AVAILABILITY, Product, ProductStore
+
+FIELDS = ("productId", "name", "category", "price", "brand", "availability", "description", "rating")
+REQUIRED = ("productId", "name", "category", "price")
+FORMATS = (".json", ".csv")
+
+
+class CatalogError(InvalidRequest):
+    """A catalog file cannot be used; ``errors`` lists each bad value as (row, field, message)."""
+
+    code = "invalid_catalog"
+
+    def __init__(self, message: str, errors: list[tuple[int, str, str]] | None = None):
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class _ExtraCells:
+    """A CSV row with more cells than the header has columns."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+
+class ProductSchema(Schema):
+    """One product as it appears in a catalog file (camelCase), loaded into a ``Product``."""
+
+    class Meta:
+        unknown = RAISE
+        ordered = True
+
+    product_id = fields.String(data_key="productId", required=True, validate=validate.Length(min=1))
+    name = fields.String(required=True, validate=validate.Length(min=1))
+    category = fields.String(required=True, validate=validate.Length(min=1))
+    price = fields.Float(required=True, validate=validate.Range(min=0))
+    brand = fields.String()
+    availability = fields.String(validate=validate.OneOf(AVAILABILITY))
+    description = fields.String()
+    rating = fields.Float(validate=validate.Range(min=0, max=5))
+
+    @post_load
+    def make_product(self, data: dict, **_kwargs) -> Product:
+        """Build the ``Product`` the store keeps."""
+        return Product(**data)
+
+
+_SCHEMA = ProductSchema()
+
+
+def _flatten(row: int, messages: dict | list) -> list[tuple[int, str, str]]:
+    if isinstance(messages, list):
+        return [(row, "", str(m)) for m in messages]
+    found = []
+    for field_name, field_messages in messages.items():
+        name = "" if field_name == "_schema" else field_name
+        for message in (field_messages if isinstance(field_messages, list) else [field_messages]):
+            found.append((row, name, str(message)))
+    return found
+
+
+def _load_json(path: Path, text: str) -> list:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                           f"{exc.msg}); fix the syntax and try again") from None
+    if isinstance(data, dict) and set(data) == {"products"}:
+        data = data["products"]
+    if not isinstance(data, list):
+        raise CatalogError(f"{path} must hold a JSON list of products or {{\"products\": [...]}}")
+    return data
+
+
+def _load_csv(path: Path, text: str) -> list:
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise CatalogError(f"{path} is empty; the first line must be a header row: {','.join(FIELDS)}")
+        unknown = [c for c in header if c not in FIELDS]
+        missing = [c for c in REQUIRED if c not in header]
+        if unknown or missing:
+            problem = (f"unknown columns {', '.join(unknown)}" if unknown
+                       else f"missing columns {', '.join(missing)}")
+            raise CatalogError(f"{path} has {problem}; the header row may use: {','.join(FIELDS)}")
+        rows = []
+        for row in reader:
+            if None in row:
+                rows.append(_ExtraCells(len(row[None])))  # reported as an error below
+                continue
+            # An empty cell means "not given": required fields then say so, others take defaults.
+            rows.append({k: v for k, v in row.items() if v not in (None, "")})
+        return rows
+    except csv.Error as exc:
+        raise CatalogError(f"{path} is not valid CSV (line {reader.line_num}: {exc}); "
+                           "check the quoting and try again") from None
+
+
+def read_products(path: str | Path) -> list[Product]:
+    """Read and validate every product in a ``.json`` or ``.csv`` file; raise ``CatalogError`` listing every bad row."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise CatalogError(f"{path}: unknown catalog format {suffix or '(no extension)'!r}; "
+                           "use a .json or .csv file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path} is not UTF-8 text; save it as UTF-8 and try again") from None
+    except OSError as exc:
+        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}; check the path and permissions") from None
+    rows = _load_json(path, text) if suffix == ".json" else _load_csv(path, text)
+
+    products: list[Product] = []
+    errors: list[tuple[int, str, str]] = []
+    first_row: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        if isinstance(row, _ExtraCells):
+            errors.append((number, "", f"{row.count} more cell(s) than the header has columns"))
+            continue
+        try:
+            product = _SCHEMA.load(row)
+        except ValidationError as exc:
+            errors.extend(_flatten(number, exc.messages))
+            continue
+        if product.product_id in first_row:
+            errors.append((number, "productId",
+                           f"duplicate {product.product_id!r}, already in row {first_row[product.product_id]}"))
+            continue
+        first_row[product.product_id] = number
+        products.append(product)
+    if errors:
+        listing = "; ".join(f"row {row}: {field}: {message}" if field else f"row {row}: {message}"
+                            for row, field, message in errors)
+        raise CatalogError(f"{path} has {len(errors)} invalid value(s), nothing was imported: {listing}",
+                           errors)
+    return products
+
+
+def import_products(store: ProductStore, path: str | Path | list[Product],
+                    progress: Callable[[int], object] | None = None) -> int:
+    """Validate ``path`` and store all of its products in one ``put_products`` call; return the count.
+
+    ``path`` may also be the list ``read_products`` already returned (the CLI reads first to size its
+    progress bar); ``progress(count)`` is called once the products are stored.
+    """
+    products = path if isinstance(path, list) else read_products(path)
+    count = store.put_products(products)
+    if progress is not None:
+        progress(count)
+    return count
+
+
+def export_products(store: ProductStore, path: str | Path) -> int:
+    """Write every stored product to a ``.json`` or ``.csv`` file that ``read_products`` reads back; return the count."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise CatalogError(f"{path}: unknown catalog format {suffix or '(no extension)'!r}; "
+                           "use a .json or .csv file")
+    rows = _SCHEMA.dump(sorted(store.list_products(), key=lambda p: p.product_id), many=True)
+    try:
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            if suffix == ".json":
+                json.dump(rows, fh, indent=2, ensure_ascii=False)
+                fh.write("\n")
+            else:
+                writer = csv.DictWriter(fh, fieldnames=FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+    except OSError as exc:
+        raise CatalogError(f"cannot write {path}: {exc.strerror or exc}; check the path and permissions") from None
+    return len(rows)

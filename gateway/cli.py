@@ -1,0 +1,137 @@
+"""The ``gateway`` command, on Flask's click CLI.
+
+Plugins add commands through ``gateway_register_commands`` (``gateway keys`` is the
+apikey plugin's). A bad setting, argument or file ends the command with one line
+saying what to fix, and a non-zero exit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+from flask.cli import FlaskGroup, with_appcontext
+
+from gateway.config import load_settings
+from gateway.errors import ConfigError, GatewayError
+from gateway.plugins import build_plugin_manager
+
+
+def _create_app():
+    from gateway.app import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _current_gateway():
+    from gateway.app import current_gateway
+
+    return current_gateway()
+
+
+def build_cli(pm) -> click.Group:
+    """The ``gateway`` group with the core commands and every plugin's."""
+    cli = FlaskGroup(create_app=_create_app, add_default_commands=False, load_dotenv=False,
+                     help="AI Model Gateway: serve, manage keys and the catalog, inspect plugins.")
+
+    @cli.command()
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+    @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+                  help="gunicorn worker processes.")
+    @click.option("--reload", is_flag=True, help="Development server that restarts on code changes.")
+    @with_appcontext
+    def serve(host, port, workers, reload):
+        """Serve the gateway (gunicorn; --reload for development)."""
+        from flask import current_app
+
+        if reload:
+            current_app.run(host=host, port=port, use_reloader=True, debug=False)
+            return
+        argv = [sys.executable, "-m", "gunicorn", "gateway.wsgi:app", "--bind", f"{host}:{port}",
+                "--workers", str(workers), "--timeout", "60", "--graceful-timeout", "10"]
+        os.execv(sys.executable, argv)
+
+    @cli.command()
+    @with_appcontext
+    def init():
+        """Create the store's tables (SQLite schema or DynamoDB tables); safe to repeat."""
+        gateway = _current_gateway()
+        try:
+            gateway.store.init()
+        except Exception as exc:
+            raise click.ClickException(f"cannot initialise the {gateway.settings.store} store: "
+                                       f"{type(exc).__name__}: {exc}") from None
+        click.echo(f"{gateway.settings.store} store ready")
+
+    @cli.group()
+    def catalog():
+        """Import and export the product catalog."""
+
+    @catalog.command("import")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @with_appcontext
+    def import_(file, as_json):
+        """Import products from a JSON or CSV FILE: all rows or none."""
+        from gateway.catalog import import_products, read_products
+
+        gateway = _current_gateway()
+        try:
+            products = read_products(file)
+            with click.progressbar(length=len(products), label="importing",
+                                   file=sys.stderr if not as_json else open(os.devnull, "w")) as bar:
+                count = import_products(gateway.store, products, progress=bar.update)
+        except GatewayError as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo(json.dumps({"imported": count}) if as_json else f"imported {count} products")
+
+    @catalog.command("export")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @with_appcontext
+    def export(file):
+        """Write the catalog to a JSON or CSV FILE."""
+        from gateway.catalog import export_products
+
+        try:
+            count = export_products(_current_gateway().store, file)
+        except GatewayError as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo(f"exported {count} products")
+
+    @cli.command("plugins")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    def plugins_(as_json):
+        """List loaded plugins: name, version, source and hooks."""
+        rows = [{"name": name, "version": pm.plugin_version(name), "source": pm.sources.get(name, "?"),
+                 "hooks": sorted(impl.hook_name for impl in pm_hookimpls(pm, plugin))}
+                for name, plugin in pm.list_name_plugin()]
+        if as_json:
+            click.echo(json.dumps(rows))
+            return
+        for row in rows:
+            click.echo(f"{row['name']:<20} {row['version']:<10} {row['source']:<24} "
+                       f"{', '.join(row['hooks'])}")
+
+    pm.hook.gateway_register_commands(cli=cli)
+    return cli
+
+
+def pm_hookimpls(pm, plugin):
+    """The hook implementations one plugin provides."""
+    return [impl for caller in pm.get_hookcallers(plugin) or []
+            for impl in caller.get_hookimpls() if impl.plugin is plugin]
+
+
+def main() -> None:
+    """Entry point of the ``gateway`` console script."""
+    try:
+        pm = build_plugin_manager(load_settings())
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    build_cli(pm).main(prog_name="gateway")

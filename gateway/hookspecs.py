@@ -1,0 +1,98 @@
+"""Every hook a plugin can implement. These docstrings are the plugin author's reference.
+
+An implementation may accept any subset of a hook's arguments (pluggy passes only
+the ones it names). Every hook also receives ``gateway``: the app's
+:class:`gateway.app.Gateway` (settings, store, providers, plugin settings).
+``docs/plugins.md`` documents each hook with an example; a test keeps the two in step.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ai_gateway")
+hookimpl = pluggy.HookimplMarker("ai_gateway")
+
+
+@hookspec
+def gateway_register_providers(gateway):
+    """Return the providers this plugin offers (called once at start-up).
+
+    :param gateway: the app's Gateway; read your settings with
+        ``gateway.settings.plugin_config("<name>")``.
+    :return: a list of provider objects (see :class:`gateway.types.Provider`), or None
+        for none. Results of all plugins are collected; two providers with one name
+        stop start-up.
+    """
+
+
+@hookspec(firstresult=True)
+def gateway_authenticate(request, gateway):
+    """Say who is calling (each request; the first non-None answer wins).
+
+    :param request: the incoming ``flask.Request`` (read headers from it).
+    :param gateway: the app's Gateway.
+    :return: a :class:`gateway.types.Caller`, or None when the request carries no
+        credential of this plugin's kind (another plugin may know it). Raise
+        :class:`gateway.errors.AuthenticationError` for a credential that is this
+        plugin's but invalid, so that it is a 401 whatever other plugins think.
+    """
+
+
+@hookspec
+def gateway_enrich_request(completion, caller, gateway):
+    """Change the request before a provider sees it (each request; every implementation runs).
+
+    :param completion: the :class:`gateway.types.Completion`; mutate its
+        ``messages`` or ``metadata`` in place.
+    :param caller: the authenticated :class:`gateway.types.Caller`.
+    :param gateway: the app's Gateway.
+    :return: nothing. Raise :class:`gateway.errors.InvalidRequest` to refuse the
+        request with a 400 (a guardrail).
+    """
+
+
+@hookspec(firstresult=True)
+def gateway_select_provider(completion, caller, providers, gateway):
+    """Choose who answers (each request; the first non-None answer wins).
+
+    :param completion: the :class:`gateway.types.Completion` (``completion.model``,
+        ``completion.provider`` when the caller named one).
+    :param caller: the authenticated :class:`gateway.types.Caller`.
+    :param providers: every registered provider, by name.
+    :param gateway: the app's Gateway.
+    :return: an ordered list of ``(provider, model)`` candidates (the first is tried
+        first, the rest are fallbacks), or None to leave the choice to the next
+        plugin. An empty list means no provider serves the model: a 404.
+    """
+
+
+@hookspec
+def gateway_after_response(record, gateway):
+    """See the outcome of every completion, successful or not (every implementation runs).
+
+    :param record: the :class:`gateway.types.UsageRecord` of the request.
+    :param gateway: the app's Gateway.
+    :return: nothing. An implementation that raises is logged and skipped: it never
+        changes the answer nor stops the other implementations.
+    """
+
+
+@hookspec
+def gateway_register_blueprints(app, gateway):
+    """Add routes (called once at start-up).
+
+    :param app: the Flask app; call ``app.register_blueprint(...)``.
+    :param gateway: the app's Gateway.
+    :return: nothing.
+    """
+
+
+@hookspec
+def gateway_register_commands(cli):
+    """Add commands to the ``gateway`` CLI (called once when the CLI starts).
+
+    :param cli: the ``click.Group`` of the ``gateway`` command; use ``@cli.command()``.
+        Commands that need the app use ``flask.cli.with_appcontext`` and
+        ``gateway.app.current_gateway()``.
+    :return: nothing.
+    """

@@ -1,0 +1,108 @@
+"""HTTP plumbing shared by every route: correlation ids, the error envelope, JSON bodies, CORS."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from gateway.config import Settings
+from gateway.errors import GatewayError, InvalidRequest, UnsupportedMediaType
+
+logger = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "X-Correlation-ID"
+_VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+#: werkzeug's HTTP errors -> our (type, code).
+_HTTP_CODES = {
+    400: ("invalid_request_error", "bad_request"),
+    404: ("not_found_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+}
+
+
+def error_response(status: int, message: str, type_: str, code: str,
+                   headers: dict[str, str] | None = None) -> Response:
+    """The one JSON error envelope."""
+    response = jsonify({"error": {"message": message, "type": type_, "code": code}})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _gateway_error(exc: GatewayError) -> Response:
+    return error_response(exc.status, exc.message, exc.type, exc.code, exc.headers)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    type_, code = _HTTP_CODES.get(exc.code or 500, ("server_error", "http_error"))
+    message = exc.description or exc.name
+    if isinstance(exc, RequestEntityTooLarge):
+        limit = request.max_content_length
+        message = f"Request body is larger than the limit of {limit} bytes."
+    elif exc.code == 404:
+        message = f"No route for {request.method} {request.path}."
+    elif exc.code == 405:
+        allowed = ", ".join(exc.valid_methods or [])
+        message = f"Method {request.method} is not allowed on {request.path}; use {allowed}."
+    response = error_response(exc.code or 500, message, type_, code)
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    logger.exception("unhandled error")
+    return error_response(500, f"Internal error; quote correlation id {g.get('correlation_id')} "
+                          "when reporting it.", "server_error", "internal_error")
+
+
+def _assign_correlation_id() -> None:
+    given = request.headers.get(CORRELATION_HEADER, "")
+    g.correlation_id = given if _VALID_CORRELATION_ID.match(given) else uuid.uuid4().hex
+
+
+def _finish(response: Response) -> Response:
+    response.headers[CORRELATION_HEADER] = g.get("correlation_id", "")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def install(app: Flask, settings: Settings) -> None:
+    """Attach correlation ids, security headers, error handlers and CORS to ``app``."""
+    app.before_request(_assign_correlation_id)
+    app.after_request(_finish)
+    app.register_error_handler(GatewayError, _gateway_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    if settings.cors_origins:
+        from flask_cors import CORS
+
+        CORS(app, origins=settings.cors_origins, supports_credentials=False,
+             expose_headers=[CORRELATION_HEADER, "X-Gateway-Provider", "X-Gateway-Model",
+                             "Retry-After"])
+
+
+def read_json_body() -> dict[str, Any]:
+    """The request body as a JSON object, or the right error (415, 413, 400)."""
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {request.mimetype or 'missing'}.")
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"Body is not valid JSON: {exc}.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Body must be a JSON object.", code="invalid_json")
+    return body

@@ -1,0 +1,410 @@
+"""The DynamoDB store: the three tables of DESIGN.md ("Data"), through the low-level boto3 client.
+
+The client is used rather than a boto3 resource because clients are thread-safe and
+resources are not. Items are converted by hand: numbers go through ``Decimal`` and
+come back as ``float``/``int``. Empty strings are not written (DynamoDB rejects them
+as index keys, e.g. a product without a brand); missing attributes read back as "".
+
+boto3 is imported only when a store is built from settings, so importing this
+module stays cheap.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Iterable
+
+from gateway.store.base import ApiKey, Product
+from gateway.types import UsageRecord
+
+USER_INDEX = "UserIdGlobalSecondaryIndex"
+KEY_HASH_INDEX = "ApiKeyLookupGlobalSecondaryIndex"
+CATEGORY_INDEX = "CategoryPriceGlobalSecondaryIndex"
+BRAND_INDEX = "BrandAvailabilityGlobalSecondaryIndex"
+ANALYTICS_INDEX = "UserAnalyticsGlobalSecondaryIndex"
+TTL_ATTRIBUTE = "expirationTimestamp"
+
+
+def _to_av(value: Any) -> dict[str, Any]:
+    """A Python value as a DynamoDB AttributeValue."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, float):
+        return {"N": str(Decimal(repr(value)))}
+    if isinstance(value, (int, Decimal)):
+        return {"N": str(Decimal(value))}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, (list, tuple)):
+        return {"L": [_to_av(v) for v in value]}
+    if isinstance(value, dict):
+        return {"M": {k: _to_av(v) for k, v in value.items()}}
+    raise TypeError(f"cannot store {type(value).__name__} in DynamoDB")
+
+
+def _from_av(av: dict[str, Any]) -> Any:
+    """A DynamoDB AttributeValue as a Python value (numbers as ``Decimal``)."""
+    ((kind, value),) = av.items()
+    if kind == "N":
+        return Decimal(value)
+    if kind == "L":
+        return [_from_av(v) for v in value]
+    if kind == "M":
+        return {k: _from_av(v) for k, v in value.items()}
+    if kind == "NULL":
+        return None
+    return value
+
+
+def _item(attributes: dict[str, Any]) -> dict[str, Any]:
+    """An item from plain attributes, leaving out None and empty strings."""
+    return {name: _to_av(value) for name, value in attributes.items()
+            if value is not None and value != ""}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _from_av(av) for name, av in item.items()}
+
+
+def _optional(kind: type, value: Any) -> Any:
+    return None if value is None else kind(value)
+
+
+def _key_item(key: ApiKey) -> dict[str, Any]:
+    limits = {"requestsPerMinute": key.requests_per_minute, "requestsPerHour": key.requests_per_hour}
+    return _item({
+        "apiKeyId": key.key_id, "userId": key.user_id, "apiKeyHash": key.key_hash,
+        "tier": key.tier, "permissions": sorted(key.permissions), "active": key.active,
+        "createdAt": key.created_at, "expiresAt": key.expires_at, "name": key.name,
+        "rateLimit": {k: v for k, v in limits.items() if v is not None} or None,
+    })
+
+
+def _key_from_item(item: dict[str, Any]) -> ApiKey:
+    values = _plain(item)
+    limits = values.get("rateLimit", {})
+    return ApiKey(
+        key_id=values["apiKeyId"], user_id=values.get("userId", ""),
+        key_hash=values.get("apiKeyHash", ""), tier=values.get("tier", ""),
+        permissions=list(values.get("permissions", [])), active=values["active"],
+        created_at=float(values.get("createdAt", 0)),
+        expires_at=_optional(float, values.get("expiresAt")), name=values.get("name", ""),
+        requests_per_minute=_optional(int, limits.get("requestsPerMinute")),
+        requests_per_hour=_optional(int, limits.get("requestsPerHour")),
+    )
+
+
+def _product_item(product: Product) -> dict[str, Any]:
+    return _item({
+        "productId": product.product_id, "name": product.name, "category": product.category,
+        "price": product.price, "brand": product.brand, "availability": product.availability,
+        "description": product.description, "rating": product.rating,
+    })
+
+
+def _product_from_item(item: dict[str, Any]) -> Product:
+    values = _plain(item)
+    return Product(
+        product_id=values["productId"], name=values.get("name", ""),
+        category=values.get("category", ""), price=float(values.get("price", 0)),
+        brand=values.get("brand", ""), availability=values.get("availability", ""),
+        description=values.get("description", ""), rating=float(values.get("rating", 0)),
+    )
+
+
+def _record_item(record: UsageRecord, expires_at: int) -> dict[str, Any]:
+    return _item({
+        "requestId": record.request_id, "correlationId": record.correlation_id,
+        "timestamp": record.timestamp, "userId": record.user_id, "apiKeyId": record.api_key_id,
+        "tier": record.tier, "model": record.model, "provider": record.provider,
+        "promptTokens": record.prompt_tokens, "completionTokens": record.completion_tokens,
+        "tokens": record.tokens, "cost": record.cost, "latency": record.latency_ms,
+        "upstreamLatency": record.upstream_latency_ms, "status": record.status,
+        "errorCode": record.error_code, "streamed": record.streamed, "cached": record.cached,
+        TTL_ATTRIBUTE: int(expires_at),
+    })
+
+
+def _record_from_item(item: dict[str, Any]) -> UsageRecord:
+    values = _plain(item)
+    return UsageRecord(
+        request_id=values["requestId"], correlation_id=values.get("correlationId", ""),
+        timestamp=float(values["timestamp"]), user_id=values.get("userId", ""),
+        api_key_id=values.get("apiKeyId", ""), tier=values.get("tier", ""),
+        model=values.get("model", ""), provider=values.get("provider", ""),
+        prompt_tokens=int(values.get("promptTokens", 0)),
+        completion_tokens=int(values.get("completionTokens", 0)),
+        cost=float(values.get("cost", 0)), latency_ms=float(values.get("latency", 0)),
+        upstream_latency_ms=float(values.get("upstreamLatency", 0)),
+        status=int(values.get("status", 200)), error_code=values.get("errorCode", ""),
+        streamed=values.get("streamed", False), cached=values.get("cached", False),
+    )
+
+
+class _Expression:
+    """Placeholders for one request's condition expressions (so reserved words never clash)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def name(self, attribute: str) -> str:
+        self.names[f"#{attribute}"] = attribute
+        return f"#{attribute}"
+
+    def value(self, value: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = _to_av(value)
+        return placeholder
+
+    def equals(self, attribute: str, value: Any) -> str:
+        """``attribute = value``; an empty string matches items without the attribute."""
+        if value == "":
+            return f"attribute_not_exists({self.name(attribute)})"
+        return f"{self.name(attribute)} = {self.value(value)}"
+
+    def between(self, attribute: str, low: Any, high: Any) -> list[str]:
+        """``low <= attribute <= high``, either bound optional (zero or one condition)."""
+        if low is not None and high is not None:
+            return [f"{self.name(attribute)} BETWEEN {self.value(low)} AND {self.value(high)}"]
+        if low is not None:
+            return [f"{self.name(attribute)} >= {self.value(low)}"]
+        if high is not None:
+            return [f"{self.name(attribute)} <= {self.value(high)}"]
+        return []
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if self.names:
+            params["ExpressionAttributeNames"] = self.names
+        if self.values:
+            params["ExpressionAttributeValues"] = self.values
+        return params
+
+
+def _tables(api_key_table: str, product_table: str, request_log_table: str) -> list[dict[str, Any]]:
+    """create_table arguments for the three tables (on-demand billing, GSIs projecting everything)."""
+
+    def index(name: str, hash_key: str, range_key: str | None = None) -> dict[str, Any]:
+        schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+        if range_key:
+            schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        return {"IndexName": name, "KeySchema": schema, "Projection": {"ProjectionType": "ALL"}}
+
+    def table(name: str, key: str, attributes: dict[str, str], indexes: list[dict]) -> dict[str, Any]:
+        return {
+            "TableName": name, "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": t} for a, t in attributes.items()],
+            "GlobalSecondaryIndexes": indexes,
+        }
+
+    return [
+        table(api_key_table, "apiKeyId",
+              {"apiKeyId": "S", "userId": "S", "createdAt": "N", "apiKeyHash": "S"},
+              [index(USER_INDEX, "userId", "createdAt"), index(KEY_HASH_INDEX, "apiKeyHash")]),
+        table(product_table, "productId",
+              {"productId": "S", "category": "S", "price": "N", "brand": "S", "availability": "S"},
+              [index(CATEGORY_INDEX, "category", "price"), index(BRAND_INDEX, "brand", "availability")]),
+        table(request_log_table, "requestId",
+              {"requestId": "S", "userId": "S", "timestamp": "N"},
+              [index(ANALYTICS_INDEX, "userId", "timestamp")]),
+    ]
+
+
+class DynamoDBStore:
+    """Every port over three DynamoDB tables."""
+
+    def __init__(self, client: Any, *, api_key_table: str, product_table: str,
+                 request_log_table: str, page_size: int | None = None):
+        """Wrap a boto3 DynamoDB client (or resource: its client is used).
+
+        ``page_size`` caps the items of each Query/Scan page (DynamoDB's ``Limit``);
+        every page is still read.
+        """
+        self.client = getattr(client.meta, "client", client)
+        self.api_key_table = api_key_table
+        self.product_table = product_table
+        self.request_log_table = request_log_table
+        self.page_size = page_size
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DynamoDBStore:
+        """A store on the settings' tables and region.
+
+        The endpoint is boto3's own: ``AWS_ENDPOINT_URL_DYNAMODB`` or ``AWS_ENDPOINT_URL``
+        when set (DynamoDB Local, moto), else AWS.
+        """
+        import boto3
+        from botocore.config import Config
+
+        config = Config(connect_timeout=3, read_timeout=10,
+                        retries={"mode": "standard", "max_attempts": 4})
+        client = boto3.session.Session().client("dynamodb", region_name=settings.aws_region,
+                                                config=config)
+        return cls(client, api_key_table=settings.table("api-keys"),
+                   product_table=settings.table("product-catalog"),
+                   request_log_table=settings.table("request-analytics"))
+
+    def init(self) -> None:
+        """Create the tables and enable the request log's TTL (idempotent); wait until active."""
+        specs = _tables(self.api_key_table, self.product_table, self.request_log_table)
+        for spec in specs:
+            try:
+                self.client.create_table(**spec)
+            except self.client.exceptions.ResourceInUseException:
+                pass
+        waiter = self.client.get_waiter("table_exists")
+        for spec in specs:
+            waiter.wait(TableName=spec["TableName"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        ttl = self.client.describe_time_to_live(TableName=self.request_log_table)
+        if ttl["TimeToLiveDescription"].get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            self.client.update_time_to_live(
+                TableName=self.request_log_table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+
+    def ping(self) -> None:
+        """Raise (a botocore error) when the API keys table cannot be described."""
+        self.client.describe_table(TableName=self.api_key_table)
+
+    def _all(self, operation: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a Query or Scan, following ``LastEvaluatedKey``."""
+        call = getattr(self.client, operation)
+        if self.page_size:
+            params["Limit"] = self.page_size
+        items: list[dict[str, Any]] = []
+        while True:
+            page = call(**params)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # API keys
+    def put_key(self, key: ApiKey) -> None:
+        """Create or replace ``key``."""
+        self.client.put_item(TableName=self.api_key_table, Item=_key_item(key))
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id (strongly consistent read), or None."""
+        item = self.client.get_item(TableName=self.api_key_table, Key={"apiKeyId": {"S": key_id}},
+                                    ConsistentRead=True).get("Item")
+        return _key_from_item(item) if item else None
+
+    def find_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash (ApiKeyLookup index, eventually consistent), or None."""
+        if not key_hash:
+            return None
+        expr = _Expression()
+        items = self.client.query(TableName=self.api_key_table, IndexName=KEY_HASH_INDEX,
+                                  KeyConditionExpression=expr.equals("apiKeyHash", key_hash),
+                                  **expr.params())["Items"]
+        return _key_from_item(items[0]) if items else None
+
+    def list_keys(self, user_id: str | None = None) -> list[ApiKey]:
+        """Every key (a Scan: admin listing), or one user's keys (UserId index), oldest first."""
+        if user_id is None:
+            items = self._all("scan", TableName=self.api_key_table)
+        elif not user_id:
+            return []
+        else:
+            expr = _Expression()
+            items = self._all("query", TableName=self.api_key_table, IndexName=USER_INDEX,
+                              KeyConditionExpression=expr.equals("userId", user_id), **expr.params())
+        return sorted(map(_key_from_item, items), key=lambda k: (k.created_at, k.key_id))
+
+    def set_key_active(self, key_id: str, active: bool) -> bool:
+        """Activate or revoke a key; False when there is no such key."""
+        try:
+            self.client.update_item(
+                TableName=self.api_key_table, Key={"apiKeyId": {"S": key_id}},
+                UpdateExpression="SET #active = :active",
+                ConditionExpression="attribute_exists(#apiKeyId)",
+                ExpressionAttributeNames={"#active": "active", "#apiKeyId": "apiKeyId"},
+                ExpressionAttributeValues={":active": {"BOOL": bool(active)}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    # Products
+    def put_products(self, products: Iterable[Product]) -> int:
+        """Insert or replace products in batches of 25; returns the count.
+
+        Not all-or-nothing: DynamoDB has no transaction over more than 100 items, so a
+        failure part-way leaves the earlier batches written. Callers validate first.
+        A product id given twice keeps its last version, as SQLite's replace does.
+        """
+        from boto3.dynamodb.table import BatchWriter
+
+        products = list(products)
+        with BatchWriter(self.product_table, self.client, overwrite_by_pkeys=["productId"]) as batch:
+            for product in products:
+                batch.put_item(Item=_product_item(product))
+        return len(products)
+
+    def get_product(self, product_id: str) -> Product | None:
+        """The product with this id (strongly consistent read), or None."""
+        item = self.client.get_item(TableName=self.product_table, Key={"productId": {"S": product_id}},
+                                    ConsistentRead=True).get("Item")
+        return _product_from_item(item) if item else None
+
+    def list_products(self, *, category: str | None = None, brand: str | None = None,
+                      min_price: float | None = None, max_price: float | None = None,
+                      availability: str | None = None) -> list[Product]:
+        """Products matching every given filter, by price then id.
+
+        A category Queries the CategoryPrice index (price bounds in the key condition);
+        else a brand Queries the BrandAvailability index (availability in the key
+        condition); only with neither is the table Scanned. Other filters are
+        FilterExpressions.
+        """
+        if min_price is not None and max_price is not None and min_price > max_price:
+            return []
+        expr = _Expression()
+        params: dict[str, Any] = {"TableName": self.product_table}
+        keys: list[str] = []
+        in_key: set[str] = set()
+        if category:
+            params["IndexName"], in_key = CATEGORY_INDEX, {"category", "price"}
+            keys = [expr.equals("category", category), *expr.between("price", min_price, max_price)]
+        elif brand:
+            params["IndexName"], in_key = BRAND_INDEX, {"brand"}
+            keys = [expr.equals("brand", brand)]
+            if availability:
+                in_key.add("availability")
+                keys.append(expr.equals("availability", availability))
+        filters = [] if "price" in in_key else expr.between("price", min_price, max_price)
+        for attribute, value in (("category", category), ("brand", brand), ("availability", availability)):
+            if value is not None and attribute not in in_key:
+                filters.append(expr.equals(attribute, value))
+        if keys:
+            params["KeyConditionExpression"] = " AND ".join(keys)
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        items = self._all("query" if keys else "scan", **params, **expr.params())
+        return sorted(map(_product_from_item, items), key=lambda p: (p.price, p.product_id))
+
+    def delete_product(self, product_id: str) -> bool:
+        """Delete a product; False when there was none."""
+        old = self.client.delete_item(TableName=self.product_table, Key={"productId": {"S": product_id}},
+                                      ReturnValues="ALL_OLD")
+        return "Attributes" in old
+
+    # Request log
+    def put_record(self, record: UsageRecord, expires_at: int) -> None:
+        """Append one record; ``expires_at`` becomes the TTL attribute ``expirationTimestamp``."""
+        self.client.put_item(TableName=self.request_log_table, Item=_record_item(record, expires_at))
+
+    def records_for_user(self, user_id: str, start: float = 0.0,
+                         end: float | None = None) -> list[UsageRecord]:
+        """A user's records with ``start <= timestamp < end``, oldest first (UserAnalytics index).
+
+        Records without a user id are not in the index, so ``user_id=""`` finds none.
+        """
+        if not user_id or (end is not None and end <= start):
+            return []
+        expr = _Expression()
+        keys = [expr.equals("userId", user_id), *expr.between("timestamp", start, end)]
+        items = self._all("query", TableName=self.request_log_table, IndexName=ANALYTICS_INDEX,
+                          KeyConditionExpression=" AND ".join(keys), **expr.params())
+        records = [r for r in map(_record_from_item, items) if end is None or r.timestamp < end]
+        return sorted(records, key=lambda r: (r.timestamp, r.request_id))

@@ -1,0 +1,131 @@
+"""Test helpers for the gateway and for plugin authors' own test suites.
+
+Use as a pytest plugin (``pytest_plugins = ["gateway.testing"]`` in your
+``conftest.py``) to get the fixtures ``gateway_app`` (an app on a temporary
+SQLite file, with the plugins you pass to ``make_app``), ``gateway_client`` and
+``api_key``; or call :func:`make_app`, :func:`issue_key` and :func:`serve` directly.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pytest
+
+from gateway.config import ENV_ALIASES
+from gateway.errors import ProviderError
+from gateway.hookspecs import hookimpl
+from gateway.types import Chunk, Completion, Price, Result, Usage
+
+
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove the gateway's and providers' variables, so a developer's shell cannot leak into a test."""
+    for name in list(os.environ):
+        if name.startswith(("GATEWAY_", "OPENAI_")) or name in ENV_ALIASES:
+            monkeypatch.delenv(name)
+
+
+def make_app(tmp_path, config: dict[str, Any] | None = None, plugins: tuple[object, ...] = ()):
+    """A gateway app on a SQLite file under ``tmp_path``, with extra ``plugins`` registered last."""
+    from gateway.app import create_app
+
+    return create_app({"sqlite_path": str(tmp_path / "gateway.db"), **(config or {})}, plugins=plugins)
+
+
+def issue_key(app, user: str = "alice", tier: str = "free",
+              permissions: tuple[str, ...] = ("completions",), **options: Any) -> str:
+    """Create a key in ``app``'s store and return its plaintext."""
+    from plugins.apikey import create_key
+
+    return create_key(app.extensions["gateway"], user, tier, list(permissions), **options)[0]
+
+
+@contextlib.contextmanager
+def serve(app) -> Iterator[str]:
+    """Serve ``app`` over real HTTP on a free loopback port; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@dataclass
+class FakeProvider:
+    """A provider whose answers and failures a test scripts.
+
+    ``outcomes`` are consumed one per call: a ``str`` is answered as text, a
+    :class:`ProviderError` is raised. With none left it answers ``"fake"``.
+    """
+
+    name: str = "fake"
+    served: dict[str, Price] = field(default_factory=lambda: {"fake-model": Price(1.0, 2.0)})
+    outcomes: list[str | ProviderError] = field(default_factory=list)
+    calls: list[Completion] = field(default_factory=list)
+
+    def models(self) -> dict[str, Price]:
+        """The scripted model table."""
+        return self.served
+
+    def _next(self, completion: Completion) -> str:
+        self.calls.append(completion)
+        outcome = self.outcomes.pop(0) if self.outcomes else "fake"
+        if isinstance(outcome, ProviderError):
+            raise outcome
+        return outcome
+
+    def complete(self, completion: Completion) -> Result:
+        """The next scripted outcome, as a result with 10 prompt and 5 completion tokens."""
+        return Result(text=self._next(completion), model=completion.model,
+                      usage=Usage(prompt_tokens=10, completion_tokens=5))
+
+    def stream(self, completion: Completion) -> Iterator[Chunk]:
+        """The next scripted outcome, one chunk a word."""
+        text = self._next(completion)
+        for word in text.split(" "):
+            yield Chunk(text=word)
+        yield Chunk(finish_reason="stop", usage=Usage(prompt_tokens=10, completion_tokens=5))
+
+
+class ProviderPlugin:
+    """A plugin object that registers the given providers (register it with ``make_app``)."""
+
+    def __init__(self, *providers: Any):
+        self.providers = list(providers)
+
+    @hookimpl
+    def gateway_register_providers(self):
+        """The providers given to the constructor."""
+        return self.providers
+
+
+@pytest.fixture
+def gateway_environment(monkeypatch):
+    """A clean environment (no GATEWAY_*, OPENAI_* or alias variables)."""
+    clean_environment(monkeypatch)
+
+
+@pytest.fixture
+def gateway_app(tmp_path, gateway_environment):
+    """A gateway app with the built-in plugins on a temporary SQLite file."""
+    return make_app(tmp_path)
+
+
+@pytest.fixture
+def gateway_client(gateway_app):
+    """Flask's test client for ``gateway_app``."""
+    return gateway_app.test_client()
+
+
+@pytest.fixture
+def api_key(gateway_app):
+    """A free-tier key with the ``completions`` permission, in ``gateway_app``'s store."""
+    return issue_key(gateway_app)

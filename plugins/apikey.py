@@ -1,0 +1,164 @@
+"""API keys: ``gw_<env>_<key id>_<secret>``, stored only as an HMAC-SHA256 of the secret.
+
+The key id is public and finds the stored row; the secret is verified by comparing
+HMACs (keyed by the server-side pepper, salted by the key id) in constant time.
+Validated keys are cached in process for ``key_cache_ttl`` seconds so the hot
+path does not read the store on every request.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import asdict
+
+import click
+from flask.cli import with_appcontext
+
+from gateway import hookimpl
+from gateway.errors import AuthenticationError
+from gateway.store.base import ApiKey
+from gateway.types import PERMISSIONS, TIERS, Caller
+
+_CACHE = "apikey.cache"
+
+
+def hash_secret(pepper: str, key_id: str, secret: str) -> str:
+    """The stored form of a key's secret: HMAC-SHA256(pepper, key id + secret), hex."""
+    return hmac.new(pepper.encode(), f"{key_id}:{secret}".encode(), hashlib.sha256).hexdigest()
+
+
+def parse_key(value: str) -> tuple[str, str] | None:
+    """Split ``gw_<env>_<id>_<secret>`` into (key id, secret); None when it is not one of ours."""
+    parts = value.split("_", 3)
+    if len(parts) != 4 or parts[0] != "gw" or not parts[2] or len(parts[3]) < 20:
+        return None
+    return parts[2], parts[3]
+
+
+def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str] | None = None,
+               name: str = "", expires_at: float | None = None,
+               requests_per_minute: int | None = None) -> tuple[str, ApiKey]:
+    """Create and store a key; returns (the plaintext key, shown once, and the stored record)."""
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    env = "live" if gateway.settings.stage == "prod" else "test"
+    key = ApiKey(key_id=key_id, user_id=user_id, tier=tier,
+                 key_hash=hash_secret(gateway.settings.key_pepper, key_id, secret),
+                 permissions=sorted(permissions or ["completions"]), active=True,
+                 created_at=time.time(), expires_at=expires_at, name=name,
+                 requests_per_minute=requests_per_minute)
+    gateway.store.put_key(key)
+    return f"gw_{env}_{key_id}_{secret}", key
+
+
+def presented_key(request) -> str | None:
+    """The key in ``X-API-Key`` or ``Authorization: Bearer``, if any."""
+    value = request.headers.get("X-API-Key")
+    if value:
+        return value.strip()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _lookup(gateway, key_id: str) -> ApiKey | None:
+    cache: dict[str, tuple[float, ApiKey]] = gateway.state.setdefault(_CACHE, {})
+    now = time.monotonic()
+    hit = cache.get(key_id)
+    if hit and hit[0] > now:
+        return hit[1]
+    key = gateway.store.get_key(key_id)
+    if key is not None:
+        cache[key_id] = (now + gateway.settings.key_cache_ttl, key)
+    return key
+
+
+@hookimpl(trylast=True)
+def gateway_authenticate(request, gateway):
+    """A :class:`Caller` for a valid gateway key; None when no gateway key was sent."""
+    presented = presented_key(request)
+    parsed = parse_key(presented) if presented else None
+    if parsed is None:
+        return None
+    key_id, secret = parsed
+    key = _lookup(gateway, key_id)
+    presented_hash = hash_secret(gateway.settings.key_pepper, key_id, secret)
+    if key is None or not hmac.compare_digest(key.key_hash, presented_hash):
+        raise AuthenticationError("Invalid API key.")
+    if not key.active:
+        raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
+    if key.expires_at is not None and key.expires_at <= time.time():
+        raise AuthenticationError("This API key has expired.", code="expired_api_key")
+    return Caller(user_id=key.user_id, key_id=key.key_id, tier=key.tier,
+                  permissions=frozenset(key.permissions),
+                  requests_per_minute=key.requests_per_minute,
+                  requests_per_hour=key.requests_per_hour)
+
+
+def _public(key: ApiKey) -> dict:
+    row = asdict(key)
+    del row["key_hash"]
+    return row
+
+
+@hookimpl
+def gateway_register_commands(cli):
+    """Add ``gateway keys create|list|revoke``."""
+
+    @cli.group()
+    def keys():
+        """Create, list and revoke API keys."""
+
+    @keys.command("create")
+    @click.option("--user", "user_id", required=True, help="Owner of the key.")
+    @click.option("--tier", type=click.Choice(TIERS), default="free", show_default=True)
+    @click.option("--permissions", default="completions", show_default=True,
+                  help=f"Comma-separated, from: {', '.join(PERMISSIONS)}.")
+    @click.option("--name", default="", help="A label for the key.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @with_appcontext
+    def create(user_id, tier, permissions, name, as_json):
+        """Create a key and print it (it is shown only this once)."""
+        from gateway.app import current_gateway
+
+        wanted = [p.strip() for p in permissions.split(",") if p.strip()]
+        unknown = sorted(set(wanted) - set(PERMISSIONS))
+        if unknown or not wanted:
+            raise click.BadParameter(f"unknown permission(s) {', '.join(unknown) or '(none given)'}; "
+                                     f"choose from {', '.join(PERMISSIONS)}", param_hint="--permissions")
+        plaintext, key = create_key(current_gateway(), user_id, tier, wanted, name)
+        if as_json:
+            click.echo(json.dumps({"key": plaintext, **_public(key)}))
+        else:
+            click.echo(f"key id {key.key_id} for {user_id} ({tier}): {plaintext}")
+            click.echo("Store it now: the gateway keeps only its hash and cannot show it again.")
+
+    @keys.command("list")
+    @click.option("--user", "user_id", default=None, help="Only this user's keys.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @with_appcontext
+    def list_(user_id, as_json):
+        """List keys (never their secrets)."""
+        from gateway.app import current_gateway
+
+        rows = [_public(k) for k in current_gateway().store.list_keys(user_id)]
+        if as_json:
+            click.echo(json.dumps(rows))
+            return
+        for row in rows:
+            state = "active" if row["active"] else "revoked"
+            click.echo(f"{row['key_id']}  {row['user_id']:<20} {row['tier']:<10} {state:<8} "
+                       f"{','.join(row['permissions'])}")
+
+    @keys.command("revoke")
+    @click.argument("key_id")
+    @with_appcontext
+    def revoke(key_id):
+        """Revoke a key by its id."""
+        from gateway.app import current_gateway
+
+        if not current_gateway().store.set_key_active(key_id, False):
+            raise click.ClickException(f"no key with id {key_id!r} (see 'gateway keys list')")
+        click.echo(f"revoked {key_id}")

@@ -1,0 +1,55 @@
+"""The ``echo`` development provider: answers with the last user message, deterministically.
+
+Token counts are whitespace-separated words, so tests and demos can predict them.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from gateway import hookimpl
+from gateway.types import Chunk, Completion, Price, Result, Usage
+
+NAME = "echo"
+
+
+def message_text(message: dict) -> str:
+    """The text of a message, whether its content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return content or ""
+
+
+class EchoProvider:
+    """Serves model ``echo`` at no cost."""
+
+    name = NAME
+
+    def models(self) -> dict[str, Price]:
+        """One free model, ``echo``."""
+        return {"echo": Price(0.0, 0.0)}
+
+    def _answer(self, completion: Completion) -> tuple[str, Usage]:
+        last_user = next((m for m in reversed(completion.messages) if m["role"] == "user"), None)
+        text = message_text(last_user) if last_user else ""
+        prompt_tokens = sum(len(message_text(m).split()) for m in completion.messages)
+        return text, Usage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
+
+    def complete(self, completion: Completion) -> Result:
+        """Echo the last user message."""
+        text, usage = self._answer(completion)
+        return Result(text=text, model=completion.model, usage=usage)
+
+    def stream(self, completion: Completion) -> Iterator[Chunk]:
+        """Echo the last user message word by word, usage on the last chunk."""
+        text, usage = self._answer(completion)
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            yield Chunk(text=word if index == 0 else " " + word)
+        yield Chunk(finish_reason="stop", usage=usage)
+
+
+@hookimpl
+def gateway_register_providers():
+    """Register the echo provider."""
+    return [EchoProvider()]

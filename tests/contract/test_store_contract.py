@@ -1,0 +1,379 @@
+"""The store contract: every adapter (see conftest's ``store`` fixture) passes these tests."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.store.base import ApiKey, Product
+from gateway.types import UsageRecord
+
+
+def _key(key_id: str, user_id: str = "u1", created_at: float = 100.0, **extra) -> ApiKey:
+    return ApiKey(key_id=key_id, user_id=user_id, key_hash=f"hash-{key_id}", created_at=created_at, **extra)
+
+
+def _record(request_id: str, user_id: str = "u1", timestamp: float = 1000.0, **extra) -> UsageRecord:
+    return UsageRecord(request_id=request_id, correlation_id=f"c-{request_id}", timestamp=timestamp,
+                       user_id=user_id, **extra)
+
+
+CATALOG = [
+    Product("p1", "Laptop", "electronics", 999.99, "Acme", "in-stock", "A laptop", 4.5),
+    Product("p2", "Phone", "electronics", 499.0, "Acme", "limited", "A phone", 4.1),
+    Product("p3", "Cable", "electronics", 9.5, "Wireco", "in-stock", "A cable", 3.9),
+    Product("p4", "Charger", "electronics", 9.5, "Acme", "out-of-stock", "", 0.0),
+    Product("p5", "Novel", "books", 15.25, "Pagemill", "in-stock", "A novel", 4.8),
+    Product("p6", "Atlas", "books", 45.0, "Acme", "limited", "An atlas", 4.0),
+    Product("p7", "Mug", "kitchen", 12.0, "", "in-stock", "No brand", 3.0),
+]
+
+
+def _ids(products: list[Product]) -> list[str]:
+    return [p.product_id for p in products]
+
+
+@pytest.fixture
+def catalog(store):
+    assert store.put_products(CATALOG) == len(CATALOG)
+    return store
+
+
+def _dynamodb_only(store):
+    if not hasattr(store, "client"):
+        pytest.skip("DynamoDB adapter only")
+
+
+# API keys
+
+def test_key_put_then_get_round_trips(store):
+    key = _key("k1", tier="premium", permissions=["admin", "completions"], name="ci key")
+    store.put_key(key)
+    assert store.get_key("k1") == key
+    assert store.get_key("missing") is None
+
+
+def test_put_key_replaces(store):
+    store.put_key(_key("k1", tier="free"))
+    store.put_key(_key("k1", tier="enterprise", name="renamed"))
+    got = store.get_key("k1")
+    assert (got.tier, got.name) == ("enterprise", "renamed")
+    assert len(store.list_keys()) == 1
+
+
+def test_find_key_by_hash(store):
+    store.put_key(_key("k1"))
+    store.put_key(_key("k2", user_id="u2"))
+    assert store.find_key_by_hash("hash-k2") == _key("k2", user_id="u2")
+    assert store.find_key_by_hash("no-such-hash") is None
+
+
+def test_list_keys_by_user_oldest_first_and_isolated(store):
+    store.put_key(_key("k3", created_at=300.0))
+    store.put_key(_key("k1", created_at=100.0))
+    store.put_key(_key("k2", created_at=200.0))
+    store.put_key(_key("other", user_id="u2", created_at=50.0))
+    assert [k.key_id for k in store.list_keys("u1")] == ["k1", "k2", "k3"]
+    assert [k.key_id for k in store.list_keys("u2")] == ["other"]
+    assert store.list_keys("nobody") == []
+
+
+def test_list_all_keys_by_created_at_then_id(store):
+    store.put_key(_key("b", user_id="u1", created_at=200.0))
+    store.put_key(_key("a", user_id="u2", created_at=200.0))
+    store.put_key(_key("c", user_id="u3", created_at=100.5))
+    assert [k.key_id for k in store.list_keys()] == ["c", "a", "b"]
+
+
+def test_list_keys_empty_store(store):
+    assert store.list_keys() == []
+
+
+def test_revoke_and_reactivate(store):
+    store.put_key(_key("k1"))
+    assert store.set_key_active("k1", False) is True
+    assert store.get_key("k1").active is False
+    assert store.find_key_by_hash("hash-k1").active is False
+    assert store.set_key_active("k1", True) is True
+    assert store.get_key("k1").active is True
+
+
+def test_revoke_missing_key_is_false_and_creates_nothing(store):
+    assert store.set_key_active("missing", False) is False
+    assert store.get_key("missing") is None
+    assert store.list_keys() == []
+
+
+@pytest.mark.parametrize("per_minute,per_hour", [(60, 1000), (60, None), (None, 500), (None, None)])
+def test_rate_limit_round_trips(store, per_minute, per_hour):
+    key = _key("k1", requests_per_minute=per_minute, requests_per_hour=per_hour)
+    store.put_key(key)
+    got = store.get_key("k1")
+    assert (got.requests_per_minute, got.requests_per_hour) == (per_minute, per_hour)
+    assert type(got.requests_per_minute) is type(per_minute)
+
+
+@pytest.mark.parametrize("expires_at", [None, 1767225600.25])
+def test_expires_at_round_trips(store, expires_at):
+    store.put_key(_key("k1", expires_at=expires_at))
+    assert store.get_key("k1").expires_at == expires_at
+
+
+@pytest.mark.parametrize("permissions", [["completions"], ["admin", "completions", "health", "mcp"], []])
+def test_permissions_round_trip(store, permissions):
+    store.put_key(_key("k1", permissions=permissions))
+    assert store.get_key("k1").permissions == permissions
+    assert store.list_keys("u1")[0].permissions == permissions
+
+
+def test_created_at_keeps_fractions(store):
+    store.put_key(_key("k1", created_at=1732700000.123456))
+    assert store.get_key("k1").created_at == 1732700000.123456
+
+
+# Products
+
+def test_put_products_then_get(catalog):
+    for product in CATALOG:
+        assert catalog.get_product(product.product_id) == product
+    assert catalog.get_product("missing") is None
+
+
+def test_put_products_replaces_and_last_duplicate_wins(store):
+    store.put_products([CATALOG[0]])
+    cheaper = Product("p1", "Laptop", "electronics", 899.0, "Acme")
+    newest = Product("p1", "Laptop 2", "electronics", 799.0, "Acme")
+    assert store.put_products([cheaper, newest]) == 2
+    assert store.get_product("p1") == newest
+    assert len(store.list_products()) == 1
+
+
+def test_put_many_products(store):
+    many = [Product(f"p{i:03}", f"Item {i}", "bulk", float(i % 7), "Bulkco") for i in range(60)]
+    assert store.put_products(many) == 60
+    assert store.put_products([]) == 0
+    listed = store.list_products(category="bulk")
+    assert len(listed) == 60
+    assert listed == sorted(many, key=lambda p: (p.price, p.product_id))
+
+
+def test_list_without_filters_is_everything_by_price_then_id(catalog):
+    assert _ids(catalog.list_products()) == ["p3", "p4", "p7", "p5", "p6", "p2", "p1"]
+
+
+def test_list_by_category_cheapest_first(catalog):
+    assert _ids(catalog.list_products(category="electronics")) == ["p3", "p4", "p2", "p1"]
+    assert _ids(catalog.list_products(category="books")) == ["p5", "p6"]
+    assert catalog.list_products(category="garden") == []
+
+
+@pytest.mark.parametrize("bounds,expected", [
+    ({"min_price": 9.5}, ["p3", "p4", "p2", "p1"]),
+    ({"min_price": 10}, ["p2", "p1"]),
+    ({"max_price": 499.0}, ["p3", "p4", "p2"]),
+    ({"min_price": 9.5, "max_price": 9.5}, ["p3", "p4"]),
+    ({"min_price": 100, "max_price": 600}, ["p2"]),
+    ({"min_price": 600, "max_price": 100}, []),
+])
+def test_list_by_category_with_price_bounds(catalog, bounds, expected):
+    assert _ids(catalog.list_products(category="electronics", **bounds)) == expected
+
+
+def test_list_by_brand(catalog):
+    assert _ids(catalog.list_products(brand="Acme")) == ["p4", "p6", "p2", "p1"]
+    assert _ids(catalog.list_products(brand="Acme", availability="limited")) == ["p6", "p2"]
+    assert _ids(catalog.list_products(brand="Acme", max_price=50)) == ["p4", "p6"]
+    assert catalog.list_products(brand="Nobody") == []
+
+
+def test_list_by_availability(catalog):
+    assert _ids(catalog.list_products(availability="in-stock")) == ["p3", "p7", "p5", "p1"]
+    assert _ids(catalog.list_products(availability="out-of-stock")) == ["p4"]
+
+
+def test_list_by_price_only(catalog):
+    assert _ids(catalog.list_products(min_price=10, max_price=50)) == ["p7", "p5", "p6"]
+    assert _ids(catalog.list_products(min_price=500)) == ["p1"]
+    assert _ids(catalog.list_products(max_price=9.5)) == ["p3", "p4"]
+
+
+def test_list_with_every_filter(catalog):
+    assert _ids(catalog.list_products(category="electronics", brand="Acme", availability="limited",
+                                      min_price=100, max_price=500)) == ["p2"]
+    assert catalog.list_products(category="books", brand="Wireco") == []
+
+
+def test_product_without_brand_is_listed(catalog):
+    assert catalog.get_product("p7").brand == ""
+    assert _ids(catalog.list_products(category="kitchen")) == ["p7"]
+    assert _ids(catalog.list_products(brand="")) == ["p7"]
+
+
+def test_delete_product(catalog):
+    assert catalog.delete_product("p2") is True
+    assert catalog.get_product("p2") is None
+    assert "p2" not in _ids(catalog.list_products(category="electronics"))
+    assert catalog.delete_product("p2") is False
+    assert catalog.delete_product("missing") is False
+    assert len(catalog.list_products()) == len(CATALOG) - 1
+
+
+# Request log
+
+def test_record_round_trips_with_exact_floats(store):
+    record = _record("r1", api_key_id="k1", tier="basic", model="gpt-4o-mini", provider="openai",
+                     prompt_tokens=12, completion_tokens=30, cost=0.000123, latency_ms=812.5,
+                     upstream_latency_ms=790.25, status=502, error_code="upstream_error",
+                     streamed=True, cached=True, timestamp=1732700000.123456)
+    store.put_record(record, expires_at=1740000000)
+    [got] = store.records_for_user("u1")
+    assert got == record
+    assert got.cost == 0.000123
+    assert isinstance(got.prompt_tokens, int) and isinstance(got.status, int)
+    assert got.tokens == 42
+
+
+def test_record_defaults_round_trip(store):
+    record = _record("r1")
+    store.put_record(record, expires_at=1740000000)
+    assert store.records_for_user("u1") == [record]
+
+
+def test_records_time_bounds_start_inclusive_end_exclusive(store):
+    for i, ts in enumerate([100.0, 200.0, 300.0, 400.0]):
+        store.put_record(_record(f"r{i}", timestamp=ts), expires_at=1740000000)
+    assert [r.timestamp for r in store.records_for_user("u1")] == [100.0, 200.0, 300.0, 400.0]
+    assert [r.timestamp for r in store.records_for_user("u1", start=200.0)] == [200.0, 300.0, 400.0]
+    assert [r.timestamp for r in store.records_for_user("u1", start=200.0, end=400.0)] == [200.0, 300.0]
+    assert [r.timestamp for r in store.records_for_user("u1", end=200.0)] == [100.0]
+    assert store.records_for_user("u1", start=250.0, end=260.0) == []
+    assert store.records_for_user("u1", start=300.0, end=300.0) == []
+
+
+def test_records_oldest_first_then_by_id(store):
+    store.put_record(_record("r-c", timestamp=300.0), expires_at=1)
+    store.put_record(_record("r-b", timestamp=100.0), expires_at=1)
+    store.put_record(_record("r-a", timestamp=100.0), expires_at=1)
+    assert [r.request_id for r in store.records_for_user("u1")] == ["r-a", "r-b", "r-c"]
+
+
+def test_records_are_isolated_between_users(store):
+    store.put_record(_record("r1", user_id="alice"), expires_at=1740000000)
+    store.put_record(_record("r2", user_id="bob"), expires_at=1740000000)
+    store.put_record(_record("r3", user_id="alice", timestamp=2000.0), expires_at=1740000000)
+    assert [r.request_id for r in store.records_for_user("alice")] == ["r1", "r3"]
+    assert [r.request_id for r in store.records_for_user("bob")] == ["r2"]
+    assert store.records_for_user("carol") == []
+
+
+# Lifecycle
+
+def test_init_is_idempotent(store):
+    store.put_key(_key("k1"))
+    store.put_products(CATALOG[:2])
+    store.put_record(_record("r1"), expires_at=1740000000)
+    store.init()
+    store.init()
+    assert store.get_key("k1") == _key("k1")
+    assert _ids(store.list_products()) == ["p2", "p1"]
+    assert len(store.records_for_user("u1")) == 1
+
+
+def test_ping(store):
+    assert store.ping() is None
+
+
+# DynamoDB adapter specifics
+
+def test_dynamodb_ping_raises_without_tables(store):
+    _dynamodb_only(store)
+    from gateway.store.dynamodb import DynamoDBStore
+
+    missing = DynamoDBStore(store.client, api_key_table="absent-api-keys", product_table="absent-products",
+                            request_log_table="absent-request-log")
+    with pytest.raises(Exception) as raised:
+        missing.ping()
+    assert "ResourceNotFound" in type(raised.value).__name__ or "ResourceNotFound" in str(raised.value)
+
+
+def test_dynamodb_uses_indexes_not_scans(store):
+    _dynamodb_only(store)
+    store.put_products(CATALOG)
+    store.put_key(_key("k1"))
+    store.put_record(_record("r1"), expires_at=1740000000)
+    calls: list[tuple[str, str | None]] = []
+
+    def count(model, params, **kwargs):
+        calls.append((model.name, json.loads(params["body"]).get("IndexName")))
+
+    store.client.meta.events.register("before-call.dynamodb.*", count)
+    try:
+        assert _ids(store.list_products(category="electronics", min_price=10)) == ["p2", "p1"]
+        assert calls == [("Query", "CategoryPriceGlobalSecondaryIndex")]
+        calls.clear()
+        assert _ids(store.list_products(brand="Acme", availability="limited")) == ["p6", "p2"]
+        assert calls == [("Query", "BrandAvailabilityGlobalSecondaryIndex")]
+        calls.clear()
+        assert store.find_key_by_hash("hash-k1").key_id == "k1"
+        assert store.list_keys("u1")[0].key_id == "k1"
+        assert store.records_for_user("u1", start=0, end=5000)[0].request_id == "r1"
+        assert calls == [("Query", "ApiKeyLookupGlobalSecondaryIndex"), ("Query", "UserIdGlobalSecondaryIndex"),
+                         ("Query", "UserAnalyticsGlobalSecondaryIndex")]
+        calls.clear()
+        store.list_products(availability="in-stock")
+        assert calls == [("Scan", None)]
+    finally:
+        store.client.meta.events.unregister("before-call.dynamodb.*", count)
+
+
+def test_dynamodb_reads_every_page(store):
+    _dynamodb_only(store)
+    store.put_products(CATALOG)
+    for i in range(5):
+        store.put_key(_key(f"k{i}", created_at=float(i)))
+        store.put_record(_record(f"r{i}", timestamp=float(i)), expires_at=1740000000)
+    store.page_size = 2
+    calls: list[str] = []
+
+    def count(model, **kwargs):
+        calls.append(model.name)
+
+    store.client.meta.events.register("before-call.dynamodb.*", count)
+    try:
+        assert _ids(store.list_products(category="electronics")) == ["p3", "p4", "p2", "p1"]
+        assert _ids(store.list_products(brand="Acme")) == ["p4", "p6", "p2", "p1"]
+        assert len(store.list_products()) == len(CATALOG)
+        assert [k.key_id for k in store.list_keys("u1")] == [f"k{i}" for i in range(5)]
+        assert [k.key_id for k in store.list_keys()] == [f"k{i}" for i in range(5)]
+        assert [r.request_id for r in store.records_for_user("u1")] == [f"r{i}" for i in range(5)]
+    finally:
+        store.client.meta.events.unregister("before-call.dynamodb.*", count)
+    assert calls.count("Query") >= 9 and calls.count("Scan") >= 6
+
+
+def test_dynamodb_item_shape_and_ttl(store):
+    _dynamodb_only(store)
+    store.put_key(_key("k1", requests_per_minute=60, requests_per_hour=None))
+    store.put_record(_record("r1", cost=0.5, prompt_tokens=3, completion_tokens=4), expires_at=1740000000)
+    client = store.client
+    key_item = client.get_item(TableName=store.api_key_table, Key={"apiKeyId": {"S": "k1"}})["Item"]
+    assert {"apiKeyId", "userId", "apiKeyHash", "tier", "createdAt", "permissions", "active"} <= set(key_item)
+    assert key_item["rateLimit"] == {"M": {"requestsPerMinute": {"N": "60"}}}
+    assert key_item["permissions"] == {"L": [{"S": "completions"}]}
+    assert key_item["active"] == {"BOOL": True}
+    record_item = client.get_item(TableName=store.request_log_table, Key={"requestId": {"S": "r1"}})["Item"]
+    assert record_item["expirationTimestamp"] == {"N": "1740000000"}
+    assert record_item["tokens"] == {"N": "7"}
+    assert {"timestamp", "userId", "model", "cost", "latency", "provider", "correlationId"} <= set(record_item)
+    ttl = client.describe_time_to_live(TableName=store.request_log_table)["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] in ("ENABLED", "ENABLING")
+    assert ttl["AttributeName"] == "expirationTimestamp"
+    indexes = {
+        table: {i["IndexName"] for i in client.describe_table(TableName=table)["Table"]["GlobalSecondaryIndexes"]}
+        for table in (store.api_key_table, store.product_table, store.request_log_table)}
+    assert indexes == {
+        store.api_key_table: {"UserIdGlobalSecondaryIndex", "ApiKeyLookupGlobalSecondaryIndex"},
+        store.product_table: {"CategoryPriceGlobalSecondaryIndex", "BrandAvailabilityGlobalSecondaryIndex"},
+        store.request_log_table: {"UserAnalyticsGlobalSecondaryIndex"},
+    }
+    assert store.api_key_table.endswith("-dev-api-keys")
