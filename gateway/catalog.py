@@ -169,7 +169,7 @@ def import_products(store: ProductStore, path: str | Path | list[Product],
 
 
 def export_products(store: ProductStore, path: str | Path) -> int:
-    """Write every stored product to a ``.json`` or ``.csv`` file that ``read_products`` reads back; return the count."""
+    """Write every stored product to a ``.json`` or ``.csv`` file (``read_products`` reads it back); the count."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:

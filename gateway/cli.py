@@ -108,7 +108,7 @@ def build_cli(pm) -> click.Group:
     def plugins_(as_json):
         """List loaded plugins: name, version, source and hooks."""
         rows = [{"name": name, "version": pm.plugin_version(name), "source": pm.sources.get(name, "?"),
-                 "hooks": sorted(impl.hook_name for impl in pm_hookimpls(pm, plugin))}
+                 "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])}
                 for name, plugin in pm.list_name_plugin()]
         if as_json:
             click.echo(json.dumps(rows))
@@ -121,12 +121,6 @@ def build_cli(pm) -> click.Group:
     return cli
 
 
-def pm_hookimpls(pm, plugin):
-    """The hook implementations one plugin provides."""
-    return [impl for caller in pm.get_hookcallers(plugin) or []
-            for impl in caller.get_hookimpls() if impl.plugin is plugin]
-
-
 def main() -> None:
     """Entry point of the ``gateway`` console script."""
     try:
@@ -135,3 +129,7 @@ def main() -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     build_cli(pm).main(prog_name="gateway")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields as f, validate
+from marshmallow import RAISE, Schema, ValidationError, validate
+from marshmallow import fields as f
 
 from gateway.errors import ConfigError
 
@@ -167,9 +169,11 @@ def _describe(errors: dict, source: dict) -> str:
     for name, messages in sorted(errors.items()):
         text = "; ".join(m if isinstance(m, str) else json.dumps(m) for m in
                          (messages if isinstance(messages, list) else [messages]))
+        label = f"{name} ({ENV_PREFIX}{name.upper()})"
         if text == "Unknown field.":
-            text = "unknown setting"
-        parts.append(f"{name} = {source.get(name)!r}: {text}" if name in source else f"{name}: {text}")
+            parts.append(f"{label}: unknown setting")
+        else:
+            parts.append(f"{label} = {source.get(name)!r}: {text}" if name in source else f"{label}: {text}")
     return "invalid settings: " + ", ".join(parts)
 
 

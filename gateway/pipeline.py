@@ -12,8 +12,7 @@ from dataclasses import dataclass, replace
 from flask import Request, g
 from marshmallow import Schema
 
-from gateway.errors import (AuthenticationError, GatewayError, ModelNotFound, PermissionDenied,
-                            ProviderError)
+from gateway.errors import AuthenticationError, GatewayError, ModelNotFound, PermissionDenied, ProviderError
 from gateway.http import read_json_body
 from gateway.schemas import load_completion
 from gateway.types import Caller, Completion, Provider, Result, UsageRecord

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import time
 
-from limits import RateLimitItemPerMinute, storage as limit_storage, strategies
+from limits import RateLimitItemPerMinute, strategies
+from limits import storage as limit_storage
 
 from gateway.config import Settings
 from gateway.errors import RateLimited

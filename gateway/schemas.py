@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields as f, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, validate, validates_schema
+from marshmallow import fields as f
 
 from gateway.errors import InvalidRequest
 from gateway.types import Completion

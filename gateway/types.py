@@ -5,8 +5,9 @@ this module without pulling anything heavy in.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 PERMISSIONS = ("completions", "health", "admin", "mcp")
 TIERS = ("free", "basic", "premium", "enterprise")

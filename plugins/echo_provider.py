@@ -4,7 +4,7 @@ Token counts are whitespace-separated words, so tests and demos can predict them
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from gateway import hookimpl
 from gateway.types import Chunk, Completion, Price, Result, Usage

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from gateway import hookimpl
 from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
@@ -53,12 +54,11 @@ class OpenAIProvider:
                                     code="provider_not_configured", status=503)
             with self._lock:
                 if self._client is None:
-                    import httpx
                     import openai
 
                     self._client = openai.OpenAI(
                         api_key=self._api_key, base_url=self._base_url, max_retries=0,
-                        timeout=httpx.Timeout(self._timeout, connect=min(5.0, self._timeout)))
+                        timeout=openai.Timeout(self._timeout, connect=min(5.0, self._timeout)))
         return self._client
 
     def complete(self, completion: Completion) -> Result:

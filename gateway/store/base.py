@@ -5,8 +5,9 @@ suite (``tests/contract``) that every adapter passes.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from gateway.types import UsageRecord
 

@@ -10,11 +10,15 @@ module stays cheap.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from gateway.store.base import ApiKey, Product
 from gateway.types import UsageRecord
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 USER_INDEX = "UserIdGlobalSecondaryIndex"
 KEY_HASH_INDEX = "ApiKeyLookupGlobalSecondaryIndex"
@@ -228,7 +232,7 @@ class DynamoDBStore:
         self.page_size = page_size
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DynamoDBStore:
+    def from_settings(cls, settings: Settings) -> DynamoDBStore:
         """A store on the settings' tables and region.
 
         The endpoint is boto3's own: ``AWS_ENDPOINT_URL_DYNAMODB`` or ``AWS_ENDPOINT_URL``
@@ -239,8 +243,7 @@ class DynamoDBStore:
 
         config = Config(connect_timeout=3, read_timeout=10,
                         retries={"mode": "standard", "max_attempts": 4})
-        client = boto3.session.Session().client("dynamodb", region_name=settings.aws_region,
-                                                config=config)
+        client = boto3.client("dynamodb", region_name=settings.aws_region, config=config)
         return cls(client, api_key_table=settings.table("api-keys"),
                    product_table=settings.table("product-catalog"),
                    request_log_table=settings.table("request-analytics"))

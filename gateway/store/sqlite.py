@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Iterable
 
 from gateway.store.base import ApiKey, Product
 from gateway.types import UsageRecord

@@ -42,17 +42,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def moto_server():
+def moto_server(tmp_path_factory):
     """The endpoint URL of a moto server running in its own process for the session."""
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_path = tmp_path_factory.mktemp("moto") / "server.log"
+    with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                pytest.fail(f"moto server exited ({process.returncode}): {process.stderr.read().decode()}")
+                pytest.fail(f"moto server exited ({process.returncode}): {log_path.read_text()}")
             try:
                 urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
                 break
@@ -70,7 +72,6 @@ def moto_server():
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        process.stderr.close()
 
 
 def _dynamodb_settings():
@@ -108,8 +109,11 @@ def store(request, tmp_path, monkeypatch):
 
     from moto import mock_aws
 
-    with mock_aws():
+    # Backends are still reset per test; keeping boto3's default session saves reloading
+    # its service models for every test.
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         built = open_store(_dynamodb_settings())
         assert isinstance(built, DynamoDBStore)
+        assert built.client.meta.endpoint_url == "https://dynamodb.us-east-1.amazonaws.com"
         built.init()
         yield built

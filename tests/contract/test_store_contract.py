@@ -287,13 +287,15 @@ def test_ping(store):
 
 def test_dynamodb_ping_raises_without_tables(store):
     _dynamodb_only(store)
+    from botocore.exceptions import ClientError
+
     from gateway.store.dynamodb import DynamoDBStore
 
     missing = DynamoDBStore(store.client, api_key_table="absent-api-keys", product_table="absent-products",
                             request_log_table="absent-request-log")
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(ClientError) as raised:
         missing.ping()
-    assert "ResourceNotFound" in type(raised.value).__name__ or "ResourceNotFound" in str(raised.value)
+    assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
 def test_dynamodb_uses_indexes_not_scans(store):
@@ -354,7 +356,8 @@ def test_dynamodb_reads_every_page(store):
 def test_dynamodb_item_shape_and_ttl(store):
     _dynamodb_only(store)
     store.put_key(_key("k1", requests_per_minute=60, requests_per_hour=None))
-    store.put_record(_record("r1", cost=0.5, prompt_tokens=3, completion_tokens=4), expires_at=1740000000)
+    store.put_record(_record("r1", cost=0.5, prompt_tokens=3, completion_tokens=4, model="m", provider="p"),
+                     expires_at=1740000000)
     client = store.client
     key_item = client.get_item(TableName=store.api_key_table, Key={"apiKeyId": {"S": "k1"}})["Item"]
     assert {"apiKeyId", "userId", "apiKeyHash", "tier", "createdAt", "permissions", "active"} <= set(key_item)

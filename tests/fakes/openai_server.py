@@ -55,7 +55,7 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with fake._lock:
                     fake.requests.append(body)
-                    fake.headers.append(dict(self.headers))
+                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                     step = fake._script.pop(0) if fake._script else None
                 step = step or Scripted(body=fake.default_answer(body))
                 if step.delay:
@@ -88,7 +88,7 @@ class FakeOpenAI:
         with self._lock:
             self._script.extend(steps)
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

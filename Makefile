@@ -1,0 +1,33 @@
+# Quickstart: `make run` serves the gateway on 127.0.0.1:8080; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export GATEWAY_SQLITE_PATH ?= var/gateway.db
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/gateway init
+	$(BIN)/gateway catalog import data/demo_catalog.json
+	@$(BIN)/gateway keys create --user dev --tier premium --permissions completions,admin,mcp,health --name "make run"
+	$(BIN)/gateway serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check gateway plugins tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

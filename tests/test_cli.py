@@ -1,0 +1,106 @@
+"""The ``gateway`` command: data commands, --json, and one-line errors with non-zero exits."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import build_cli
+from gateway.config import load_settings
+from gateway.plugins import build_plugin_manager
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("GATEWAY_SQLITE_PATH", str(tmp_path / "cli.db"))
+    cli = build_cli(build_plugin_manager(load_settings()))
+
+    def invoke(*args):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return invoke
+
+
+def test_init_keys_and_auth_round_trip(run, tmp_path):
+    assert run("init").exit_code == 0
+    created = run("keys", "create", "--user", "bob", "--tier", "basic",
+                  "--permissions", "completions,admin", "--json")
+    assert created.exit_code == 0
+    data = json.loads(created.output)
+    assert data["key"].startswith("gw_test_") and "key_hash" not in data
+    listed = json.loads(run("keys", "list", "--json").output)
+    assert [(k["user_id"], k["tier"], k["permissions"], k["active"]) for k in listed] == [
+        ("bob", "basic", ["admin", "completions"], True)]
+    assert "key_hash" not in listed[0] and data["key"] not in run("keys", "list").output
+
+    from gateway.testing import make_app
+
+    app = make_app(tmp_path, {"sqlite_path": str(tmp_path / "cli.db")})
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    assert app.test_client().post("/v1/chat/completions", json=chat,
+                                  headers={"X-API-Key": data["key"]}).status_code == 200
+    revoked = run("keys", "revoke", data["key_id"])
+    assert revoked.exit_code == 0
+    assert json.loads(run("keys", "list", "--json").output)[0]["active"] is False
+
+
+def test_catalog_import_and_export(run, tmp_path):
+    result = run("catalog", "import", "data/demo_catalog.json", "--json")
+    assert result.exit_code == 0
+    count = json.loads(result.output.strip().splitlines()[-1])["imported"]
+    assert count >= 200
+    exported = run("catalog", "export", str(tmp_path / "out.csv"))
+    assert exported.exit_code == 0 and str(count) in exported.output
+
+
+def test_plugins_lists_sources_and_hooks(run):
+    rows = {row["name"]: row for row in json.loads(run("plugins", "--json").output)}
+    assert rows["apikey"]["source"] == "built-in"
+    assert "gateway_authenticate" in rows["apikey"]["hooks"]
+    assert rows["openai_provider"]["hooks"] == ["gateway_register_providers"]
+    assert rows["apikey"]["version"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["keys", "create", "--user", "x", "--tier", "platinum"], "'platinum' is not one of"),
+    (["keys", "create", "--user", "x", "--permissions", "fly"], "unknown permission(s) fly"),
+    (["keys", "revoke", "nope"], "no key with id 'nope'"),
+    (["catalog", "import", "missing.json"], "missing.json"),
+])
+def test_bad_arguments_exit_non_zero_with_one_line(run, args, message):
+    result = run(*args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_catalog_file_is_rejected_whole(run, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([
+        {"productId": "A", "name": "ok", "category": "audio", "price": 5},
+        {"productId": "B", "name": "bad", "category": "audio", "price": -1},
+    ]))
+    result = run("catalog", "import", str(bad))
+    assert result.exit_code == 1 and "row 2" in result.output
+    assert json.loads(run("catalog", "import", "data/demo_catalog.json", "--json")
+                      .output.strip().splitlines()[-1])["imported"] >= 200
+
+
+def test_bad_setting_stops_the_command_with_one_line(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "GATEWAY_STAGE": "qa"}
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "list"], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "GATEWAY_STAGE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_store_exits_with_a_message(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("GATEWAY_SQLITE_PATH", str(blocker / "sub" / "gw.db"))
+    cli = build_cli(build_plugin_manager(load_settings()))
+    result = CliRunner().invoke(cli, ["init"])
+    assert result.exit_code == 1 and "cannot initialise the sqlite store" in result.output

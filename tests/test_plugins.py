@@ -1,0 +1,178 @@
+"""The plugin manager and the hook contracts."""
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway import hookimpl, hookspecs
+from gateway.config import load_settings
+from gateway.errors import ConfigError, InvalidRequest
+from gateway.plugins import BUILTIN_PLUGINS, build_plugin_manager
+from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+CHAT = "/v1/chat/completions"
+
+
+def hook_specs():
+    return [(name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+            if name.startswith("gateway_")]
+
+
+def ask(client, key, model="echo", content="hello"):
+    return client.post(CHAT, headers={"X-API-Key": key},
+                       json={"model": model, "messages": [{"role": "user", "content": content}]})
+
+
+def test_every_hook_has_a_docstring_and_a_docs_section():
+    docs = DOCS.read_text()
+    sections = set(re.findall(r"^### (\w+)$", docs, re.MULTILINE))
+    specs = hook_specs()
+    assert len(specs) == 7
+    for name, fn in specs:
+        assert fn.__doc__ and ":return:" in fn.__doc__, f"{name} lacks a docstring with :return:"
+        assert name in sections, f"docs/plugins.md has no section for {name}"
+    assert sections == {name for name, _ in specs}, "docs/plugins.md documents a hook that does not exist"
+
+
+def test_builtins_are_registered_by_module_name():
+    pm = build_plugin_manager(load_settings({}, environ={}))
+    names = {name for name, _ in pm.list_name_plugin()}
+    assert {m.rsplit(".", 1)[-1] for m in BUILTIN_PLUGINS} <= names
+    assert pm.sources["apikey"] == "built-in"
+
+
+def test_disabled_plugins_are_not_loaded(tmp_path):
+    app = make_app(tmp_path, {"disable_plugins": ["echo_provider"]})
+    assert "echo" not in app.extensions["gateway"].providers
+    response = ask(app.test_client(), issue_key(app))
+    assert response.status_code == 404
+
+
+def test_a_plugin_registered_at_test_time_answers_and_sees_every_hook(tmp_path):
+    seen = []
+
+    class Recorder:
+        @hookimpl
+        def gateway_enrich_request(self, completion, caller):
+            seen.append(("enrich", caller.user_id))
+            completion.messages.insert(0, {"role": "system", "content": "be brief"})
+
+        @hookimpl
+        def gateway_after_response(self, record):
+            seen.append(("after", record.status, record.provider))
+
+    provider = FakeProvider(outcomes=["from the fake"])
+    app = make_app(tmp_path, plugins=(Recorder(), ProviderPlugin(provider)))
+    response = ask(app.test_client(), issue_key(app), model="fake-model")
+    assert response.get_json()["choices"][0]["message"]["content"] == "from the fake"
+    assert seen == [("enrich", "alice"), ("after", 200, "fake")]
+    assert provider.calls[0].messages[0] == {"role": "system", "content": "be brief"}
+
+
+def test_gateway_plugins_setting_loads_a_module(tmp_path, monkeypatch):
+    (tmp_path / "shouty_plugin.py").write_text(textwrap.dedent('''
+        from gateway import hookimpl
+        from gateway.types import Price, Result, Usage
+
+        class Shouty:
+            name = "shouty"
+            def models(self):
+                return {"shout": Price(0.0, 0.0)}
+            def complete(self, completion):
+                return Result(text=completion.messages[-1]["content"].upper(),
+                              model=completion.model, usage=Usage(1, 1))
+            def stream(self, completion):
+                raise NotImplementedError
+
+        @hookimpl
+        def gateway_register_providers():
+            return [Shouty()]
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("GATEWAY_PLUGINS", "shouty_plugin")
+    app = make_app(tmp_path)
+    assert app.extensions["gateway"].pm.sources["shouty_plugin"] == "GATEWAY_PLUGINS"
+    response = ask(app.test_client(), issue_key(app), model="shout", content="quiet")
+    assert response.get_json()["choices"][0]["message"]["content"] == "QUIET"
+    sys.modules.pop("shouty_plugin", None)
+
+
+def test_plugin_that_cannot_be_imported_stops_start_up(tmp_path):
+    with pytest.raises(ConfigError, match=r"plugin 'no_such_plugin_module'.*cannot be imported"):
+        make_app(tmp_path, {"plugins": ["no_such_plugin_module"]})
+
+
+def test_implementation_matching_no_hook_stops_start_up(tmp_path):
+    class Typo:
+        @hookimpl
+        def gateway_authenticat(self, request):
+            return None
+
+    with pytest.raises(ConfigError, match="gateway_authenticat"):
+        make_app(tmp_path, plugins=(Typo(),))
+
+
+def test_implementation_with_a_wrong_argument_stops_start_up(tmp_path):
+    class Wrong:
+        @hookimpl
+        def gateway_enrich_request(self, completion, flavour):
+            pass
+
+    with pytest.raises(ConfigError, match="flavour"):
+        make_app(tmp_path, plugins=(Wrong(),))
+
+
+def test_two_providers_with_one_name_stop_start_up(tmp_path):
+    with pytest.raises(ConfigError, match="'echo'"):
+        make_app(tmp_path, plugins=(ProviderPlugin(FakeProvider(name="echo")),))
+
+
+def test_a_failing_after_response_plugin_never_breaks_the_answer_or_the_others(tmp_path, caplog):
+    class Exploding:
+        @hookimpl(tryfirst=True)
+        def gateway_after_response(self, record):
+            raise RuntimeError("boom")
+
+    app = make_app(tmp_path, plugins=(Exploding(),))
+    with caplog.at_level(logging.ERROR):
+        response = ask(app.test_client(), issue_key(app))
+    assert response.status_code == 200
+    assert len(app.extensions["gateway"].store.records_for_user("alice")) == 1  # analytics still ran
+    assert any("after-response plugin failed" in r.getMessage() for r in caplog.records)
+
+
+def test_an_enrich_plugin_can_refuse_with_400(tmp_path):
+    class Guard:
+        @hookimpl
+        def gateway_enrich_request(self, completion):
+            if "forbidden" in completion.messages[-1]["content"]:
+                raise InvalidRequest("That topic is blocked.", code="content_blocked")
+
+    app = make_app(tmp_path, plugins=(Guard(),))
+    response = ask(app.test_client(), issue_key(app), content="forbidden words")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "content_blocked"
+
+
+def test_a_plugin_authenticator_overrides_the_builtin(tmp_path):
+    from gateway.types import Caller
+
+    class Partner:
+        @hookimpl
+        def gateway_authenticate(self, request):
+            if request.headers.get("X-Partner") == "p1":
+                return Caller(user_id="partner", key_id="p1", tier="basic")
+            return None
+
+    app = make_app(tmp_path, plugins=(Partner(),))
+    response = app.test_client().post(CHAT, headers={"X-Partner": "p1"},
+                                      json={"model": "echo", "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 200
+    assert app.extensions["gateway"].store.records_for_user("partner")[0].api_key_id == "p1"
