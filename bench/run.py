@@ -1,0 +1,253 @@
+"""The benchmark: the gateway against the thinnest pass-through (``floor.py``), same run, same machine.
+
+Layout on a 2-core machine: the server under test (gunicorn, one worker) is pinned
+to core 0; nginx (the fake upstream) and wrk (the load) to core 1. Each
+concurrency level is measured direct to nginx, through the floor, and through the
+gateway, so overhead = server - direct is a like-for-like difference. Results go
+to ``bench/results/latest.json`` and a Markdown table on stdout.
+
+Usage: ``python bench/run.py [--duration 10] [--levels 1,8,64]`` (``make bench``).
+Needs nginx and wrk (Debian packages of those names) and taskset.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_CORE, LOAD_CORE = "0", "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 60.0, headers: dict | None = None) -> float:
+    """Seconds until ``url`` first answers 200."""
+    started = time.perf_counter()
+    while True:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except OSError:
+            pass
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"{url} did not answer within {timeout} s")
+        time.sleep(0.02)
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes of a gunicorn master."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLK_TCK
+
+
+def rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+        total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+class Upstream:
+    """nginx answering a fixed OpenAI body, on the load core."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        prefix = workdir / "nginx"
+        prefix.mkdir()
+        body = json.dumps(json.loads((BENCH / "upstream.json").read_text())).replace("'", "\\'")
+        conf = (BENCH / "nginx.conf.template").read_text().replace("@PREFIX@", str(prefix)) \
+            .replace("@PORT@", str(self.port)).replace("@BODY@", body)
+        (prefix / "nginx.conf").write_text(conf)
+        self.process = subprocess.Popen(["taskset", "-c", LOAD_CORE, "nginx", "-p", str(prefix),
+                                         "-c", str(prefix / "nginx.conf")])
+        wait_ready(f"http://127.0.0.1:{self.port}/health")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGQUIT)
+        self.process.wait(timeout=10)
+
+
+class Server:
+    """A gunicorn app (one worker) pinned to the server core."""
+
+    def __init__(self, name: str, app: str, env: dict[str, str], workers: int = 1):
+        self.name = name
+        self.port = free_port()
+        launched = time.perf_counter()
+        self.process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, PYTHON, "-m", "gunicorn", app, "--bind",
+             f"127.0.0.1:{self.port}", "--workers", str(workers), "--log-level", "warning",
+             "--backlog", "2048"],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(env["BENCH_LOG"], "a"))
+        wait_ready(f"http://127.0.0.1:{self.port}/health")
+        self.startup_s = time.perf_counter() - launched
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = children(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+
+
+def run_wrk(url: str, connections: int, duration: int, key: str) -> dict:
+    threads = min(connections, 2)
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
+         "-d", f"{duration}s", "--latency", "-s", str(BENCH / "chat.lua"), f"{url}/v1/chat/completions"],
+        capture_output=True, text=True, env={**os.environ, "BENCH_KEY": key}, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("BENCH_JSON "))
+    result = json.loads(line.split(" ", 1)[1])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def measure(server: Server | None, url: str, connections: int, duration: int, key: str) -> dict:
+    pids = server.workers if server else []
+    before = cpu_seconds(pids) if pids else 0.0
+    result = run_wrk(url, connections, duration, key)
+    if server:
+        result["cpu_ms_per_request"] = (cpu_seconds(pids) - before) * 1000 / max(1, result["requests"])
+        result["rss_mib_loaded"] = rss_mib(pids)
+    return result
+
+
+def import_time_s(module: str, env: dict[str, str]) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    runs = [float(subprocess.run([PYTHON, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                                 text=True, check=True).stdout.strip().splitlines()[-1]) for _ in range(3)]
+    return min(runs)
+
+
+def gateway_environment(workdir: Path, upstream: Upstream) -> tuple[dict[str, str], str]:
+    """Settings for the gateway under test, and a key created for it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+    env.update({
+        "GATEWAY_SQLITE_PATH": str(workdir / "gateway.db"),
+        "GATEWAY_TIER_LIMITS": json.dumps({"enterprise": 100_000_000}),
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": f"{upstream.url}/v1",
+        "BENCH_LOG": str(workdir / "servers.log"),
+    })
+    subprocess.run([PYTHON, "-m", "gateway.cli", "init"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)
+    created = subprocess.run([PYTHON, "-m", "gateway.cli", "keys", "create", "--user", "bench",
+                              "--tier", "enterprise", "--json"], env=env, cwd=ROOT, check=True,
+                             capture_output=True, text=True)
+    return env, json.loads(created.stdout)["key"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--levels", default="1,8,64", help="wrk connection counts")
+    parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"bench needs {tool} (apt-get install nginx wrk util-linux)")
+    levels = [int(level) for level in args.levels.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+        workdir = Path(tmp)
+        upstream = Upstream(workdir)
+        env, key = gateway_environment(workdir, upstream)
+        floor_env = {**env, "FLOOR_UPSTREAM": f"{upstream.url}/v1/chat/completions", "BENCH_KEY": key}
+        report: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+                        "python": platform.python_version(), "duration_s": args.duration,
+                        "import_s": {"floor": import_time_s("bench.floor", floor_env),
+                                     "gateway": import_time_s("gateway.wsgi", env)},
+                        "levels": {}, "servers": {}}
+        try:
+            servers = {"floor": Server("floor", "bench.floor:app", floor_env),
+                       "gateway": Server("gateway", "gateway.wsgi:app", env)}
+            for name, server in servers.items():
+                run_wrk(server.url, 1, 1, key)  # warm up: first request, lazy imports
+                report["servers"][name] = {"startup_s": server.startup_s,
+                                           "rss_mib_idle": rss_mib(server.workers)}
+            for level in levels:
+                report["levels"][level] = {
+                    "direct": measure(None, upstream.url, level, args.duration, key),
+                    **{name: measure(server, server.url, level, args.duration, key)
+                       for name, server in servers.items()}}
+            for name, server in servers.items():
+                report["servers"][name]["rss_mib_after"] = rss_mib(server.workers)
+                server.stop()
+        finally:
+            upstream.stop()
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+
+
+def render(report: dict) -> str:
+    """The report as Markdown: per level, then ratios to the floor."""
+    lines = [f"Run {report['date']} on {report['machine']}, Python {report['python']}, "
+             f"{report['duration_s']} s per measurement.", "",
+             "| conc. | target | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms "
+             "| CPU ms/req | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for level, runs in report["levels"].items():
+        direct = runs["direct"]
+        for target, r in runs.items():
+            added50 = (r["p50_us"] - direct["p50_us"]) / 1000
+            added99 = (r["p99_us"] - direct["p99_us"]) / 1000
+            cpu = f"{r['cpu_ms_per_request']:.2f}" if "cpu_ms_per_request" in r else "-"
+            lines.append(f"| {level} | {target} | {r['rps']:.0f} | {r['p50_us'] / 1000:.2f} | "
+                         f"{r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
+                         f"{added50:.2f} | {added99:.2f} | {cpu} | {r['socket_errors'] + r['non2xx']} |")
+    floor, gw = report["servers"]["floor"], report["servers"]["gateway"]
+    lines += ["", "| | floor | gateway | ratio |", "|---|---|---|---|"]
+
+    def row(label, a, b, fmt="{:.2f}"):
+        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f} |")
+
+    for level, runs in report["levels"].items():
+        direct = runs["direct"]
+        row(f"CPU ms/req @{level}", runs["floor"]["cpu_ms_per_request"], runs["gateway"]["cpu_ms_per_request"])
+        row(f"req/s @{level}", runs["floor"]["rps"], runs["gateway"]["rps"], "{:.0f}")
+        row(f"added p50 ms @{level}", (runs["floor"]["p50_us"] - direct["p50_us"]) / 1000,
+            (runs["gateway"]["p50_us"] - direct["p50_us"]) / 1000)
+        row(f"added p99 ms @{level}", (runs["floor"]["p99_us"] - direct["p99_us"]) / 1000,
+            (runs["gateway"]["p99_us"] - direct["p99_us"]) / 1000)
+    row("start-up to first 200 (s)", floor["startup_s"], gw["startup_s"])
+    row("import (s)", report["import_s"]["floor"], report["import_s"]["gateway"], "{:.3f}")
+    row("RSS idle (MiB)", floor["rss_mib_idle"], gw["rss_mib_idle"], "{:.1f}")
+    row("RSS after load (MiB)", floor["rss_mib_after"], gw["rss_mib_after"], "{:.1f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
