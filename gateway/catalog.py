@@ -127,7 +127,11 @@ def read_products(path: str | Path) -> list[Product]:
     except OSError as exc:
         raise CatalogError(f"cannot read {path}: {exc.strerror or exc}; check the path and permissions") from None
     rows = _load_json(path, text) if suffix == ".json" else _load_csv(path, text)
+    return validate_rows(rows, str(path))
 
+
+def validate_rows(rows: list, source: str) -> list[Product]:
+    """Validate catalog rows (camelCase objects); raise ``CatalogError`` listing every bad row of ``source``."""
     products: list[Product] = []
     errors: list[tuple[int, str, str]] = []
     first_row: dict[str, int] = {}
@@ -149,7 +153,7 @@ def read_products(path: str | Path) -> list[Product]:
     if errors:
         listing = "; ".join(f"row {row}: {field}: {message}" if field else f"row {row}: {message}"
                             for row, field, message in errors)
-        raise CatalogError(f"{path} has {len(errors)} invalid value(s), nothing was imported: {listing}",
+        raise CatalogError(f"{source} has {len(errors)} invalid value(s), nothing was imported: {listing}",
                            errors)
     return products
 
