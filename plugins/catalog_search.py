@@ -190,6 +190,8 @@ FIELD_WEIGHTS = {"name": 3, "brand": 2, "category": 2, "description": 1}
 K1, B = 1.2, 0.75
 #: How much a perfect rating adds to the best text match (which scores 1).
 RATING_WEIGHT = 0.25
+#: Products matching less than this share of the best match's text score are left out.
+MIN_RELATIVE_SCORE = 0.5
 
 
 def document(product: Product) -> Counter:
@@ -219,7 +221,7 @@ class BM25:
         """The BM25 score of every product for ``terms`` (repeated terms count once)."""
         unique = [t for t in dict.fromkeys(terms) if t in self.idf]
         result = []
-        for doc, length in zip(self.docs, self.lengths):
+        for doc, length in zip(self.docs, self.lengths, strict=True):
             norm = K1 * (1 - B + B * length / self.average)
             result.append(sum(self.idf[t] * doc[t] * (K1 + 1) / (doc[t] + norm)
                               for t in unique if t in doc))
@@ -232,10 +234,10 @@ def rank(index: BM25, query: Query, limit: int) -> list[Product]:
     With words to match, only products matching at least one are returned and the
     rating breaks near-ties; with none (e.g. "toys under $20"), the best rated come first.
     """
-    allowed = [(p, s) for p, s in zip(index.products, index.scores(query.terms)) if query.allows(p)]
-    if query.terms:
-        allowed = [(p, s) for p, s in allowed if s > 0]
+    allowed = [(p, s) for p, s in zip(index.products, index.scores(query.terms), strict=True) if query.allows(p)]
     best = max((s for _, s in allowed), default=0.0) or 1.0
+    if query.terms:
+        allowed = [(p, s) for p, s in allowed if s > 0 and s >= MIN_RELATIVE_SCORE * best]
     ranked = sorted(allowed, key=lambda ps: (-(ps[1] / best + RATING_WEIGHT * ps[0].rating / 5),
                                              ps[0].price, ps[0].product_id))
     return [p for p, _ in ranked[:limit]]
