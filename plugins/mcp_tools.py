@@ -167,7 +167,7 @@ def call_tool(tool: Tool, catalog: CatalogSearch, arguments: Any, with_structure
         args = tool.arguments.load(arguments if arguments is not None else {})
         structured = tool.run(catalog, args)
     except ValidationError as exc:
-        return _error(f"Invalid arguments for {tool.name}: {_describe(exc.messages)}.")
+        return _error(f"Invalid arguments for {tool.name}: {_describe(exc.messages)}")
     except ToolFailed as exc:
         return _error(str(exc))
     except Exception as exc:  # the store failed: the client sees a tool error, the log the cause
