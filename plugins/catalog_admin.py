@@ -15,8 +15,7 @@ from gateway.app import current_gateway
 from gateway.catalog import CatalogError, validate_rows
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http import read_json_body
-from plugins.catalog_search import public_product
-from plugins.mcp_server import catalog_search
+from plugins.catalog_search import catalog_search, public_product
 
 blueprint = Blueprint("catalog_admin", __name__, url_prefix="/api/v1/admin/catalog")
 

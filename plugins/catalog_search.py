@@ -302,6 +302,15 @@ class CatalogSearch:
         return rank(self._index(query.category, query.brand), query, limit)
 
 
+def catalog_search(gateway) -> CatalogSearch:
+    """The app's :class:`CatalogSearch`: built once, shared by the MCP tools, context injection and admin."""
+    search = gateway.state.get("catalog.search")
+    if search is None:
+        search = gateway.state.setdefault("catalog.search", CatalogSearch(
+            gateway.store, ttl=gateway.settings.catalog_cache_ttl))
+    return search
+
+
 #: The product fields callers and models may see, in the catalog's own (camelCase) names.
 PUBLIC_FIELDS = {"productId": "product_id", "name": "name", "brand": "brand", "category": "category",
                  "price": "price", "availability": "availability", "rating": "rating",

@@ -17,8 +17,8 @@ from flask import has_request_context, request
 from gateway import hookimpl
 from gateway.errors import InvalidRequest
 from plugins.catalog_context import context_message, estimate_tokens
+from plugins.catalog_search import catalog_search
 from plugins.echo_provider import message_text
-from plugins.mcp_server import catalog_search
 
 logger = logging.getLogger(__name__)
 

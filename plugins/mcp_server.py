@@ -33,7 +33,7 @@ from gateway import pipeline
 from gateway.app import current_gateway
 from gateway.errors import GatewayError, PermissionDenied
 from gateway.types import UsageRecord
-from plugins.catalog_search import CatalogSearch
+from plugins.catalog_search import catalog_search
 from plugins.mcp_tools import TOOLS, call_tool
 
 logger = logging.getLogger(__name__)
@@ -103,9 +103,9 @@ def rpc_response(id_: Any, *, result: Any = None, error: RpcError | None = None,
     return response
 
 
-def _refusal(exc: GatewayError) -> Response:
+def _refusal(id_: Any, exc: GatewayError) -> Response:
     """A gateway error (401, 403, 429) as a JSON-RPC error body, so MCP clients show its message."""
-    return rpc_response(None, error=RpcError(GATEWAY_REFUSED, exc.message, exc.to_dict()["error"]),
+    return rpc_response(id_, error=RpcError(GATEWAY_REFUSED, exc.message, exc.to_dict()["error"]),
                         status=exc.status, headers=exc.headers)
 
 
@@ -212,15 +212,6 @@ def _list_tools(exchange: Exchange, _gateway, _caller) -> dict:
     return _cache_hints(tools) if exchange.modern else tools
 
 
-def catalog_search(gateway) -> CatalogSearch:
-    """The app's :class:`CatalogSearch` (built once, shared by the MCP tools and context injection)."""
-    search = gateway.state.get("catalog.search")
-    if search is None:
-        search = gateway.state.setdefault("catalog.search", CatalogSearch(
-            gateway.store, ttl=gateway.settings.catalog_cache_ttl))
-    return search
-
-
 def _call_tool(exchange: Exchange, gateway, caller) -> dict:
     """Run a tool: counted against the key's rate limit and written to the request log."""
     name = exchange.params.get("name")
@@ -271,7 +262,7 @@ def mcp_endpoint():
                            f"{exchange.version}; available: {', '.join(methods)}.")
         return rpc_response(exchange.id, result=handler(exchange, gateway, caller))
     except GatewayError as exc:
-        return _refusal(exc)
+        return _refusal(message.get("id") if isinstance(message, dict) else None, exc)
     except RpcError as exc:
         id_ = message.get("id") if isinstance(message, dict) else None
         modern = isinstance(message, dict) and _is_modern(message)

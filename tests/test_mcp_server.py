@@ -268,7 +268,7 @@ def test_tool_calls_count_against_the_rate_limit_and_are_logged(catalog_app, url
     assert listing.status_code == 200  # listing is not a tool call
     limited = post(url, key, call)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
-    assert limited.json()["error"]["data"]["code"] == "rate_limit_exceeded"
+    assert limited.json()["error"]["data"]["code"] == "rate_limit_exceeded" and limited.json()["id"] == 1
     records = catalog_app.extensions["gateway"].store.records_for_user("limited")
     assert [(r.model, r.provider, r.status) for r in records] == [
         ("mcp:search_products", "mcp", 200), ("mcp:search_products", "mcp", 200),
