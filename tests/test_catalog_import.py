@@ -202,6 +202,19 @@ def test_bad_file_leaves_existing_products_untouched(store, tmp_path):
     assert store.get_product("OK-2") is None
 
 
+def test_a_write_failing_part_way_rolls_the_whole_import_back(store):
+    """SQLite takes the products inside its transaction (for progress): a failure mid-way stores none."""
+    products = read_products(DEMO)
+
+    def interrupted(count):
+        if count >= 100:  # the first 100 rows are already written in the open transaction
+            raise OSError("disk went away")
+
+    with pytest.raises(OSError):
+        import_products(store, products, progress=interrupted)
+    assert store.list_products() == []
+
+
 def test_read_products_stores_nothing_and_reports_non_object_rows(tmp_path):
     with pytest.raises(CatalogError) as info:
         read_products(write_json(tmp_path / "c.json", [good("A"), "not a product", 42]))
