@@ -137,7 +137,8 @@ def parse_query(text: str, brands: Iterable[str] = (), categories: Iterable[str]
 
     :param text: the request, e.g. "Sonique speakers between 100 and 300 dollars rated 4+".
     :param brands: the brands the catalog holds (only these are recognised).
-    :param categories: the catalog's categories (category words of other categories are ignored).
+    :param categories: the catalog's categories: each is recognised by its name, and by the words of
+        ``CATEGORY_WORDS`` when it has some (words of categories the catalog lacks are ignored).
     """
     query = Query()
 
@@ -164,9 +165,8 @@ def parse_query(text: str, brands: Iterable[str] = (), categories: Iterable[str]
 
     rest = text
     for pattern, found in ((_RANGE, price_range), (_DASH_RANGE, price_range), (_RATED, rating),
-                           (_STARS, rating),
-                           (_MAX, max_price), (_MIN, min_price), (_TOP_RATED, top_rated),
-                           (_IN_STOCK, in_stock)):
+                           (_STARS, rating), (_MAX, max_price), (_MIN, min_price),
+                           (_TOP_RATED, top_rated), (_IN_STOCK, in_stock)):
         rest = _cut(pattern, rest, found)
 
     words = tokens(rest)
@@ -177,7 +177,8 @@ def parse_query(text: str, brands: Iterable[str] = (), categories: Iterable[str]
             query.brand = brand
             break
     known = set(categories) if categories else set(CATEGORY_WORDS)
-    named = {WORD_CATEGORY[word] for word in words if WORD_CATEGORY.get(word) in known}
+    naming = {**{word: c for word, c in WORD_CATEGORY.items() if c in known}, **{stem(c): c for c in known}}
+    named = {naming[word] for word in words if word in naming}
     if len(named) == 1:
         query.category = named.pop()
     query.terms = [word for word in words if word not in STOPWORDS and not word.replace(".", "").isdigit()]

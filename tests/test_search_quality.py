@@ -110,6 +110,11 @@ def test_parse_query_understands_constraints(text, expected):
         assert getattr(query, name) == value, (text, name, query)
 
 
+def test_parse_query_knows_the_catalogs_own_categories():
+    assert parse_query("garden tools under 40", categories=["garden", "toys"]).category == "garden"
+    assert parse_query("a teddy", categories=["garden"]).category is None  # toys: not in this catalog
+
+
 def test_parse_query_keeps_the_words_and_maps_synonyms():
     query = parse_query("I need some earphones and sneakers, under $80 please")
     assert query.terms == ["earbud", "shoe"]
