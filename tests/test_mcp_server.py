@@ -199,6 +199,18 @@ def test_modern_headers_are_checked_against_the_body(url, mcp_key, change, code,
     assert response.json()["error"]["code"] == code and response.json()["id"] == 7
 
 
+def test_mcp_name_may_be_base64_encoded(url, mcp_key):
+    """The SDK sends names that are not printable ASCII as ``=?base64?...?=``; they are compared decoded."""
+    import base64
+
+    body, headers = modern("tools/call", {"name": "café", "arguments": {}})
+    headers["Mcp-Name"] = "=?base64?" + base64.b64encode("café".encode()).decode() + "?="
+    response = post(url, mcp_key, body, headers)
+    assert response.json()["error"]["code"] == -32602  # past the header check: an unknown tool
+    headers["Mcp-Name"] = "=?base64?" + base64.b64encode(b"cafe").decode() + "?="
+    assert post(url, mcp_key, body, headers).json()["error"]["code"] == -32020
+
+
 def test_unsupported_modern_version_names_the_supported_ones(url, mcp_key):
     response = post(url, mcp_key, *modern("server/discover", version="2027-01-01"))
     assert response.status_code == 400
@@ -236,7 +248,8 @@ def test_malformed_messages(url, mcp_key):
 def test_get_and_delete_are_not_allowed(url, mcp_key, method):
     response = httpx.request(method, url, headers={"X-API-Key": mcp_key})
     assert response.status_code == 405
-    assert response.headers["Allow"] == "POST, OPTIONS"  # OPTIONS: Flask's automatic CORS preflight
+    allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+    assert allowed == {"POST", "OPTIONS"}  # OPTIONS: Flask's automatic preflight answer
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
