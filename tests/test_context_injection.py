@@ -172,7 +172,7 @@ def test_unreachable_catalog_leaves_the_completion_working(shop, fake_openai, ca
     assert fake_openai.requests[-1]["messages"] == [{"role": "user", "content": "a lamp"}]
     assert response.json()["mcp_context"] == {"status": "catalog_unavailable", "product_ids": []}
     assert response.headers["X-Gateway-MCP-Status"] == "catalog_unavailable"
-    assert [r.event for r in caplog.records if hasattr(r, "event")] == ["mcp_catalog_unavailable"]
+    assert [r.event for r in caplog.records if r.name == "plugins.mcp"] == ["mcp_catalog_unavailable"]
     assert gateway.state["mcp.stats"]["catalog_unavailable"] == 1
 
 
