@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
@@ -127,7 +127,11 @@ def read_products(path: str | Path) -> list[Product]:
     except OSError as exc:
         raise CatalogError(f"cannot read {path}: {exc.strerror or exc}; check the path and permissions") from None
     rows = _load_json(path, text) if suffix == ".json" else _load_csv(path, text)
+    return validate_rows(rows, str(path))
 
+
+def validate_rows(rows: list, source: str) -> list[Product]:
+    """Validate catalog rows (camelCase objects); raise ``CatalogError`` listing every bad row of ``source``."""
     products: list[Product] = []
     errors: list[tuple[int, str, str]] = []
     first_row: dict[str, int] = {}
@@ -149,7 +153,7 @@ def read_products(path: str | Path) -> list[Product]:
     if errors:
         listing = "; ".join(f"row {row}: {field}: {message}" if field else f"row {row}: {message}"
                             for row, field, message in errors)
-        raise CatalogError(f"{path} has {len(errors)} invalid value(s), nothing was imported: {listing}",
+        raise CatalogError(f"{source} has {len(errors)} invalid value(s), nothing was imported: {listing}",
                            errors)
     return products
 
@@ -159,13 +163,24 @@ def import_products(store: ProductStore, path: str | Path | list[Product],
     """Validate ``path`` and store all of its products in one ``put_products`` call; return the count.
 
     ``path`` may also be the list ``read_products`` already returned (the CLI reads first to size its
-    progress bar); ``progress(count)`` is called once the products are stored.
+    progress bar). ``progress(n)`` is called as the store takes the products, every
+    ``PROGRESS_STEP`` products and once for the rest, so a large import shows real progress.
     """
     products = path if isinstance(path, list) else read_products(path)
-    count = store.put_products(products)
-    if progress is not None:
-        progress(count)
-    return count
+    return store.put_products(products if progress is None else _reporting(products, progress))
+
+
+PROGRESS_STEP = 100
+
+
+def _reporting(products: list[Product], progress: Callable[[int], object]) -> Iterator[Product]:
+    """Yield ``products``, calling ``progress`` with how many were taken since the last call."""
+    for index, product in enumerate(products, start=1):
+        yield product
+        if index % PROGRESS_STEP == 0:
+            progress(PROGRESS_STEP)
+    if len(products) % PROGRESS_STEP:
+        progress(len(products) % PROGRESS_STEP)
 
 
 def export_products(store: ProductStore, path: str | Path) -> int:

@@ -86,6 +86,10 @@ class SettingsSchema(Schema):
     request_log_retention_days = f.Integer(validate=validate.Range(min=1))
     log_level = f.String(validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
     provider_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    mcp_context_default = f.Boolean()
+    mcp_max_products = f.Integer(validate=validate.Range(min=1, max=20))
+    mcp_context_token_budget = f.Integer(validate=validate.Range(min=100, max=100_000))
+    catalog_cache_ttl = f.Float(validate=validate.Range(min=0))
 
 
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
@@ -117,6 +121,13 @@ class Settings:
     request_log_retention_days: int = 90
     log_level: str = "INFO"
     provider_timeout: float = 25.0
+    #: Inject catalog context into completions that do not say (per-request switches win).
+    mcp_context_default: bool = False
+    mcp_max_products: int = 5
+    #: Estimated tokens (about 4 characters each) the injected catalog block may take.
+    mcp_context_token_budget: int = 1000
+    #: Seconds a process reuses what it read from the catalog for search.
+    catalog_cache_ttl: float = 60.0
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""

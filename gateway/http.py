@@ -90,7 +90,7 @@ def install(app: Flask, settings: Settings) -> None:
 
         CORS(app, origins=settings.cors_origins, supports_credentials=False,
              expose_headers=[CORRELATION_HEADER, "X-Gateway-Provider", "X-Gateway-Model",
-                             "Retry-After"])
+                             "Retry-After", "X-Gateway-MCP-Status", "X-Gateway-MCP-Products"])
 
 
 def read_json_body() -> dict[str, Any]:

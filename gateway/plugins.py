@@ -26,6 +26,7 @@ BUILTIN_PLUGINS = (
     "plugins.echo_provider",
     "plugins.openai_provider",
     "plugins.analytics",
+    "plugins.mcp",
 )
 
 

@@ -97,11 +97,21 @@ class ChatCompletionSchema(Schema):
     metadata = f.Dict(keys=f.String(), values=f.Raw())
 
 
+class McpOptionsSchema(Schema):
+    """The native API's ``mcp`` option: catalog context injection for this request."""
+
+    class Meta:
+        unknown = RAISE
+
+    enabled = f.Boolean(required=True)
+    max_products = f.Integer(validate=validate.Range(min=1, max=20))
+
+
 class NativeCompletionSchema(ChatCompletionSchema):
     """``POST /api/v1/completions``: the OpenAI body plus the gateway's own options."""
 
     provider = f.String(validate=validate.Length(min=1, max=64))
-    mcp = f.Dict()
+    mcp = f.Nested(McpOptionsSchema)
 
 
 def _flatten(messages: Any, prefix: str = "") -> list[str]:

@@ -27,6 +27,7 @@ def render_native(answer: pipeline.Answer) -> dict:
                   "total_tokens": result.usage.total_tokens},
         "cost": round(record.cost, 8),
         "latency_ms": round(record.latency_ms, 2),
+        "mcp_context": answer.completion.metadata.get("mcp_context"),
     }
 
 

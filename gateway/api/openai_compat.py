@@ -34,6 +34,10 @@ def served_by(response, answer: pipeline.Answer):
     """Say who served the answer in ``X-Gateway-Provider`` and ``X-Gateway-Model``."""
     response.headers["X-Gateway-Provider"] = answer.provider
     response.headers["X-Gateway-Model"] = answer.model
+    context = answer.completion.metadata.get("mcp_context")
+    if context:  # what the catalog plugin injected (plugins/mcp.py)
+        response.headers["X-Gateway-MCP-Status"] = context["status"]
+        response.headers["X-Gateway-MCP-Products"] = ",".join(context["product_ids"])
     return response
 
 

@@ -338,11 +338,12 @@ class DynamoDBStore:
         """
         from boto3.dynamodb.table import BatchWriter
 
-        products = list(products)
+        count = 0
         with BatchWriter(self.product_table, self.client, overwrite_by_pkeys=["productId"]) as batch:
             for product in products:
                 batch.put_item(Item=_product_item(product))
-        return len(products)
+                count += 1
+        return count
 
     def get_product(self, product_id: str) -> Product | None:
         """The product with this id (strongly consistent read), or None."""

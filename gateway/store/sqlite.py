@@ -153,17 +153,28 @@ class SQLiteStore:
 
     # Products
     def put_products(self, products: Iterable[Product]) -> int:
-        """Insert or replace products in one transaction: all or none."""
+        """Insert or replace products in one transaction: all or none.
+
+        ``products`` is consumed inside the transaction, as rows are written (an
+        import's progress callback sees the writes).
+        """
         conn = self._connection()
-        rows = [[getattr(p, c) for c in _PRODUCT_COLUMNS] for p in products]
+        count = 0
+
+        def rows():
+            nonlocal count
+            for product in products:
+                count += 1
+                yield [getattr(product, c) for c in _PRODUCT_COLUMNS]
+
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_PUT_PRODUCT, rows)
+            conn.executemany(_PUT_PRODUCT, rows())
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        return len(rows)
+        return count
 
     def get_product(self, product_id: str) -> Product | None:
         """The product with this id, or None."""

@@ -1,0 +1,98 @@
+"""The catalog plugin: product context injected into prompts, the MCP server, the catalog admin API.
+
+Context injection is on when the request asks for it (native API: ``"mcp":
+{"enabled": true, "max_products": N}``; OpenAI-compatible API: the header
+``X-Gateway-MCP: on`` or ``"metadata": {"mcp": "on"}``), else when the
+``mcp_context_default`` setting says so. (API keys carry no per-key switch yet;
+the global setting is the default for every key.) What was injected is put in
+``completion.metadata["mcp_context"]``, which the views report.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from flask import has_request_context, request
+
+from gateway import hookimpl
+from gateway.errors import InvalidRequest
+from plugins.catalog_context import context_message, estimate_tokens
+from plugins.catalog_search import catalog_search
+from plugins.echo_provider import message_text
+
+logger = logging.getLogger(__name__)
+
+HEADER = "X-Gateway-MCP"
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True,
+           "off": False, "false": False, "0": False, "no": False}
+#: ``gateway.state`` key of this plugin's counters (e.g. ``catalog_unavailable``).
+STATS = "mcp.stats"
+
+
+def _switch(value, where: str) -> bool | None:
+    """``on``/``off`` (or a boolean) as True/False; None when absent; a 400 for anything else."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _SWITCH:
+        return _SWITCH[value.strip().lower()]
+    raise InvalidRequest(f"{where} must be 'on' or 'off', not {value!r}.", code="invalid_mcp_option")
+
+
+def requested_products(completion, gateway) -> int:
+    """How many products to inject into ``completion``; 0 when injection is off for it."""
+    options = completion.options.get("mcp") or {}
+    enabled = options.get("enabled")
+    if enabled is None:
+        enabled = _switch(completion.metadata.get("mcp"), "metadata.mcp")
+    if enabled is None and has_request_context():
+        enabled = _switch(request.headers.get(HEADER), f"The {HEADER} header")
+    if enabled is None:
+        enabled = gateway.settings.mcp_context_default
+    return options.get("max_products", gateway.settings.mcp_max_products) if enabled else 0
+
+
+def _insert_after_instructions(messages: list[dict], message: dict) -> None:
+    """Put ``message`` after the leading system/developer messages, before the conversation."""
+    index = 0
+    while index < len(messages) and messages[index]["role"] in ("system", "developer"):
+        index += 1
+    messages.insert(index, message)
+
+
+@hookimpl
+def gateway_enrich_request(completion, gateway):
+    """Inject the catalog products that best match the last user message, when injection is on.
+
+    An unreachable catalog never fails the request: it proceeds without context, and
+    the failure is logged and counted in ``gateway.state["mcp.stats"]``.
+    """
+    wanted = requested_products(completion, gateway)
+    if not wanted:
+        return
+    last_user = next((m for m in reversed(completion.messages) if m["role"] == "user"), None)
+    text = message_text(last_user) if last_user else ""
+    try:
+        search = catalog_search(gateway)
+        products = search.search(search.understand(text), limit=wanted) if text.strip() else []
+    except Exception as exc:  # any store failure: answer without context
+        gateway.state.setdefault(STATS, Counter())["catalog_unavailable"] += 1
+        logger.warning("catalog unavailable; completion proceeds without product context",
+                       extra={"event": "mcp_catalog_unavailable", "error": type(exc).__name__})
+        completion.metadata["mcp_context"] = {"status": "catalog_unavailable", "product_ids": []}
+        return
+    message, ids = context_message(products, gateway.settings.mcp_context_token_budget)
+    if message is None:
+        completion.metadata["mcp_context"] = {"status": "no_match", "product_ids": []}
+        return
+    _insert_after_instructions(completion.messages, message)
+    completion.metadata["mcp_context"] = {"status": "injected", "product_ids": ids,
+                                          "estimated_tokens": estimate_tokens(message["content"])}
+
+
+@hookimpl
+def gateway_register_blueprints(app):
+    """Serve ``POST /mcp`` and the catalog admin endpoints."""
+    from plugins import catalog_admin, mcp_server
+
+    app.register_blueprint(mcp_server.blueprint)
+    app.register_blueprint(catalog_admin.blueprint)
