@@ -86,6 +86,14 @@ class SettingsSchema(Schema):
     request_log_retention_days = f.Integer(validate=validate.Range(min=1))
     log_level = f.String(validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
     provider_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    request_log_writes = f.String(validate=validate.OneOf(["auto", "sync", "background"]))
+    request_log_queue_size = f.Integer(validate=validate.Range(min=1))
+    request_log_content = f.Boolean()
+    response_cache = f.String(validate=validate.Regexp(
+        r"^$|^(memory|redis|rediss|dynamodb)://", error="must be empty (off) or a memory://, "
+        "redis:// or dynamodb:// URI"))
+    response_cache_ttl = f.Integer(validate=validate.Range(min=1))
+    metrics_emf = f.Boolean()
 
 
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
@@ -117,6 +125,16 @@ class Settings:
     request_log_retention_days: int = 90
     log_level: str = "INFO"
     provider_timeout: float = 25.0
+    #: "auto": in the request on Lambda, on a background thread elsewhere.
+    request_log_writes: str = "auto"
+    request_log_queue_size: int = 10_000
+    #: Store prompts and completions (after the ``gateway_redact`` hook) in the request log.
+    request_log_content: bool = False
+    #: "" (off), "memory://?max_entries=N", "redis://host:port/db" or "dynamodb://table".
+    response_cache: str = "memory://"
+    response_cache_ttl: int = 3600
+    #: CloudWatch Embedded Metric Format lines on stdout.
+    metrics_emf: bool = True
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""

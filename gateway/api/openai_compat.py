@@ -31,9 +31,11 @@ def render_chat_completion(answer: pipeline.Answer) -> dict:
 
 
 def served_by(response, answer: pipeline.Answer):
-    """Say who served the answer in ``X-Gateway-Provider`` and ``X-Gateway-Model``."""
+    """Say who served the answer (``X-Gateway-Provider``, ``X-Gateway-Model``) and ``X-Cache``."""
     response.headers["X-Gateway-Provider"] = answer.provider
     response.headers["X-Gateway-Model"] = answer.model
+    if answer.cache_status:
+        response.headers["X-Cache"] = answer.cache_status
     return response
 
 
