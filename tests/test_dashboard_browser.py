@@ -1,6 +1,7 @@
 """The dashboard in headless Chromium: it loads offline, draws the API's data, logs no error."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -57,9 +58,9 @@ def test_dashboard_draws_the_metrics_api_in_headless_chromium(busy_app, tmp_path
         assert browser.evaluate("localStorage.length + document.cookie.length") == 0
         assert browser.evaluate("document.getElementById('admin-key').value") == ""
 
-        drawn = browser.evaluate("""(() => {
+        drawn = browser.evaluate("(() => { const ids = " + json.dumps(CHARTS) + """;
             const out = {};
-            for (const id of %s) {
+            for (const id of ids) {
                 const chart = Chart.getChart(id);
                 const canvas = document.getElementById(id);
                 const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
@@ -69,7 +70,7 @@ def test_dashboard_draws_the_metrics_api_in_headless_chromium(busy_app, tmp_path
                     d => ({label: d.label, data: d.data})), painted: painted};
             }
             return out;
-        })()""" % list(CHARTS))
+        })()""")
         for chart_id in CHARTS:
             assert drawn[chart_id]["painted"] > 500, f"{chart_id} drew nothing"
 

@@ -1,6 +1,6 @@
 """Usage and metrics: a caller's own usage, and (with ``admin``) anyone's and the gateway's.
 
-- ``GET /api/v1/usage?from=&to=&group_by=model|provider|day[&key=<key id>]``: the caller's own
+- ``GET /api/v1/usage?from=&to=&group_by=model|provider|day[&api_key_id=]``: the caller's own
   requests, tokens and cost. Naming another user (``user=``) or another user's key is a 404,
   exactly as for something that does not exist.
 - ``GET /api/v1/admin/usage?user=&from=&to=&group_by=``: any user's usage.
@@ -89,7 +89,7 @@ def own_usage():
     gateway = current_gateway()
     caller = pipeline.authenticate(gateway, request, "completions")
     user = request.args.get("user", caller.user_id)
-    key_id = request.args.get("key")
+    key_id = request.args.get("api_key_id")
     if user != caller.user_id:
         raise NotFound("No usage found for that user.")
     if key_id is not None:
