@@ -13,6 +13,7 @@ from gateway.cache import HIT, MISS, CachedAnswer, MemoryBackend, open_backend
 from gateway.errors import ConfigError
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
 from gateway.types import Result, Usage
+from tests.fakes.net import free_port
 
 CHAT = "/v1/chat/completions"
 
@@ -124,7 +125,7 @@ def test_cache_off(tmp_path, provider):
 
 
 def test_a_cache_that_is_down_costs_a_call_never_the_answer(tmp_path, provider):
-    port = _free_port()  # nothing listens here
+    port = free_port()  # nothing listens here
     app = make_app(tmp_path, {"response_cache": f"redis://127.0.0.1:{port}/0"}, plugins=(ProviderPlugin(provider),))
     client, key = app.test_client(), issue_key(app)
     assert ask(client, key, temperature=0).status_code == 200
@@ -157,12 +158,6 @@ def test_setting_rejects_unknown_schemes(tmp_path):
         make_app(tmp_path, {"response_cache": "memcached://x"})
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """A redis-server of our own on a free port, for this module."""
@@ -171,7 +166,7 @@ def redis_url(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail("CI needs redis-server (.ci/run installs it)")
         pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no", "--dir", str(workdir)],

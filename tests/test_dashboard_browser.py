@@ -104,5 +104,5 @@ def test_dashboard_page_is_public_but_holds_no_data_and_forbids_foreign_scripts(
     assert "alice" not in page and "http://" not in page and "https://" not in page
     policy = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "connect-src 'self'" in policy
-    vendor = busy_app.test_client().get("/static/vendor/chart.umd.min.js")
+    vendor = busy_app.test_client().get("/dashboard/static/vendor/chart.umd.min.js")
     assert vendor.status_code == 200 and b"Chart.js v4" in vendor.data[:200]

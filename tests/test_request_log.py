@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +19,7 @@ from gateway.request_log import RequestLogWriter, writer_for
 from gateway.store.sqlite import SQLiteStore
 from gateway.testing import issue_key, make_app, serve
 from gateway.types import UsageRecord
+from tests.fakes.net import free_port, wait_until_up
 
 CHAT = "/v1/chat/completions"
 DAY = 86_400
@@ -90,6 +95,34 @@ def test_record_count_equals_request_count_under_concurrent_load(tmp_path):
         assert len(rows) == 2 * per_user
         assert len({r.request_id for r in rows}) == len(rows)
     writer.close()
+
+
+def test_gunicorn_workers_write_every_record_before_they_exit(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))},
+           "GATEWAY_SQLITE_PATH": str(tmp_path / "served.db"), "GATEWAY_REQUEST_LOG_WRITES": "background",
+           "GATEWAY_METRICS_EMF": "false"}
+    gateway_cmd = [sys.executable, "-m", "gateway.cli"]
+    subprocess.run([*gateway_cmd, "init"], env=env, check=True, capture_output=True)
+    created = subprocess.run([*gateway_cmd, "keys", "create", "--user", "load", "--tier", "premium", "--json"],
+                             env=env, check=True, capture_output=True, text=True)
+    key = json.loads(created.stdout)["key"]
+    port = free_port()
+    server = subprocess.Popen([*gateway_cmd, "serve", "--port", str(port), "--workers", "2"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/health", server)
+
+        def one(i):
+            return httpx.post(f"{url}{CHAT}", headers={"X-API-Key": key}, timeout=30,
+                              json={"model": "echo", "messages": [{"role": "user", "content": f"n{i}"}]}).status_code
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            assert set(pool.map(one, range(60))) == {200}
+    finally:
+        server.send_signal(signal.SIGTERM)  # graceful stop: workers exit, atexit drains their queues
+        server.wait(timeout=60)
+    assert len(SQLiteStore(str(tmp_path / "served.db")).records_for_user("load")) == 60
 
 
 def test_background_writes_happen_off_the_request_thread(tmp_path):

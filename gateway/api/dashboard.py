@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, make_response, render_template
 
-blueprint = Blueprint("dashboard", __name__, static_folder="../static", static_url_path="/static",
+blueprint = Blueprint("dashboard", __name__, static_folder="../static", static_url_path="/dashboard/static",
                       template_folder="../templates")
 
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
