@@ -6,7 +6,8 @@ request path. The lines are built by aws-lambda-powertools' ``EphemeralMetrics``
 class is not), imported on first use so that importing the gateway stays cheap.
 
 Every completion's record becomes one line with the dimensions Stage, Provider,
-Model and Tier; an authentication failure (no caller, so no record) is counted by
+Model and Tier, stamped with the request's time and written by the request log writer
+(so off the critical path where the host allows); an authentication failure (no caller, so no record) is counted by
 :func:`count_auth_failure` where the pipeline raises it.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ UNKNOWN = "unknown"
 _write_lock = threading.Lock()
 
 
-def _emit(gateway, dimensions: dict[str, str], values: list[tuple[str, str, float]]) -> None:
+def _emit(gateway, dimensions: dict[str, str], values: list[tuple[str, str, float]],
+          timestamp: float | None = None) -> None:
     """Write one EMF line with ``(name, unit, value)`` metrics under ``dimensions``, and also under
     Stage alone (the roll-up the stage-wide alarms read)."""
     if not gateway.settings.metrics_emf:
@@ -32,6 +34,8 @@ def _emit(gateway, dimensions: dict[str, str], values: list[tuple[str, str, floa
     from aws_lambda_powertools.metrics import EphemeralMetrics
 
     metric_set = EphemeralMetrics(namespace=names.NAMESPACE)
+    if timestamp is not None:
+        metric_set.set_timestamp(int(timestamp * 1000))
     for name, value in dimensions.items():
         metric_set.add_dimension(name=name, value=value or UNKNOWN)
     if len(dimensions) > 1:
@@ -59,7 +63,7 @@ def emit_request(gateway, record: UsageRecord) -> None:
     if record.upstream_latency_ms:
         values.append((names.PROVIDER_LATENCY, "Milliseconds", round(record.upstream_latency_ms, 3)))
     _emit(gateway, {names.STAGE: gateway.settings.stage, names.PROVIDER: record.provider,
-                    names.MODEL: record.model, names.TIER: record.tier}, values)
+                    names.MODEL: record.model, names.TIER: record.tier}, values, record.timestamp)
 
 
 def count_auth_failure(gateway) -> None:

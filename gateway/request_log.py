@@ -42,10 +42,14 @@ class RequestLogWriter:
     """Stores records with their retention deadline, in the caller's thread or a background one."""
 
     def __init__(self, store: Any, retention_days: int, *, background: bool, queue_size: int = 10_000,
+                 on_record: Callable[[UsageRecord], None] | None = None,
                  on_fallback: Callable[[], None] | None = None):
+        """``on_record`` sees every record before it is stored (the metrics); ``on_fallback`` is
+        called when the store refused one."""
         self.store = store
         self.retention = retention_days * DAY
         self.background = background
+        self.on_record = on_record
         self.on_fallback = on_fallback
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
@@ -86,6 +90,8 @@ class RequestLogWriter:
                 if item is _STOP:
                     return
                 self.write(item)
+            except Exception:  # the thread must outlive any one record, or the queue would stall
+                logger.exception("request log writer failed", extra={"record": asdict(item)})
             finally:
                 self._queue.task_done()
 
@@ -115,6 +121,11 @@ class RequestLogWriter:
 
     def write(self, record: UsageRecord) -> None:
         """Store ``record``; retry once, then keep it in a log line and count the fallback."""
+        if self.on_record is not None:
+            try:
+                self.on_record(record)
+            except Exception:  # metrics never cost a record
+                logger.exception("request metrics failed")
         expires_at = int(record.timestamp) + self.retention
         failure: Exception | None = None
         for _attempt in range(2):
@@ -148,7 +159,8 @@ class RequestLogWriter:
 
 def writer_for(gateway) -> RequestLogWriter:
     """This app's writer, built on first use: background unless on Lambda or told otherwise
-    (``request_log_writes``)."""
+    (``request_log_writes``). It also emits each record's metrics, so they too leave the
+    request's critical path."""
     writer = gateway.state.get(_WRITER)
     if writer is None:
         settings = gateway.settings
@@ -157,6 +169,7 @@ def writer_for(gateway) -> RequestLogWriter:
         writer = gateway.state.setdefault(_WRITER, RequestLogWriter(
             gateway.store, settings.request_log_retention_days, background=background,
             queue_size=settings.request_log_queue_size,
+            on_record=lambda record: metrics.emit_request(gateway, record),
             on_fallback=lambda: metrics.count_request_log_fallback(gateway)))
     return writer
 

@@ -58,7 +58,8 @@ def test_a_completion_emits_one_line_with_all_its_metrics_and_dimensions(app, ca
     assert line["CacheHits"] == [0.0] and line["RateLimited"] == [0.0]
     units = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
     assert units["Latency"] == "Milliseconds" and units["Requests"] == "Count"
-    assert isinstance(line["_aws"]["Timestamp"], int)
+    record = app.extensions["gateway"].store.records_for_user("alice")[0]
+    assert line["_aws"]["Timestamp"] == int(record.timestamp * 1000)
 
     assert ask(app.test_client(), key, temperature=0).headers["X-Cache"] == "HIT"
     [cached] = emf_lines(capsys)
@@ -117,3 +118,26 @@ def test_importing_and_building_the_app_loads_no_metrics_or_cache_sdk():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]"
+
+
+def test_with_background_writes_the_metrics_leave_the_request_thread_too(tmp_path, capsys, monkeypatch):
+    import threading
+
+    from gateway import metrics
+    from gateway.request_log import writer_for
+
+    app = make_app(tmp_path, {"request_log_writes": "background"})
+    threads = []
+    original = metrics.emit_request
+
+    def spy(gateway, record):
+        threads.append(threading.current_thread().name)
+        original(gateway, record)
+
+    monkeypatch.setattr(metrics, "emit_request", spy)
+    capsys.readouterr()
+    ask(app.test_client(), issue_key(app), model="echo")
+    writer_for(app.extensions["gateway"]).close()
+    assert threads == ["request-log-writer"]
+    [line] = emf_lines(capsys)
+    assert line["Provider"] == "echo" and line["Requests"] == [1.0]

@@ -311,3 +311,20 @@ def test_usage_api_reads_its_own_writes(tmp_path, mode):
         ask(client, key)
     assert client.get("/api/v1/usage", headers={"X-API-Key": key}).get_json()["totals"]["requests"] == 3
     writer_for(app.extensions["gateway"]).close()
+
+
+def test_the_writer_thread_survives_a_failing_fallback(tmp_path):
+    store = FailingStore(tmp_path / "log.db", failures=2)
+    calls = []
+
+    def broken_metric():
+        calls.append(1)
+        raise RuntimeError("metrics sink down")
+
+    writer = RequestLogWriter(store, 90, background=True, on_fallback=broken_metric)
+    writer.submit(record(1))  # refused twice: fallback line, then the metric raises
+    writer.submit(record(2))
+    writer.flush()
+    writer.close()
+    assert calls == [1]
+    assert [r.request_id for r in store.inner.records_for_user("u1")] == ["r00002"]
