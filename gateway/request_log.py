@@ -137,6 +137,7 @@ class RequestLogWriter:
         else:
             logger.error("request log write failed; record kept in this line",
                          extra={"event": "request_log_fallback", "error": type(failure).__name__,
+                                "correlation_id": record.correlation_id,
                                 "record": {**asdict(record), "expiration_timestamp": expires_at}})
             if self.on_fallback is not None:
                 self.on_fallback()

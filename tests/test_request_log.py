@@ -204,6 +204,7 @@ def test_store_failure_falls_back_to_a_log_line_and_a_metric(tmp_path, caplog, c
     assert kept["user_id"] == "alice" and kept["model"] == "echo" and kept["prompt_tokens"] == 4
     assert kept["expiration_timestamp"] == int(kept["timestamp"]) + 90 * DAY
     assert logged["error"] == "OperationalError" and logged["level"] == "ERROR"
+    assert logged["correlation_id"] == kept["correlation_id"] == response.headers["X-Correlation-ID"]
     emf = [json.loads(x) for x in capsys.readouterr().out.splitlines() if "RequestLogFallbacks" in x]
     assert len(emf) == 1 and emf[0]["RequestLogFallbacks"] == [1.0] and emf[0]["Stage"] == "dev"
 
@@ -311,6 +312,18 @@ def test_usage_api_reads_its_own_writes(tmp_path, mode):
         ask(client, key)
     assert client.get("/api/v1/usage", headers={"X-API-Key": key}).get_json()["totals"]["requests"] == 3
     writer_for(app.extensions["gateway"]).close()
+
+
+def test_a_fallback_line_from_the_writer_thread_carries_the_requests_correlation_id(tmp_path, caplog):
+    from gateway.logs import JSONFormatter
+
+    writer = RequestLogWriter(FailingStore(tmp_path / "log.db", failures=2), 90, background=True)
+    with caplog.at_level(logging.ERROR, logger="gateway.request_log"):
+        writer.submit(record(7))
+        writer.close()
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "request_log_fallback"]
+    assert line.threadName == "request-log-writer"
+    assert json.loads(JSONFormatter().format(line))["correlation_id"] == "c7"
 
 
 def test_the_writer_thread_survives_a_failing_fallback(tmp_path):
