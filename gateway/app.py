@@ -67,11 +67,13 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     app.extensions["gateway"] = gateway
     http.install(app, settings)
 
-    from gateway.api import health, native, openai_compat
+    from gateway.api import dashboard, health, native, openai_compat, usage
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(openai_compat.blueprint)
     app.register_blueprint(native.blueprint)
+    app.register_blueprint(usage.blueprint)
+    app.register_blueprint(dashboard.blueprint)
     pm.hook.gateway_register_blueprints(app=app, gateway=gateway)
     logger.info("gateway ready", extra={"stage": settings.stage, "store": settings.store,
                                         "providers": sorted(gateway.providers)})

@@ -90,6 +90,14 @@ class SettingsSchema(Schema):
     mcp_max_products = f.Integer(validate=validate.Range(min=1, max=20))
     mcp_context_token_budget = f.Integer(validate=validate.Range(min=100, max=100_000))
     catalog_cache_ttl = f.Float(validate=validate.Range(min=0))
+    request_log_writes = f.String(validate=validate.OneOf(["auto", "sync", "background"]))
+    request_log_queue_size = f.Integer(validate=validate.Range(min=1))
+    request_log_content = f.Boolean()
+    response_cache = f.String(validate=validate.Regexp(
+        r"^$|^(memory|redis|rediss|dynamodb)://", error="must be empty (off) or a memory://, "
+        "redis:// or dynamodb:// URI"))
+    response_cache_ttl = f.Integer(validate=validate.Range(min=1))
+    metrics_emf = f.Boolean()
 
 
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
@@ -128,6 +136,16 @@ class Settings:
     mcp_context_token_budget: int = 1000
     #: Seconds a process reuses what it read from the catalog for search.
     catalog_cache_ttl: float = 60.0
+    #: "auto": in the request on Lambda, on a background thread elsewhere.
+    request_log_writes: str = "auto"
+    request_log_queue_size: int = 10_000
+    #: Store prompts and completions (after the ``gateway_redact`` hook) in the request log.
+    request_log_content: bool = False
+    #: "" (off), "memory://?max_entries=N", "redis://host:port/db" or "dynamodb://table".
+    response_cache: str = "memory://"
+    response_cache_ttl: int = 3600
+    #: CloudWatch Embedded Metric Format lines on stdout.
+    metrics_emf: bool = True
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""

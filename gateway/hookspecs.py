@@ -77,6 +77,19 @@ def gateway_after_response(record, gateway):
     """
 
 
+@hookspec(firstresult=True)
+def gateway_redact(text, gateway):
+    """Redact a prompt or answer before the request log stores it (only when the
+    ``request_log_content`` setting is on; the first non-None answer wins).
+
+    :param text: the prompt (``role: text`` lines) or the answer.
+    :param gateway: the app's Gateway.
+    :return: the text to store, or None to leave the decision to the next plugin. The
+        built-in implementation runs last and masks e-mail addresses, API keys and
+        card-like numbers; call :func:`plugins.analytics.redact` to build on it.
+    """
+
+
 @hookspec
 def gateway_register_blueprints(app, gateway):
     """Add routes (called once at start-up).

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from flask import Request, g
 from marshmallow import Schema
 
+from gateway import cache, metrics, request_log
 from gateway.errors import AuthenticationError, GatewayError, ModelNotFound, PermissionDenied, ProviderError
 from gateway.http import read_json_body
 from gateway.schemas import load_completion
@@ -29,16 +30,22 @@ class Answer:
     provider: str
     model: str
     record: UsageRecord
+    #: ``X-Cache``: HIT or MISS for a cacheable request, else "".
+    cache_status: str = ""
 
 
 def authenticate(gateway, request: Request, permission: str) -> Caller:
     """The caller of ``request``, holding ``permission``; 401 or 403 otherwise."""
-    caller = gateway.hook.gateway_authenticate(request=request, gateway=gateway)
-    if caller is None:
-        raise AuthenticationError(
-            "Missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'."
-            if not (request.headers.get("X-API-Key") or request.headers.get("Authorization"))
-            else "Invalid API key.")
+    try:
+        caller = gateway.hook.gateway_authenticate(request=request, gateway=gateway)
+        if caller is None:
+            raise AuthenticationError(
+                "Missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'."
+                if not (request.headers.get("X-API-Key") or request.headers.get("Authorization"))
+                else "Invalid API key.")
+    except AuthenticationError:
+        metrics.count_auth_failure(gateway)
+        raise
     if not caller.can(permission):
         raise PermissionDenied(f"This API key lacks the '{permission}' permission.")
     return caller
@@ -78,6 +85,16 @@ def call_providers(candidates: list[tuple[Provider, str]], completion: Completio
     raise error
 
 
+def answer_from_cache(gateway, completion: Completion, cached: cache.Lookup, record: UsageRecord) -> Answer:
+    """The stored answer; its record costs nothing and notes what the provider call would have cost."""
+    hit = cached.hit
+    record.provider, record.model, record.cached = hit.provider, hit.model, True
+    record.prompt_tokens, record.completion_tokens = hit.result.usage.prompt_tokens, hit.result.usage.completion_tokens
+    record.cost, record.saved_cost = 0.0, hit.cost
+    record.completion_text = request_log.loggable_text(gateway, hit.result.text)
+    return Answer(completion, hit.result, hit.provider, hit.model, record, cached.status)
+
+
 def notify_after_response(gateway, record: UsageRecord) -> None:
     """Call every ``gateway_after_response`` implementation; one that raises is logged and skipped.
 
@@ -109,13 +126,19 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         completion = load_completion(schema, read_json_body())
         record.model = completion.model
         gateway.hook.gateway_enrich_request(completion=completion, caller=caller, gateway=gateway)
+        record.prompt_text = request_log.loggable_prompt(gateway, completion.messages)
         candidates = select_candidates(gateway, completion, caller)
+        cached = cache.lookup(gateway, request.headers, completion, caller)
+        if cached.hit is not None:
+            return answer_from_cache(gateway, completion, cached, record)
         result, provider, model = call_providers(candidates, completion, record)
         usage = result.usage
         record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         price = provider.models().get(model)
         record.cost = price.cost(usage) if price else 0.0
-        return Answer(completion, result, provider.name, model, record)
+        record.completion_text = request_log.loggable_text(gateway, result.text)
+        cached.store(cache.CachedAnswer(result, provider.name, model, record.cost))
+        return Answer(completion, result, provider.name, model, record, cached.status)
     except GatewayError as exc:
         record.status, record.error_code = exc.status, exc.code
         raise

@@ -30,10 +30,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_app(tmp_path, config: dict[str, Any] | None = None, plugins: tuple[object, ...] = ()):
-    """A gateway app on a SQLite file under ``tmp_path``, with extra ``plugins`` registered last."""
+    """A gateway app on a SQLite file under ``tmp_path``, with extra ``plugins`` registered last.
+
+    Request-log records are written inside the request (``request_log_writes="sync"``) so a
+    test can read them as soon as the answer arrives; pass ``"background"`` to test the writer.
+    """
     from gateway.app import create_app
 
-    return create_app({"sqlite_path": str(tmp_path / "gateway.db"), **(config or {})}, plugins=plugins)
+    return create_app({"sqlite_path": str(tmp_path / "gateway.db"), "request_log_writes": "sync",
+                       **(config or {})}, plugins=plugins)
 
 
 def issue_key(app, user: str = "alice", tier: str = "free",

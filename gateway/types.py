@@ -137,6 +137,11 @@ class UsageRecord:
     error_code: str = ""
     streamed: bool = False
     cached: bool = False
+    #: What a cached answer would have cost had the provider been called (its ``cost`` is 0).
+    saved_cost: float = 0.0
+    #: The prompt and answer, redacted; empty unless the ``request_log_content`` setting is on.
+    prompt_text: str = ""
+    completion_text: str = ""
 
     @property
     def tokens(self) -> int:

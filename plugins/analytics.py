@@ -1,30 +1,62 @@
-"""The request log: one row per completion, successful or not.
+"""The request log and the metrics: one record and one set of metrics for every completion.
 
-A write that the store refuses is retried once; if it still fails the record is
-written as a structured log line (CloudWatch Logs keeps it), so nothing is lost.
+Records are written by :class:`gateway.request_log.RequestLogWriter` (retried, then
+kept in a log line: nothing is lost); metrics go out as CloudWatch Embedded Metric
+Format lines (:mod:`gateway.metrics`). Prompts and answers are stored only when the
+``request_log_content`` setting is on, after the ``gateway_redact`` hook.
 """
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict
+import re
+import time
+
+import click
+from flask.cli import with_appcontext
 
 from gateway import hookimpl
+from gateway.request_log import writer_for
 
-logger = logging.getLogger(__name__)
+#: What the built-in redaction masks, and with what.
+_REDACTIONS = (
+    (re.compile(r"\bgw_[a-z]+_[0-9a-f]+_[A-Za-z0-9_-]{20,}"), "[api-key]"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "[api-key]"),
+    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
+    (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), "[card-number]"),
+)
 
-DAY = 86_400
+
+def redact(text: str) -> str:
+    """``text`` with e-mail addresses, API keys and card-like numbers masked."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 @hookimpl
 def gateway_after_response(record, gateway):
-    """Store ``record`` with its retention deadline; fall back to a log line."""
-    expires_at = int(record.timestamp) + gateway.settings.request_log_retention_days * DAY
-    for _attempt in range(2):
-        try:
-            gateway.store.put_record(record, expires_at)
-            return
-        except Exception as exc:  # any store failure: retry, then keep the record in the log
-            failure = exc
-    logger.error("request log write failed; record kept in this line",
-                 extra={"event": "request_log_fallback", "error": type(failure).__name__,
-                        "record": asdict(record)})
+    """Hand the record to the request log writer (which also emits its metrics)."""
+    writer_for(gateway).submit(record)
+
+
+@hookimpl(trylast=True)
+def gateway_redact(text):
+    """The default redaction (see :func:`redact`)."""
+    return redact(text)
+
+
+@hookimpl
+def gateway_register_commands(cli):
+    """Add ``gateway analytics purge``."""
+
+    @cli.group()
+    def analytics():
+        """Maintain the request log."""
+
+    @analytics.command("purge")
+    @with_appcontext
+    def purge():
+        """Delete request log records past their retention (SQLite; DynamoDB's TTL does it itself)."""
+        from gateway.app import current_gateway
+
+        deleted = current_gateway().store.purge_expired_records(time.time())
+        click.echo(f"purged {deleted} expired records")

@@ -31,13 +31,15 @@ def render_chat_completion(answer: pipeline.Answer) -> dict:
 
 
 def served_by(response, answer: pipeline.Answer):
-    """Say who served the answer in ``X-Gateway-Provider`` and ``X-Gateway-Model``."""
+    """Say who served the answer (``X-Gateway-Provider``, ``X-Gateway-Model``) and ``X-Cache``."""
     response.headers["X-Gateway-Provider"] = answer.provider
     response.headers["X-Gateway-Model"] = answer.model
     context = answer.completion.metadata.get("mcp_context")
     if context:  # what the catalog plugin injected (plugins/mcp.py)
         response.headers["X-Gateway-MCP-Status"] = context["status"]
         response.headers["X-Gateway-MCP-Products"] = ",".join(context["product_ids"])
+    if answer.cache_status:
+        response.headers["X-Cache"] = answer.cache_status
     return response
 
 

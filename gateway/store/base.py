@@ -92,6 +92,10 @@ class RequestLogStore(Protocol):
                          end: float | None = None) -> list[UsageRecord]:
         """A user's records with ``start <= timestamp < end``, oldest first."""
 
+    def purge_expired_records(self, now: float) -> int:
+        """Delete records whose retention deadline is at or before ``now`` where the store does not
+        expire them itself (DynamoDB's TTL does); returns how many were deleted."""
+
 
 class Store(KeyStore, ProductStore, RequestLogStore, Protocol):
     """Everything the gateway stores, behind one object per app."""

@@ -124,7 +124,8 @@ def _record_item(record: UsageRecord, expires_at: int) -> dict[str, Any]:
         "tokens": record.tokens, "cost": record.cost, "latency": record.latency_ms,
         "upstreamLatency": record.upstream_latency_ms, "status": record.status,
         "errorCode": record.error_code, "streamed": record.streamed, "cached": record.cached,
-        TTL_ATTRIBUTE: int(expires_at),
+        "savedCost": record.saved_cost, "promptText": record.prompt_text,
+        "completionText": record.completion_text, TTL_ATTRIBUTE: int(expires_at),
     })
 
 
@@ -141,6 +142,8 @@ def _record_from_item(item: dict[str, Any]) -> UsageRecord:
         upstream_latency_ms=float(values.get("upstreamLatency", 0)),
         status=int(values.get("status", 200)), error_code=values.get("errorCode", ""),
         streamed=values.get("streamed", False), cached=values.get("cached", False),
+        saved_cost=float(values.get("savedCost", 0)), prompt_text=values.get("promptText", ""),
+        completion_text=values.get("completionText", ""),
     )
 
 
@@ -412,3 +415,10 @@ class DynamoDBStore:
                           KeyConditionExpression=" AND ".join(keys), **expr.params())
         records = [r for r in map(_record_from_item, items) if end is None or r.timestamp < end]
         return sorted(records, key=lambda r: (r.timestamp, r.request_id))
+
+    def purge_expired_records(self, now: float) -> int:
+        """Nothing to do: DynamoDB's TTL on ``expirationTimestamp`` deletes expired records itself.
+
+        Returns 0. (A purge here would need a Scan of the whole table.)
+        """
+        return 0

@@ -60,10 +60,29 @@ CREATE TABLE IF NOT EXISTS request_log (
     error_code TEXT NOT NULL,
     streamed INTEGER NOT NULL,
     cached INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    saved_cost REAL NOT NULL DEFAULT 0,
+    prompt_text TEXT NOT NULL DEFAULT '',
+    completion_text TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS request_log_user_time ON request_log (user_id, timestamp);
+CREATE INDEX IF NOT EXISTS request_log_expiry ON request_log (expires_at);
 """
+
+#: Columns added to ``request_log`` after its first release: (name, definition).
+_ADDED_RECORD_COLUMNS = (
+    ("saved_cost", "REAL NOT NULL DEFAULT 0"),
+    ("prompt_text", "TEXT NOT NULL DEFAULT ''"),
+    ("completion_text", "TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a file created by an older version lacks (SQLite has no ADD COLUMN IF NOT EXISTS)."""
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(request_log)")}
+    for name, definition in _ADDED_RECORD_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE request_log ADD COLUMN {name} {definition}")
 
 _KEY_COLUMNS = [fld.name for fld in fields(ApiKey)]
 _PRODUCT_COLUMNS = [fld.name for fld in fields(Product)]
@@ -100,6 +119,7 @@ class SQLiteStore:
             self._local.conn = conn
         if not self._initialised:
             conn.executescript(SCHEMA)
+            _migrate(conn)
             self._initialised = True
         return conn
 
@@ -223,3 +243,8 @@ class SQLiteStore:
             values["cached"] = bool(values["cached"])
             result.append(UsageRecord(**values))
         return result
+
+    def purge_expired_records(self, now: float) -> int:
+        """Delete records whose retention deadline is at or before ``now``; returns how many."""
+        cursor = self._connection().execute("DELETE FROM request_log WHERE expires_at <= ?", (now,))
+        return cursor.rowcount

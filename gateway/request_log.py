@@ -1,0 +1,201 @@
+"""Writing the request log: nothing lost, and off the response's critical path where the host allows.
+
+On Lambda the process may freeze as soon as the response is returned, so writes
+complete inside the request. Elsewhere (gunicorn, ``gateway serve``) records go
+through a bounded queue to one background thread per process. Nothing is dropped:
+a full queue, or a writer already shut down, writes in the caller's thread instead;
+``close`` (registered with ``atexit``) drains the queue. A write the store refuses
+is retried once, then the record is written as a structured log line and counted.
+
+The standard library's queue and thread are enough here; no maintained library
+offers a write-behind buffer with these guarantees for an arbitrary store.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from gateway import metrics
+from gateway.types import UsageRecord
+
+logger = logging.getLogger(__name__)
+
+DAY = 86_400
+PURGE_INTERVAL = 3600.0
+_STOP = object()
+_WRITER = "request_log.writer"
+
+
+def on_lambda() -> bool:
+    """True inside an AWS Lambda function."""
+    return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+
+
+class RequestLogWriter:
+    """Stores records with their retention deadline, in the caller's thread or a background one."""
+
+    def __init__(self, store: Any, retention_days: int, *, background: bool, queue_size: int = 10_000,
+                 on_record: Callable[[UsageRecord], None] | None = None,
+                 on_fallback: Callable[[], None] | None = None):
+        """``on_record`` sees every record before it is stored (the metrics); ``on_fallback`` is
+        called when the store refused one."""
+        self.store = store
+        self.retention = retention_days * DAY
+        self.background = background
+        self.on_record = on_record
+        self.on_fallback = on_fallback
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._next_purge = 0.0
+
+    def submit(self, record: UsageRecord) -> None:
+        """Write ``record`` now (Lambda, full queue, closed writer) or hand it to the background thread."""
+        if self.background and not self._closed and self._ensure_thread():
+            try:
+                self._queue.put_nowait(record)
+                return
+            except queue.Full:
+                pass
+        self.write(record)
+
+    def _ensure_thread(self) -> bool:
+        """Start the thread on first use, and again in a forked child (threads do not survive a fork)."""
+        if self._thread is not None and self._pid == os.getpid():
+            return True
+        with self._lock:
+            if self._closed:
+                return False
+            if self._thread is None or self._pid != os.getpid():
+                self._queue = queue.Queue(maxsize=self._queue.maxsize)
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
+                self._thread.start()
+                atexit.register(self.close)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                self.write(item)
+            except Exception:  # the thread must outlive any one record, or the queue would stall
+                logger.exception("request log writer failed", extra={"record": asdict(item)})
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued record is written."""
+        if self._thread is not None and self._pid == os.getpid():
+            self._queue.join()
+
+    def close(self) -> None:
+        """Write everything queued, stop the thread; later records are written in the caller's thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join()
+        while True:  # records a racing submit queued behind the stop marker
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                self.write(item)
+
+    def write(self, record: UsageRecord) -> None:
+        """Store ``record``; retry once, then keep it in a log line and count the fallback."""
+        if self.on_record is not None:
+            try:
+                self.on_record(record)
+            except Exception:  # metrics never cost a record
+                logger.exception("request metrics failed")
+        expires_at = int(record.timestamp) + self.retention
+        failure: Exception | None = None
+        for _attempt in range(2):
+            try:
+                self.store.put_record(record, expires_at)
+                break
+            except Exception as exc:  # any store failure: retry, then keep the record in the log
+                failure = exc
+        else:
+            logger.error("request log write failed; record kept in this line",
+                         extra={"event": "request_log_fallback", "error": type(failure).__name__,
+                                "correlation_id": record.correlation_id,
+                                "record": {**asdict(record), "expiration_timestamp": expires_at}})
+            if self.on_fallback is not None:
+                self.on_fallback()
+            return
+        self._purge_when_due()
+
+    def _purge_when_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_INTERVAL
+        try:
+            deleted = self.store.purge_expired_records(time.time())
+        except Exception as exc:  # a failed purge is retried at the next interval
+            logger.warning("request log purge failed", extra={"error": type(exc).__name__})
+            return
+        if deleted:
+            logger.info("expired request log records purged", extra={"deleted": deleted})
+
+
+def writer_for(gateway) -> RequestLogWriter:
+    """This app's writer, built on first use: background unless on Lambda or told otherwise
+    (``request_log_writes``). It also emits each record's metrics, so they too leave the
+    request's critical path."""
+    writer = gateway.state.get(_WRITER)
+    if writer is None:
+        settings = gateway.settings
+        mode = settings.request_log_writes
+        background = mode == "background" or (mode == "auto" and not on_lambda())
+        writer = gateway.state.setdefault(_WRITER, RequestLogWriter(
+            gateway.store, settings.request_log_retention_days, background=background,
+            queue_size=settings.request_log_queue_size,
+            on_record=lambda record: metrics.emit_request(gateway, record),
+            on_fallback=lambda: metrics.count_request_log_fallback(gateway)))
+    return writer
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return content or ""
+
+
+def loggable_text(gateway, text: str) -> str:
+    """``text`` as the request log may keep it: "" unless ``request_log_content`` is on, then redacted.
+
+    The first ``gateway_redact`` implementation that answers decides; the built-in
+    one (in the analytics plugin) runs last.
+    """
+    if not gateway.settings.request_log_content or not text:
+        return ""
+    redacted = gateway.hook.gateway_redact(text=text, gateway=gateway)
+    return text if redacted is None else redacted
+
+
+def loggable_prompt(gateway, messages: list[dict[str, Any]]) -> str:
+    """The conversation as ``role: text`` lines, through :func:`loggable_text`."""
+    if not gateway.settings.request_log_content:
+        return ""
+    return loggable_text(gateway, "\n".join(f"{m.get('role')}: {_message_text(m)}" for m in messages))

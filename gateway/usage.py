@@ -1,0 +1,140 @@
+"""Usage arithmetic over request-log records: totals, groups, percentiles, time series.
+
+Plain functions over lists of :class:`UsageRecord`, so the API views stay thin and
+every store gives the same answers. Records are read per user (DynamoDB: a Query of
+``UserAnalyticsGlobalSecondaryIndex`` each, never a Scan of the log).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from gateway.types import UsageRecord
+
+GROUPS: dict[str, Callable[[UsageRecord], str]] = {
+    "model": lambda r: r.model or "unknown",
+    "provider": lambda r: r.provider or "unknown",
+    "day": lambda r: datetime.fromtimestamp(r.timestamp, UTC).strftime("%Y-%m-%d"),
+}
+MAX_BUCKETS = 60
+
+
+def iso(timestamp: float) -> str:
+    """``timestamp`` as an ISO 8601 UTC string."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def summarize(records: Iterable[UsageRecord]) -> dict:
+    """Requests, errors, tokens, cost, savings, cache hits and rate-limited requests of ``records``."""
+    totals = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "tokens": 0,
+              "cost": 0.0, "saved_cost": 0.0, "cache_hits": 0, "rate_limited": 0}
+    for r in records:
+        totals["requests"] += 1
+        totals["errors"] += r.status >= 400
+        totals["prompt_tokens"] += r.prompt_tokens
+        totals["completion_tokens"] += r.completion_tokens
+        totals["tokens"] += r.tokens
+        totals["cost"] += r.cost
+        totals["saved_cost"] += r.saved_cost
+        totals["cache_hits"] += r.cached
+        totals["rate_limited"] += r.status == 429
+    totals["cost"], totals["saved_cost"] = round(totals["cost"], 8), round(totals["saved_cost"], 8)
+    return totals
+
+
+def grouped(records: list[UsageRecord], by: str) -> list[dict]:
+    """One summary per value of ``by`` (model, provider or UTC day), in key order."""
+    key_of = GROUPS[by]
+    groups: dict[str, list[UsageRecord]] = defaultdict(list)
+    for record in records:
+        groups[key_of(record)].append(record)
+    return [{by: key, **summarize(rows)} for key, rows in sorted(groups.items())]
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The nearest-rank ``p``-th percentile of ``values`` (None for none)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 3)
+
+
+def latency_percentiles(records: list[UsageRecord]) -> dict:
+    """p50, p95 and p99 latency in milliseconds."""
+    latencies = [r.latency_ms for r in records]
+    return {f"p{p}": percentile(latencies, p) for p in (50, 95, 99)}
+
+
+def by_provider_and_model(records: list[UsageRecord]) -> list[dict]:
+    """Per (provider, model): requests, errors by type, latency percentiles, tokens, cost,
+    cache hit rate and rate-limited count."""
+    groups: dict[tuple[str, str], list[UsageRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.provider or "unknown", record.model or "unknown")].append(record)
+    rows = []
+    for (provider, model), rows_of in sorted(groups.items()):
+        totals = summarize(rows_of)
+        rows.append({
+            "provider": provider, "model": model, "requests": totals["requests"],
+            "errors": totals["errors"],
+            "errors_by_type": dict(Counter(r.error_code for r in rows_of if r.status >= 400)),
+            "latency_ms": latency_percentiles(rows_of), "tokens": totals["tokens"],
+            "cost": totals["cost"], "saved_cost": totals["saved_cost"],
+            "cache_hit_rate": round(totals["cache_hits"] / totals["requests"], 4),
+            "rate_limited": totals["rate_limited"],
+        })
+    return rows
+
+
+def bucket_size(start: float, end: float) -> int:
+    """A whole number of minutes that cuts ``[start, end)`` into at most ``MAX_BUCKETS`` buckets."""
+    return max(60, math.ceil((end - start) / MAX_BUCKETS / 60) * 60)
+
+
+def time_series(records: list[UsageRecord], start: float, end: float, bucket: int) -> dict:
+    """Requests, tokens, cost and p50/p95 latency per bucket, one series per provider/model."""
+    count = max(1, math.ceil((end - start) / bucket))
+    cells: dict[str, list[list[UsageRecord]]] = {}
+    for record in records:
+        index = int((record.timestamp - start) // bucket)
+        if 0 <= index < count:
+            name = f"{record.provider or 'unknown'}/{record.model or 'unknown'}"
+            cells.setdefault(name, [[] for _ in range(count)])[index].append(record)
+    series = []
+    for name, buckets in sorted(cells.items()):
+        series.append({
+            "name": name,
+            "requests": [len(b) for b in buckets],
+            "tokens": [sum(r.tokens for r in b) for b in buckets],
+            "cost": [round(sum(r.cost for r in b), 8) for b in buckets],
+            "latency_p50": [percentile([r.latency_ms for r in b], 50) for b in buckets],
+            "latency_p95": [percentile([r.latency_ms for r in b], 95) for b in buckets],
+        })
+    return {"bucket_seconds": bucket, "buckets": [iso(start + i * bucket) for i in range(count)],
+            "series": series}
+
+
+def top_users(records: list[UsageRecord], limit: int = 10) -> list[dict]:
+    """The users with the highest cost (then requests), with their totals."""
+    per_user: dict[str, list[UsageRecord]] = defaultdict(list)
+    for record in records:
+        per_user[record.user_id].append(record)
+    rows = [{"user": user, **summarize(rows_of)} for user, rows_of in per_user.items()]
+    rows.sort(key=lambda row: (-row["cost"], -row["requests"], row["user"]))
+    return rows[:limit]
+
+
+def recent_errors(records: list[UsageRecord], limit: int = 20) -> list[dict]:
+    """The latest failed requests, newest first."""
+    failed = sorted((r for r in records if r.status >= 400), key=lambda r: r.timestamp, reverse=True)
+    return [{"timestamp": iso(r.timestamp), "request_id": r.request_id, "user": r.user_id,
+             "provider": r.provider, "model": r.model, "status": r.status, "error_code": r.error_code}
+            for r in failed[:limit]]
+
+
+def records_of_every_user(store, start: float, end: float) -> list[UsageRecord]:
+    """Every record in ``[start, end)`` of every user holding a key, read user by user."""
+    users = sorted({key.user_id for key in store.list_keys()})
+    return [record for user in users for record in store.records_for_user(user, start, end)]
