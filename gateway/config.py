@@ -86,6 +86,13 @@ class SettingsSchema(Schema):
     request_log_retention_days = f.Integer(validate=validate.Range(min=1))
     log_level = f.String(validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
     provider_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    provider_connect_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    request_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    retry_attempts = f.Integer(validate=validate.Range(min=0, max=10))
+    retry_base_delay = f.Float(validate=validate.Range(min=0))
+    retry_max_delay = f.Float(validate=validate.Range(min=0))
+    circuit_breaker_cooldown = f.Float(validate=validate.Range(min=0))
+    model_table_path = f.String()
 
 
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
@@ -116,7 +123,19 @@ class Settings:
     circuit_breaker_failure_threshold: int = 5
     request_log_retention_days: int = 90
     log_level: str = "INFO"
-    provider_timeout: float = 25.0
+    #: Seconds one upstream attempt may take (SDK read timeout); connect has its own, shorter one.
+    provider_timeout: float = 20.0
+    provider_connect_timeout: float = 3.0
+    #: Seconds for all attempts of one request (retries, fallbacks): inside API Gateway's 29 s.
+    request_timeout: float = 27.0
+    #: Retries after the first attempt, per candidate, with exponential backoff and full jitter.
+    retry_attempts: int = 2
+    retry_base_delay: float = 0.25
+    retry_max_delay: float = 4.0
+    #: Seconds an open circuit stays open before one probe call is let through.
+    circuit_breaker_cooldown: float = 30.0
+    #: JSON or TOML file adding to (or replacing) the built-in model table; see gateway/models.py.
+    model_table_path: str = ""
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""
@@ -138,6 +157,8 @@ class Settings:
 def _resolve_env(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"$env"}:
         return os.environ.get(value["$env"])
+    if isinstance(value, dict):  # nested sections (e.g. several upstreams) resolve too
+        return {key: _resolve_env(item) for key, item in value.items()}
     return value
 
 

@@ -52,6 +52,7 @@ def openai_app(tmp_path, fake_openai, monkeypatch):
     """An app whose OpenAI provider points at ``fake_openai``."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-upstream-secret-0123456789")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
+    monkeypatch.setenv("GATEWAY_RETRY_BASE_DELAY", "0.01")  # retries stay, waits shrink
     return make_app(tmp_path)
 
 
