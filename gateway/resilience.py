@@ -133,7 +133,7 @@ class Resilience:
                  clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.latency = LatencyTracker()
-        self._sleep = sleep
+        self.sleep = sleep
         self._clock = clock
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._lock = threading.Lock()
@@ -200,7 +200,7 @@ class Resilience:
                 if not exc.retryable or number == settings.retry_attempts or (left is not None
                                                                                  and delay >= left):
                     raise
-                self._sleep(delay)
+                self.sleep(delay)
                 continue
             finally:
                 elapsed_ms = (self._clock() - started) * 1000
