@@ -158,8 +158,11 @@ def usage_from(usage: dict | None) -> Usage:
 
 
 def from_converse_response(response: dict, model: str) -> Result:
-    """A Converse response -> :class:`Result`: text, tool calls, finish reason, usage."""
-    content = response.get("output", {}).get("message", {}).get("content", [])
+    """A Converse response -> :class:`Result`: text, tool calls, finish reason, usage.
+
+    :raises KeyError: the response has no message (a body that was not Converse JSON).
+    """
+    content = response["output"]["message"]["content"]
     text = "".join(block["text"] for block in content if "text" in block)
     tool_calls = [{"id": block["toolUse"]["toolUseId"], "type": "function",
                    "function": {"name": block["toolUse"]["name"],
