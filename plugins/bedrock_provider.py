@@ -260,6 +260,7 @@ class BedrockProvider:
 def translate_error(exc: Exception) -> ProviderError:
     """A boto/botocore exception -> the gateway's provider error (no endpoint or credentials in it)."""
     from botocore import exceptions as aws
+    from botocore.parsers import ResponseParserError
 
     if isinstance(exc, ProviderError):
         return exc
@@ -287,7 +288,7 @@ def translate_error(exc: Exception) -> ProviderError:
     if isinstance(exc, aws.EndpointConnectionError | aws.ConnectionClosedError):
         return ProviderError(f"Provider '{NAME}' could not be reached.", retryable=True,
                              code="provider_unreachable")
-    if isinstance(exc, aws.ResponseParserError | ValueError | KeyError | TypeError):
+    if isinstance(exc, ResponseParserError | ValueError | KeyError | TypeError):
         return ProviderError(f"Provider '{NAME}' returned an answer the gateway could not read.",
                              code="provider_bad_response")
     # urllib3/botocore errors raised while reading an event stream (e.g. a reset connection).
