@@ -124,6 +124,7 @@ class FakeUpstream:
         try:
             for number, event in enumerate(step.events):
                 if step.reset_after is not None and number == step.reset_after:
+                    handler.close_connection = True
                     _reset(handler.connection)
                     return
                 write(self.encode_event(event))
@@ -147,6 +148,7 @@ class FakeUpstream:
 
 
 def _reset(connection: socket.socket) -> None:
-    """Close with a TCP reset (SO_LINGER 0), as a crashed upstream would."""
+    """Drop the connection mid-body, as a crashed upstream would: shut it down now (the
+    handler's file objects keep the socket itself open), and reset it when it is closed."""
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    connection.close()
+    connection.shutdown(socket.SHUT_RDWR)
