@@ -173,16 +173,17 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def _from_file(path: str) -> dict[str, Any]:
+def read_mapping_file(path: str, what: str = "config file") -> dict[str, Any]:
+    """A JSON (or, by suffix, TOML) file's content; :class:`ConfigError` naming ``what`` otherwise."""
     file = Path(path)
     try:
         text = file.read_text()
     except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror})") from None
     try:
         return tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"config file {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") from None
+        raise ConfigError(f"{what} {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") from None
 
 
 def _describe(errors: dict, source: dict) -> str:
@@ -207,7 +208,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     if environ.get("GATEWAY_CONFIG"):
-        raw.update(_from_file(environ["GATEWAY_CONFIG"]))
+        raw.update(read_mapping_file(environ["GATEWAY_CONFIG"]))
     raw.update(_from_environment(environ))
     raw.update(overrides or {})
     try:

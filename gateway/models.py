@@ -19,14 +19,13 @@ other models tried, in order, after every route of this one failed.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from marshmallow import RAISE, Schema, ValidationError, validate, validates_schema
 from marshmallow import fields as f
 
+from gateway.config import read_mapping_file
 from gateway.errors import ConfigError
 from gateway.types import Price
 
@@ -174,16 +173,7 @@ def load_model_table(path: str = "") -> ModelTable:
     """The default table, extended by the file at ``path`` (JSON, or TOML by suffix) when given."""
     if not path:
         return ModelTable(DEFAULT_MODELS)
-    file = Path(path)
-    try:
-        text = file.read_text()
-        raw = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
-    except OSError as exc:
-        raise ConfigError(f"model table {path}: cannot be read ({exc.strerror})") from None
-    except ValueError as exc:
-        raise ConfigError(f"model table {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") \
-            from None
-    table = ModelTable(parse_model_table(raw, path))
+    table = ModelTable(parse_model_table(read_mapping_file(path, "model table"), path))
     for spec in table:
         unknown = [name for name in spec.fallbacks if table.resolve(name) is None]
         if unknown:
