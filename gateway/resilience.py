@@ -202,6 +202,9 @@ class Resilience:
                     raise
                 self.sleep(delay)
                 continue
+            except BaseException:  # a bug, not an upstream failure: free a half-open probe slot
+                breaker.release()
+                raise
             finally:
                 elapsed_ms = (self._clock() - started) * 1000
                 record.upstream_latency_ms += elapsed_ms

@@ -136,3 +136,11 @@ def test_bedrock_tool_call_through_the_sdk(served, fake_bedrock):
     sent = fake_bedrock.requests[-1]["toolConfig"]
     assert sent["toolChoice"] == {"any": {}}
     assert sent["tools"][0]["toolSpec"]["inputSchema"] == {"json": {"type": "object"}}
+
+
+def test_cross_region_inference_profile_ids_reach_bedrock_as_they_are(served, fake_bedrock):
+    _, client, _, _ = served
+    answer = client.chat.completions.create(model="claude-3-5-haiku", messages=MESSAGES)
+    assert answer.model == "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+    assert fake_bedrock.models[-1] == "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+    assert fake_bedrock.paths[-1].endswith("/converse")

@@ -67,6 +67,28 @@ def test_settings_default_timeouts_fit_inside_api_gateways_29_seconds():
     assert settings.circuit_breaker_failure_threshold == 5
 
 
+def test_a_provider_bug_frees_the_half_open_probe(tmp_path):
+    from gateway.resilience import Resilience
+    from gateway.testing import FakeProvider
+    from gateway.types import UsageRecord
+
+    now = [0.0]
+    resilience = Resilience(load_settings({"circuit_breaker_failure_threshold": 1,
+                                           "circuit_breaker_cooldown": 5}, environ={}),
+                            sleep=lambda _: None, clock=lambda: now[0])
+    provider = FakeProvider()
+    breaker = resilience.breaker("fake", "m")
+    breaker.failure()
+    now[0] = 5.0
+
+    def buggy(provider, model):
+        raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError):
+        resilience.call([(provider, "m")], buggy, UsageRecord("r", "c", 0.0))
+    assert breaker.allow()  # the probe slot was given back
+
+
 # ---- OpenAI upstream -------------------------------------------------------------------------
 
 def test_5xx_is_retried_then_answers(upstreams_app, fake_openai):
