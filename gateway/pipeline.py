@@ -18,7 +18,7 @@ from gateway.http import read_json_body
 from gateway.resilience import counts_as_failure
 from gateway.schemas import load_completion
 from gateway.streaming import MeteredStream
-from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, Usage, UsageRecord
+from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,8 @@ def start_streaming(gateway, candidates: list[tuple[Provider, str]], completion:
     first, chunks, provider, model = open_stream(gateway, candidates, completion, record)
     price = price_of(gateway, provider, model)
 
-    def finish(usage: Usage, error: GatewayError | None) -> None:
+    def finish(stream: MeteredStream, error: GatewayError | None) -> None:
+        usage = stream.usage
         record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         record.cost = price.cost(usage) if price else 0.0
         if error is not None:

@@ -26,19 +26,25 @@ CLIENT_CLOSED = 499
 
 
 class MeteredStream:
-    """The provider's chunks, with usage added up and ``on_finish(usage, error)`` called once.
+    """The provider's chunks, with usage and text kept and ``on_finish(stream, error)`` called once.
 
     ``error`` is None after a complete stream, the :class:`GatewayError` of a
     mid-stream failure, or a ``client_closed`` error when the consumer closed early.
     """
 
     def __init__(self, first: Chunk | None, rest: Iterator[Chunk],
-                 on_finish: Callable[[Usage, GatewayError | None], None]):
+                 on_finish: Callable[[MeteredStream, GatewayError | None], None]):
         self._first = first
         self._rest = rest
         self._on_finish = on_finish
         self._finished = False
+        self._texts: list[str] = []
         self.usage = Usage()
+
+    @property
+    def text(self) -> str:
+        """The text of the first choice streamed so far."""
+        return "".join(self._texts)
 
     def __iter__(self) -> MeteredStream:
         return self
@@ -60,6 +66,8 @@ class MeteredStream:
                 raise
         if chunk.usage is not None:
             self.usage = chunk.usage
+        if chunk.text and chunk.index == 0:
+            self._texts.append(chunk.text)
         return chunk
 
     def close(self) -> None:
@@ -76,7 +84,7 @@ class MeteredStream:
         if self._finished:
             return
         self._finished = True
-        self._on_finish(self.usage, error)
+        self._on_finish(self, error)
 
 
 def _event(payload: dict) -> bytes:

@@ -38,10 +38,10 @@ def wait_for(condition, timeout=15.0):
 def test_metered_stream_finishes_once_whether_it_ends_or_is_closed():
     finished = []
     stream = MeteredStream(Chunk(text="a"), iter([Chunk(text="b"), Chunk(usage=Usage(3, 2))]),
-                           lambda usage, error: finished.append((usage, error)))
+                           lambda done, error: finished.append((done.usage, done.text, error)))
     assert [c.text for c in stream] == ["a", "b", ""]
     stream.close()
-    assert finished == [(Usage(3, 2), None)]
+    assert finished == [(Usage(3, 2), "ab", None)]
 
 
 def test_metered_stream_closed_early_records_client_closed_and_closes_upstream():
@@ -55,7 +55,7 @@ def test_metered_stream_closed_early_records_client_closed_and_closes_upstream()
             closed.append(True)
 
     rest = upstream()
-    stream = MeteredStream(Chunk(text="a"), rest, lambda usage, error: finished.append(error))
+    stream = MeteredStream(Chunk(text="a"), rest, lambda done, error: finished.append(error))
     next(stream), next(stream)
     stream.close()
     assert closed == [True]
@@ -67,7 +67,7 @@ def test_render_sse_error_mid_stream_is_one_error_event_without_done():
         yield Chunk(text="part")
         raise ProviderError("Provider 'x' dropped the connection.", code="provider_unreachable")
 
-    stream = MeteredStream(None, failing(), lambda usage, error: None)
+    stream = MeteredStream(None, failing(), lambda done, error: None)
     events = list(render_sse(stream, completion_id="c", created=1, model="m", include_usage=True))
     assert events[-1].startswith(b'data: {"error":{"message":"Provider \'x\' dropped')
     assert b"[DONE]" not in b"".join(events)
