@@ -261,10 +261,11 @@ def translate_error(exc: Exception) -> ProviderError:
     """A boto/botocore exception -> the gateway's provider error (no endpoint or credentials in it)."""
     from botocore import exceptions as aws
     from botocore.parsers import ResponseParserError
+    from urllib3.exceptions import ReadTimeoutError  # raised as is while reading an event stream
 
     if isinstance(exc, ProviderError):
         return exc
-    if isinstance(exc, (aws.ReadTimeoutError, aws.ConnectTimeoutError)):
+    if isinstance(exc, (aws.ReadTimeoutError, aws.ConnectTimeoutError, ReadTimeoutError)):
         return ProviderTimeout(f"Provider '{NAME}' did not answer in time.")
     if isinstance(exc, aws.NoCredentialsError | aws.NoRegionError):
         return ProviderError(f"Provider '{NAME}' has no AWS credentials or region: set them the standard "

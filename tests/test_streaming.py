@@ -179,3 +179,19 @@ def test_client_disconnect_stops_the_upstream_read_and_is_logged_once(served, re
     logged = records(app)
     assert len(logged) == 1
     assert (logged[0].status, logged[0].error_code, logged[0].streamed) == (499, "client_closed", True)
+
+
+@pytest.mark.parametrize("model, fake_name", [("gpt-4o-mini", "fake_openai"), ("claude-3-haiku", "fake_bedrock")])
+def test_an_upstream_hanging_mid_stream_times_out_into_an_error_event(served, request, model, fake_name):
+    fake = request.getfixturevalue(fake_name)
+    app, key = served({"provider_timeout": 0.3})
+    # The first event carries text (so the stream has started), then the upstream stalls.
+    events = stream_events(model, "slow words")[1:] if fake_name == "fake_openai" \
+        else converse_events("slow words")[1:]
+    fake.push(Scripted(events=events, event_delay=2.0))
+    with serve(app) as url:
+        with pytest.raises(openai.APIError) as info:
+            list(sdk(url, key).chat.completions.create(model=model, messages=MESSAGES, stream=True))
+    assert "did not answer in time" in info.value.message
+    record = records(app)[-1]
+    assert (record.status, record.error_code) == (504, "provider_timeout")
