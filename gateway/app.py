@@ -11,8 +11,10 @@ from gateway import http
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
+from gateway.models import load_model_table
 from gateway.plugins import PluginManager, build_plugin_manager
 from gateway.ratelimit import RequestLimiter
+from gateway.resilience import Resilience
 from gateway.store import Store, open_store
 from gateway.types import Provider
 
@@ -28,6 +30,8 @@ class Gateway:
         self.hook = pm.hook
         self.store = store
         self.limiter = RequestLimiter(settings)
+        self.models = load_model_table(settings.model_table_path)
+        self.resilience = Resilience(settings)
         self.providers: dict[str, Provider] = {}
         #: Per-app state of plugins, by a name of their choosing (caches, clients).
         self.state: dict[str, Any] = {}

@@ -98,6 +98,13 @@ class SettingsSchema(Schema):
         "redis:// or dynamodb:// URI"))
     response_cache_ttl = f.Integer(validate=validate.Range(min=1))
     metrics_emf = f.Boolean()
+    provider_connect_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    request_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    retry_attempts = f.Integer(validate=validate.Range(min=0, max=10))
+    retry_base_delay = f.Float(validate=validate.Range(min=0))
+    retry_max_delay = f.Float(validate=validate.Range(min=0))
+    circuit_breaker_cooldown = f.Float(validate=validate.Range(min=0))
+    model_table_path = f.String()
 
 
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
@@ -128,7 +135,6 @@ class Settings:
     circuit_breaker_failure_threshold: int = 5
     request_log_retention_days: int = 90
     log_level: str = "INFO"
-    provider_timeout: float = 25.0
     #: Inject catalog context into completions that do not say (per-request switches win).
     mcp_context_default: bool = False
     mcp_max_products: int = 5
@@ -146,6 +152,19 @@ class Settings:
     response_cache_ttl: int = 3600
     #: CloudWatch Embedded Metric Format lines on stdout.
     metrics_emf: bool = True
+    #: Seconds one upstream attempt may take (SDK read timeout); connect has its own, shorter one.
+    provider_timeout: float = 20.0
+    provider_connect_timeout: float = 3.0
+    #: Seconds for all attempts of one request (retries, fallbacks): inside API Gateway's 29 s.
+    request_timeout: float = 27.0
+    #: Retries after the first attempt, per candidate, with exponential backoff and full jitter.
+    retry_attempts: int = 2
+    retry_base_delay: float = 0.25
+    retry_max_delay: float = 4.0
+    #: Seconds an open circuit stays open before one probe call is let through.
+    circuit_breaker_cooldown: float = 30.0
+    #: JSON or TOML file adding to (or replacing) the built-in model table; see gateway/models.py.
+    model_table_path: str = ""
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""
@@ -167,6 +186,8 @@ class Settings:
 def _resolve_env(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"$env"}:
         return os.environ.get(value["$env"])
+    if isinstance(value, dict):  # nested sections (e.g. several upstreams) resolve too
+        return {key: _resolve_env(item) for key, item in value.items()}
     return value
 
 
@@ -181,16 +202,17 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def _from_file(path: str) -> dict[str, Any]:
+def read_mapping_file(path: str, what: str = "config file") -> dict[str, Any]:
+    """A JSON (or, by suffix, TOML) file's content; :class:`ConfigError` naming ``what`` otherwise."""
     file = Path(path)
     try:
         text = file.read_text()
     except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror})") from None
     try:
         return tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"config file {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") from None
+        raise ConfigError(f"{what} {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") from None
 
 
 def _describe(errors: dict, source: dict) -> str:
@@ -215,7 +237,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     if environ.get("GATEWAY_CONFIG"):
-        raw.update(_from_file(environ["GATEWAY_CONFIG"]))
+        raw.update(read_mapping_file(environ["GATEWAY_CONFIG"]))
     raw.update(_from_environment(environ))
     raw.update(overrides or {})
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from flask import Request, g
@@ -15,23 +16,26 @@ from marshmallow import Schema
 from gateway import cache, metrics, request_log
 from gateway.errors import AuthenticationError, GatewayError, ModelNotFound, PermissionDenied, ProviderError
 from gateway.http import read_json_body
+from gateway.resilience import counts_as_failure
 from gateway.schemas import load_completion
-from gateway.types import Caller, Completion, Provider, Result, UsageRecord
+from gateway.streaming import MeteredStream
+from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, UsageRecord
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Answer:
-    """What a view renders: the result, who served it, and the request's record."""
+    """What a view renders: the result (or, streaming, the chunks), who served it, the record."""
 
     completion: Completion
-    result: Result
+    result: Result | None
     provider: str
     model: str
     record: UsageRecord
     #: ``X-Cache``: HIT or MISS for a cacheable request, else "".
     cache_status: str = ""
+    chunks: MeteredStream | None = None
 
 
 def authenticate(gateway, request: Request, permission: str) -> Caller:
@@ -62,27 +66,33 @@ def select_candidates(gateway, completion: Completion, caller: Caller) -> list[t
     return candidates
 
 
-def call_providers(candidates: list[tuple[Provider, str]], completion: Completion,
+def call_providers(gateway, candidates: list[tuple[Provider, str]], completion: Completion,
                    record: UsageRecord) -> tuple[Result, Provider, str]:
-    """Try each candidate in order; a retryable failure moves on to the next (fallback)."""
-    error: ProviderError | None = None
-    for provider, model in candidates:
-        record.provider, record.model = provider.name, model
-        started = time.perf_counter()
+    """Ask the candidates in order through the resilience loop (retries, breakers, fallback)."""
+    return gateway.resilience.call(
+        candidates, lambda provider, model: provider.complete(replace(completion, model=model)), record)
+
+
+def open_stream(gateway, candidates: list[tuple[Provider, str]], completion: Completion,
+                record: UsageRecord) -> tuple[Chunk | None, Iterator[Chunk], Provider, str]:
+    """Start a stream through the resilience loop; it counts as started once its first chunk
+    arrived, so a failure before that is retried, falls back, or is an ordinary JSON error."""
+
+    def attempt(provider: Provider, model: str) -> tuple[Chunk | None, Iterator[Chunk]]:
+        chunks = iter(provider.stream(replace(completion, model=model)))
         try:
-            result = provider.complete(replace(completion, model=model))
-        except ProviderError as exc:
-            logger.warning("provider failed", extra={"provider": provider.name, "model": model,
-                                                     "error_code": exc.code, "retryable": exc.retryable})
-            error = exc
-            if not exc.retryable:
-                raise
-            continue
-        finally:
-            record.upstream_latency_ms += (time.perf_counter() - started) * 1000
-        return result, provider, model
-    assert error is not None
-    raise error
+            return next(chunks, None), chunks
+        except BaseException:
+            getattr(chunks, "close", lambda: None)()
+            raise
+
+    (first, chunks), provider, model = gateway.resilience.call(candidates, attempt, record)
+    return first, chunks, provider, model
+
+
+def price_of(gateway, provider: Provider, model: str) -> Price | None:
+    """The price of ``model`` at ``provider``: the model table's, else the provider's own."""
+    return gateway.models.price(provider.name, model) or provider.models().get(model)
 
 
 def answer_from_cache(gateway, completion: Completion, cached: cache.Lookup, record: UsageRecord) -> Answer:
@@ -128,13 +138,17 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         gateway.hook.gateway_enrich_request(completion=completion, caller=caller, gateway=gateway)
         record.prompt_text = request_log.loggable_prompt(gateway, completion.messages)
         candidates = select_candidates(gateway, completion, caller)
+        if completion.stream:
+            answer = start_streaming(gateway, candidates, completion, record, started)
+            caller = None  # the stream records the request when it ends
+            return answer
         cached = cache.lookup(gateway, request.headers, completion, caller)
         if cached.hit is not None:
             return answer_from_cache(gateway, completion, cached, record)
-        result, provider, model = call_providers(candidates, completion, record)
+        result, provider, model = call_providers(gateway, candidates, completion, record)
         usage = result.usage
         record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        price = provider.models().get(model)
+        price = price_of(gateway, provider, model)
         record.cost = price.cost(usage) if price else 0.0
         record.completion_text = request_log.loggable_text(gateway, result.text)
         cached.store(cache.CachedAnswer(result, provider.name, model, record.cost))
@@ -149,3 +163,26 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         record.latency_ms = (time.perf_counter() - started) * 1000
         if caller is not None:
             notify_after_response(gateway, record)
+
+
+def start_streaming(gateway, candidates: list[tuple[Provider, str]], completion: Completion,
+                    record: UsageRecord, started: float) -> Answer:
+    """Open the stream and wrap it so that the request is recorded exactly once when it ends,
+    fails mid-stream, or the client goes away."""
+    record.streamed = True
+    first, chunks, provider, model = open_stream(gateway, candidates, completion, record)
+    price = price_of(gateway, provider, model)
+
+    def finish(stream: MeteredStream, error: GatewayError | None) -> None:
+        usage = stream.usage
+        record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        record.cost = price.cost(usage) if price else 0.0
+        record.completion_text = request_log.loggable_text(gateway, stream.text)
+        if error is not None:
+            record.status, record.error_code = error.status, error.code
+            if isinstance(error, ProviderError) and counts_as_failure(error):
+                gateway.resilience.breaker(provider.name, model).failure()
+        record.latency_ms = (time.perf_counter() - started) * 1000
+        notify_after_response(gateway, record)
+
+    return Answer(completion, None, provider.name, model, record, chunks=MeteredStream(first, chunks, finish))

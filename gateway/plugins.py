@@ -25,6 +25,7 @@ BUILTIN_PLUGINS = (
     "plugins.routing",
     "plugins.echo_provider",
     "plugins.openai_provider",
+    "plugins.bedrock_provider",
     "plugins.analytics",
     "plugins.mcp",
 )

@@ -65,16 +65,19 @@ class Result:
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)
     tool_calls: list[dict[str, Any]] | None = None
+    #: Choices 1..n-1 when the request asked for ``n`` > 1 (their usage is in this one's).
+    extra_choices: list[Result] = field(default_factory=list)
 
 
 @dataclass
 class Chunk:
-    """One normalized piece of a streamed answer."""
+    """One normalized piece of a streamed answer (``index``: its choice, when ``n`` > 1)."""
 
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    index: int = 0
 
 
 @dataclass(frozen=True)

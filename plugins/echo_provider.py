@@ -36,9 +36,12 @@ class EchoProvider:
         return text, Usage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
 
     def complete(self, completion: Completion) -> Result:
-        """Echo the last user message."""
+        """Echo the last user message (``n`` times when ``n`` is given)."""
         text, usage = self._answer(completion)
-        return Result(text=text, model=completion.model, usage=usage)
+        copies = completion.parameters.get("n", 1)
+        usage.completion_tokens *= copies
+        return Result(text=text, model=completion.model, usage=usage,
+                      extra_choices=[Result(text=text, model=completion.model) for _ in range(copies - 1)])
 
     def stream(self, completion: Completion) -> Iterator[Chunk]:
         """Echo the last user message word by word, usage on the last chunk."""

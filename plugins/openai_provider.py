@@ -1,13 +1,27 @@
-"""OpenAI (and any OpenAI-compatible endpoint) through the official ``openai`` SDK.
+"""OpenAI, Azure OpenAI and any OpenAI-compatible endpoint, through the official ``openai`` SDK.
 
-Settings (``plugin_settings.openai_provider``): ``api_key`` (default
-``OPENAI_API_KEY``), ``base_url`` (default ``OPENAI_BASE_URL``), ``models``
-(name -> [input, output, cached input] USD per million tokens). The SDK is
-imported on the first call, and one client per app is reused; its own retries
-are off because the gateway keeps the one retry loop.
+Settings (``plugin_settings.openai_provider``). One upstream named ``openai``::
+
+    {"api_key": ..., "base_url": ..., "api_key_secret": "name-in-secrets-manager"}
+
+(defaults: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``), or several, each a provider of its own::
+
+    {"upstreams": {
+        "openai": {"api_key": {"$env": "OPENAI_API_KEY"}},
+        "groq": {"base_url": "https://api.groq.com/openai/v1", "api_key": {"$env": "GROQ_API_KEY"}},
+        "azure": {"azure_endpoint": "https://x.openai.azure.com", "api_version": "2024-10-21",
+                  "api_key_secret": "prod/azure-openai"}}}
+
+Which models each serves, and at what price, is the model table's business
+(``gateway/models.py``); for Azure the table's upstream model id is the deployment name.
+A key in Secrets Manager is fetched once, on first use (a string, or JSON with
+``api_key``). Every chat parameter the gateway accepts is passed on unchanged
+(unknown fields were already refused with a 400 by the schema). The SDK loads on
+first use; one client per upstream is reused; its own retries are off.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -15,97 +29,171 @@ from typing import Any
 
 from gateway import hookimpl
 from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
+from gateway.resilience import time_left
 from gateway.types import Chunk, Completion, Price, Result, Usage
 
-#: USD per million tokens: input, output, cached input.
-DEFAULT_MODELS = {
-    "gpt-4o-mini": (0.15, 0.60, 0.075),
-    "gpt-4o": (2.50, 10.00, 1.25),
-    "gpt-4.1": (2.00, 8.00, 0.50),
-    "gpt-4.1-mini": (0.40, 1.60, 0.10),
-    "gpt-4.1-nano": (0.10, 0.40, 0.025),
-    "o4-mini": (1.10, 4.40, 0.275),
-}
+
+def fetch_secret(secret_id: str, region: str) -> str:
+    """An API key from AWS Secrets Manager: the secret string, or its JSON ``api_key`` field."""
+    import boto3
+
+    value = boto3.client("secretsmanager", region_name=region).get_secret_value(
+        SecretId=secret_id)["SecretString"]
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    return parsed.get("api_key", value) if isinstance(parsed, dict) else value
 
 
 class OpenAIProvider:
-    """One OpenAI-compatible upstream."""
+    """One OpenAI-compatible upstream (OpenAI itself, Azure OpenAI, or any compatible server)."""
 
-    def __init__(self, name: str, api_key: str | None, base_url: str | None,
-                 models: dict[str, Price], timeout: float):
+    def __init__(self, name: str, config: dict[str, Any], gateway):
         self.name = name
-        self._api_key = api_key
-        self._base_url = base_url
-        self._models = models
-        self._timeout = timeout
+        self._config = config
+        self._gateway = gateway
         self._client = None
         self._lock = threading.Lock()
 
     def models(self) -> dict[str, Price]:
-        """The models this upstream serves, with prices."""
-        return self._models
+        """The upstream model ids the model table routes here, with prices."""
+        return self._gateway.models.served_by(self.name)
+
+    def _api_key(self) -> str:
+        config = self._config
+        if config.get("api_key"):
+            return config["api_key"]
+        secret = config.get("api_key_secret")
+        if secret:
+            try:
+                return fetch_secret(secret, self._gateway.settings.aws_region)
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+                raise ProviderError(f"Provider '{self.name}': its API key could not be read from "
+                                    f"AWS Secrets Manager secret '{secret}' ({code}).",
+                                    code="provider_not_configured", status=503) from None
+        raise ProviderError(f"Provider '{self.name}' has no API key: set "
+                            + ("OPENAI_API_KEY, or " if self.name == "openai" else "")
+                            + f"plugin_settings.openai_provider ({self.name}) api_key or api_key_secret.",
+                            code="provider_not_configured", status=503)
 
     def client(self):
         """The SDK client, built on first use and reused."""
         if self._client is None:
-            if not self._api_key:
-                raise ProviderError(f"Provider '{self.name}' has no API key: set OPENAI_API_KEY "
-                                    f"(or plugin_settings.{self.name}.api_key).",
-                                    code="provider_not_configured", status=503)
             with self._lock:
                 if self._client is None:
-                    import openai
-
-                    self._client = openai.OpenAI(
-                        api_key=self._api_key, base_url=self._base_url, max_retries=0,
-                        timeout=openai.Timeout(self._timeout, connect=min(5.0, self._timeout)))
+                    self._client = self._build_client(self._api_key())
         return self._client
 
+    def _build_client(self, api_key: str):
+        import openai
+
+        settings = self._gateway.settings
+        common = {"api_key": api_key, "max_retries": 0, "default_headers": self._config.get("headers"),
+                  "timeout": openai.Timeout(settings.provider_timeout,
+                                            connect=settings.provider_connect_timeout)}
+        if self._config.get("azure_endpoint"):
+            return openai.AzureOpenAI(azure_endpoint=self._config["azure_endpoint"],
+                                      api_version=self._config.get("api_version", "2024-10-21"), **common)
+        return openai.OpenAI(base_url=self._config.get("base_url"), **common)
+
+    def _timeout(self):
+        import openai
+
+        settings = self._gateway.settings
+        left = time_left()
+        total = settings.provider_timeout if left is None else max(0.1, min(settings.provider_timeout, left))
+        return openai.Timeout(total, connect=min(settings.provider_connect_timeout, total))
+
     def complete(self, completion: Completion) -> Result:
-        """One chat completion, translated to a :class:`Result`."""
+        """One chat completion, translated to a :class:`Result` (``n`` > 1: ``extra_choices``)."""
         client = self.client()
         try:
             response = client.chat.completions.create(
-                model=completion.model, messages=completion.messages, **completion.parameters)
+                model=completion.model, messages=completion.messages, timeout=self._timeout(),
+                **completion.parameters)
+            results = [_result(choice, response.model) for choice in response.choices]
+            usage = _usage(response.usage)
         except Exception as exc:
             raise self._translate(exc) from None
-        choice = response.choices[0]
-        usage = response.usage
-        cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0
-        tool_calls = ([call.model_dump(exclude_none=True) for call in choice.message.tool_calls]
-                      if choice.message.tool_calls else None)
-        return Result(text=choice.message.content or "", model=response.model,
-                      finish_reason=choice.finish_reason or "stop", tool_calls=tool_calls,
-                      usage=Usage(prompt_tokens=usage.prompt_tokens if usage else 0,
-                                  completion_tokens=usage.completion_tokens if usage else 0,
-                                  cached_tokens=cached))
+        if not results:
+            raise ProviderError(f"Provider '{self.name}' answered without a choice.",
+                                code="provider_bad_response")
+        first = results[0]
+        first.usage, first.extra_choices = usage or Usage(), results[1:]
+        return first
 
     def stream(self, completion: Completion) -> Iterator[Chunk]:
-        """Streaming arrives with the providers issue; until then it is refused plainly."""
-        raise ProviderError(f"Provider '{self.name}' does not stream yet.", code="stream_unsupported")
+        """Stream the answer; usage is always requested (and forwarded last)."""
+        client = self.client()
+        parameters = dict(completion.parameters)
+        parameters["stream_options"] = {**parameters.get("stream_options", {}), "include_usage": True}
+        upstream = None
+        try:
+            upstream = client.chat.completions.create(
+                model=completion.model, messages=completion.messages, stream=True,
+                timeout=self._timeout(), **parameters)
+            for event in upstream:
+                for choice in event.choices:
+                    delta = choice.delta
+                    tool_calls = ([call.model_dump(exclude_none=True) for call in delta.tool_calls]
+                                  if delta and delta.tool_calls else None)
+                    yield Chunk(text=(delta.content or "") if delta else "", index=choice.index,
+                                finish_reason=choice.finish_reason, tool_calls=tool_calls)
+                usage = _usage(event.usage)
+                if usage is not None:
+                    yield Chunk(usage=usage)
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from None
+        finally:
+            if upstream is not None:
+                upstream.close()
 
     def _translate(self, exc: Exception) -> ProviderError:
         import openai
 
         name = self.name
+        if isinstance(exc, ProviderError):
+            return exc
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeout(f"Provider '{name}' did not answer in time.")
         if isinstance(exc, openai.APIConnectionError):
-            return ProviderError(f"Provider '{name}' could not be reached.", retryable=True,
-                                 code="provider_unreachable")
+            return ProviderError(f"Provider '{name}' could not be reached or dropped the connection.",
+                                 retryable=True, code="provider_unreachable")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             if status == 429 or status >= 500:
-                retry_after = exc.response.headers.get("retry-after")
                 return ProviderError(f"Provider '{name}' answered {status}.", retryable=True,
-                                     retry_after=_seconds(retry_after),
+                                     retry_after=_seconds(exc.response.headers.get("retry-after")),
                                      code="provider_rate_limited" if status == 429 else "provider_error")
             if status in (401, 403):
                 return ProviderError(f"Provider '{name}' refused the gateway's credentials.",
                                      code="provider_auth_failed")
             return UpstreamRejected(f"Provider '{name}' rejected the request: {_upstream_message(exc)}")
+        if isinstance(exc, openai.APIError):  # an error event inside a stream
+            return ProviderError(f"Provider '{name}' failed mid-stream: {str(exc.message)[:200]}",
+                                 code="provider_error")
         return ProviderError(f"Provider '{name}' returned an answer the gateway could not read.",
                              code="provider_bad_response")
+
+
+def _result(choice: Any, model: str) -> Result:
+    message = choice.message
+    tool_calls = ([call.model_dump(exclude_none=True) for call in message.tool_calls]
+                  if message.tool_calls else None)
+    return Result(text=message.content or "", model=model, finish_reason=choice.finish_reason or "stop",
+                  tool_calls=tool_calls)
+
+
+def _usage(usage: Any) -> Usage | None:
+    if usage is None:
+        return None
+    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0
+    return Usage(prompt_tokens=usage.prompt_tokens or 0, completion_tokens=usage.completion_tokens or 0,
+                 cached_tokens=cached)
 
 
 def _seconds(value: str | None) -> float | None:
@@ -121,16 +209,19 @@ def _upstream_message(exc: Any) -> str:
     return str(message)[:500]
 
 
+def upstream_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each upstream's settings by provider name: ``upstreams``, or the one ``openai`` upstream."""
+    if "upstreams" in config:
+        return dict(config["upstreams"])
+    return {"openai": {"api_key": config.get("api_key") or os.environ.get("OPENAI_API_KEY"),
+                       "base_url": config.get("base_url") or os.environ.get("OPENAI_BASE_URL"),
+                       "api_key_secret": config.get("api_key_secret")}}
+
+
 @hookimpl
 def gateway_register_providers(gateway):
-    """Register the OpenAI provider unless ``openai_provider_enabled`` is off."""
+    """Register one provider per configured upstream unless ``openai_provider_enabled`` is off."""
     if not gateway.settings.openai_provider_enabled:
         return None
     config = gateway.settings.plugin_config("openai_provider")
-    models = {name: Price(*prices) for name, prices in config.get("models", DEFAULT_MODELS).items()}
-    return [OpenAIProvider(
-        name="openai",
-        api_key=config.get("api_key") or os.environ.get("OPENAI_API_KEY"),
-        base_url=config.get("base_url") or os.environ.get("OPENAI_BASE_URL"),
-        models=models,
-        timeout=gateway.settings.provider_timeout)]
+    return [OpenAIProvider(name, upstream, gateway) for name, upstream in upstream_configs(config).items()]

@@ -83,13 +83,14 @@ def test_upstream_4xx_is_the_callers_400_and_5xx_a_502(openai_app, fake_openai):
 
     key = issue_key(openai_app)
     fake_openai.push(Scripted(status=400, body={"error": {"message": "bad temperature", "type": "x"}}),
-                     Scripted(status=500, body={"error": {"message": "internal at 10.0.0.7"}}))
+                     *[Scripted(status=500, body={"error": {"message": "internal at 10.0.0.7"}})] * 3)
     client = openai_app.test_client()
     message = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}
     first = client.post("/v1/chat/completions", json=message, headers={"X-API-Key": key})
     assert first.status_code == 400 and "bad temperature" in first.get_json()["error"]["message"]
     second = client.post("/v1/chat/completions", json=message, headers={"X-API-Key": key})
     assert second.status_code == 502
+    assert len(fake_openai.requests) == 1 + 3  # the 400 is not retried; the 500 twice
     text = second.get_data(as_text=True)
     assert "10.0.0.7" not in text and "127.0.0.1" not in text and "sk-test" not in text
 

@@ -140,7 +140,7 @@ def test_rate_limit_is_429_with_retry_after(app, client):
 ])
 def test_provider_failure_is_502_or_504(tmp_path, gateway_environment, failure, status, code):
     provider = FakeProvider(outcomes=[failure])
-    app = make_app(tmp_path, plugins=(ProviderPlugin(provider),))
+    app = make_app(tmp_path, {"retry_attempts": 0}, plugins=(ProviderPlugin(provider),))
     key = issue_key(app)
     response = app.test_client().post(CHAT, json=body(model="fake-model"), headers={"X-API-Key": key})
     assert_envelope(response, status, code)

@@ -17,7 +17,7 @@ def test_plaintext_key_appears_nowhere_in_the_store_or_the_logs(tmp_path, monkey
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
     db = tmp_path / "gateway.db"
     caplog.set_level(logging.DEBUG)
-    app = make_app(tmp_path, {"key_pepper": PEPPER, "log_level": "DEBUG"})
+    app = make_app(tmp_path, {"key_pepper": PEPPER, "log_level": "DEBUG", "retry_attempts": 0})
     key = issue_key(app, permissions=("completions",))
     secret = key.split("_", 3)[3]
     client = app.test_client()

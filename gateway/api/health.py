@@ -20,9 +20,11 @@ def live():
 
 @blueprint.get("/api/v1/health/ready")
 def ready():
-    """503 until the store answers and at least one provider is registered."""
+    """503 until the store answers and at least one provider is registered; also each circuit
+    breaker's state (an open circuit is reported, not fatal: fallbacks may still answer)."""
     gateway = current_gateway()
-    checks = {"store": "ok", "providers": sorted(gateway.providers) or "none registered"}
+    checks = {"store": "ok", "providers": sorted(gateway.providers) or "none registered",
+              "circuits": gateway.resilience.circuits()}
     healthy = bool(gateway.providers)
     try:
         gateway.store.ping()

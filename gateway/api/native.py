@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from gateway import pipeline
-from gateway.api.openai_compat import served_by
+from gateway.api.openai_compat import served_by, stream_answer
 from gateway.app import current_gateway
 from gateway.schemas import NATIVE_COMPLETION
 
@@ -33,6 +33,8 @@ def render_native(answer: pipeline.Answer) -> dict:
 
 @blueprint.post("/completions")
 def completions():
-    """Create a completion; the answer adds provider, cost and latency."""
+    """Create a completion; the answer adds provider, cost and latency (``stream: true``: OpenAI's SSE)."""
     answer = pipeline.complete(current_gateway(), request, NATIVE_COMPLETION)
+    if answer.chunks is not None:
+        return stream_answer(answer)
     return served_by(jsonify(render_native(answer)), answer)

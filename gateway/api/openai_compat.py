@@ -6,24 +6,30 @@ from flask import Blueprint, jsonify, request
 from gateway import pipeline
 from gateway.app import current_gateway
 from gateway.schemas import CHAT_COMPLETION
+from gateway.streaming import render_sse, sse_response
+from gateway.types import Result
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
+
+
+def _choice(index: int, result: Result) -> dict:
+    message = {"role": "assistant", "content": result.text}
+    if result.tool_calls:
+        message["tool_calls"] = result.tool_calls
+    return {"index": index, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
 
 
 def render_chat_completion(answer: pipeline.Answer) -> dict:
     """An answer in OpenAI's ``chat.completion`` format."""
     result = answer.result
-    message = {"role": "assistant", "content": result.text}
-    if result.tool_calls:
-        message["tool_calls"] = result.tool_calls
     usage = result.usage
     return {
         "id": f"chatcmpl-{answer.record.request_id}",
         "object": "chat.completion",
         "created": int(answer.record.timestamp),
         "model": answer.model,
-        "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason,
-                     "logprobs": None}],
+        "choices": [_choice(index, choice) for index, choice in
+                    enumerate([result, *result.extra_choices])],
         "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                   "total_tokens": usage.total_tokens,
                   "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}},
@@ -43,19 +49,38 @@ def served_by(response, answer: pipeline.Answer):
     return response
 
 
+def stream_answer(answer: pipeline.Answer):
+    """A streamed answer as OpenAI's SSE, usage last when the client asked for it."""
+    record = answer.record
+    include_usage = bool(answer.completion.parameters.get("stream_options", {}).get("include_usage"))
+    events = render_sse(answer.chunks, completion_id=f"chatcmpl-{record.request_id}",
+                        created=int(record.timestamp), model=answer.model, include_usage=include_usage)
+    return served_by(sse_response(events), answer)
+
+
 @blueprint.post("/chat/completions")
 def chat_completions():
-    """Create a chat completion."""
+    """Create a chat completion (``stream: true``: Server-Sent Events)."""
     gateway = current_gateway()
     answer = pipeline.complete(gateway, request, CHAT_COMPLETION)
+    if answer.chunks is not None:
+        return stream_answer(answer)
     return served_by(jsonify(render_chat_completion(answer)), answer)
 
 
 @blueprint.get("/models")
 def list_models():
-    """The models this caller may use, in OpenAI's list format."""
+    """The models this caller may use, in OpenAI's list format: the model table's models whose
+    provider is registered, then models that providers outside the table serve."""
     gateway = current_gateway()
     pipeline.authenticate(gateway, request, "completions")
-    data = [{"id": model, "object": "model", "created": 0, "owned_by": name}
-            for name, provider in gateway.providers.items() for model in provider.models()]
+    providers = gateway.providers
+    data = [{"id": spec.name, "object": "model", "created": 0, "owned_by": route.provider,
+             "aliases": list(spec.aliases)}
+            for spec in gateway.models
+            for route in spec.routes[:1] if any(r.provider in providers for r in spec.routes)]
+    listed = {entry["id"] for entry in data}
+    data += [{"id": model, "object": "model", "created": 0, "owned_by": name}
+             for name, provider in providers.items() for model in provider.models()
+             if model not in listed and gateway.models.price(name, model) is None]
     return jsonify({"object": "list", "data": data})

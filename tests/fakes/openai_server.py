@@ -1,26 +1,17 @@
-"""A local HTTP server that speaks OpenAI's chat completion wire format.
+"""A local HTTP server that speaks OpenAI's chat completion wire format: JSON and SSE.
 
-Tests queue scripted answers (status, body, delay, headers) with :meth:`push`;
-with none queued it answers ``"upstream: <last user message>"`` with usage.
-Every request it receives is kept in ``requests`` so tests can count them.
+With nothing queued it answers ``"upstream: <last user message>"`` with usage;
+for ``stream: true`` the same text word by word as ``chat.completion.chunk``
+events, the usage chunk when ``stream_options.include_usage``, then
+``data: [DONE]``. Queue faults with :meth:`push` (see :class:`Scripted`).
 """
 from __future__ import annotations
 
 import json
-import threading
-import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.fakes.upstream import FakeUpstream, Scripted
 
-@dataclass
-class Scripted:
-    """One queued answer."""
-
-    status: int = 200
-    body: dict | str | None = None
-    delay: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
+__all__ = ["FakeOpenAI", "Scripted", "chat_completion", "stream_events"]
 
 
 def chat_completion(model: str, text: str, prompt_tokens: int = 7, completion_tokens: int = 3) -> dict:
@@ -34,64 +25,46 @@ def chat_completion(model: str, text: str, prompt_tokens: int = 7, completion_to
     }
 
 
-class FakeOpenAI:
-    """Serve on 127.0.0.1 on a free port; use as a context manager."""
+def stream_events(model: str, text: str, include_usage: bool = True, prompt_tokens: int = 7,
+                  completion_tokens: int = 3) -> list[dict]:
+    """``text`` as OpenAI stream chunks: role, one word each, finish, then usage when asked."""
+    base = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "created": 1700000000,
+            "model": model}
+
+    def chunk(delta, finish=None):
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    words = text.split(" ")
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"content": word if i == 0 else " " + word}) for i, word in enumerate(words)]
+    events.append(chunk({}, "stop"))
+    if include_usage:
+        events.append({**base, "choices": [], "usage": {
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}})
+    return events
+
+
+class FakeOpenAI(FakeUpstream):
+    """OpenAI's ``/v1/chat/completions`` (any path: Azure's deployment paths land here too)."""
 
     def __init__(self):
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self._script: list[Scripted] = []
-        self._lock = threading.Lock()
-        fake = self
+        super().__init__()
+        self.url = f"{self.base_url}/v1"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with fake._lock:
-                    fake.requests.append(body)
-                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    step = fake._script.pop(0) if fake._script else None
-                step = step or Scripted(body=fake.default_answer(body))
-                if step.delay:
-                    time.sleep(step.delay)
-                payload = step.body if isinstance(step.body, str) else json.dumps(step.body)
-                data = payload.encode()
-                try:
-                    self.send_response(step.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in step.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-
-    @staticmethod
-    def default_answer(body: dict) -> dict:
-        """``upstream: <last user message>``."""
+    def default_step(self, path: str, body: dict) -> Scripted:
+        """``upstream: <last user message>``, as JSON or as a stream."""
         last = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
-        return chat_completion(body.get("model", "?"), f"upstream: {last.get('content', '')}")
+        text, model = f"upstream: {last.get('content', '')}", body.get("model", "?")
+        if body.get("stream"):
+            include = bool((body.get("stream_options") or {}).get("include_usage"))
+            return Scripted(events=stream_events(model, text, include))
+        return Scripted(body=chat_completion(model, text))
 
-    def push(self, *steps: Scripted) -> None:
-        """Queue answers for the next requests, in order."""
-        with self._lock:
-            self._script.extend(steps)
+    def encode_event(self, event) -> bytes:
+        """``data: <json>`` (a str event is sent as is: a malformed one)."""
+        return f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n".encode()
 
-    def __enter__(self) -> FakeOpenAI:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def stream_end(self) -> bytes:
+        """``data: [DONE]``."""
+        return b"data: [DONE]\n\n"

@@ -1,0 +1,139 @@
+"""Streamed answers: metering the provider's chunks, and rendering them as OpenAI's SSE.
+
+:class:`MeteredStream` sits between the provider's iterator and the HTTP
+response: it adds up usage as chunks pass and calls its ``on_finish`` exactly
+once — when the chunks end, when the provider fails mid-stream, or when the
+client goes away (the WSGI server then closes the response, which closes the
+stream, which closes the upstream). :func:`render_sse` turns the chunks into
+``chat.completion.chunk`` events ending with ``data: [DONE]``; a mid-stream
+failure ends the stream with an ``error`` event instead.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+from flask import Response
+
+from gateway.errors import GatewayError
+from gateway.types import Chunk, Usage
+
+logger = logging.getLogger(__name__)
+
+#: Status recorded for a stream the client abandoned (nginx's "client closed request").
+CLIENT_CLOSED = 499
+
+
+class MeteredStream:
+    """The provider's chunks, with usage and text kept and ``on_finish(stream, error)`` called once.
+
+    ``error`` is None after a complete stream, the :class:`GatewayError` of a
+    mid-stream failure, or a ``client_closed`` error when the consumer closed early.
+    """
+
+    def __init__(self, first: Chunk | None, rest: Iterator[Chunk],
+                 on_finish: Callable[[MeteredStream, GatewayError | None], None]):
+        self._first = first
+        self._rest = rest
+        self._on_finish = on_finish
+        self._finished = False
+        self._texts: list[str] = []
+        self.usage = Usage()
+
+    @property
+    def text(self) -> str:
+        """The text of the first choice streamed so far."""
+        return "".join(self._texts)
+
+    def __iter__(self) -> MeteredStream:
+        return self
+
+    def __next__(self) -> Chunk:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+        else:
+            try:
+                chunk = next(self._rest)
+            except StopIteration:
+                self._finish(None)
+                raise
+            except GatewayError as exc:
+                self._finish(exc)
+                raise
+            except Exception:
+                self._finish(GatewayError("The stream failed inside the gateway."))
+                raise
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.text and chunk.index == 0:
+            self._texts.append(chunk.text)
+        return chunk
+
+    def close(self) -> None:
+        """Stop reading: close the upstream; record the request if it had not ended yet."""
+        try:
+            close = getattr(self._rest, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._finish(GatewayError("The client closed the connection before the stream ended.",
+                                      code="client_closed", status=CLIENT_CLOSED))
+
+    def _finish(self, error: GatewayError | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._on_finish(self, error)
+
+
+def _event(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def render_sse(chunks: MeteredStream, *, completion_id: str, created: int, model: str,
+               include_usage: bool) -> Iterator[bytes]:
+    """``chunks`` as OpenAI ``chat.completion.chunk`` events, then ``data: [DONE]``.
+
+    The usage chunk (``choices: []``) is sent last, only when ``include_usage``.
+    A :class:`GatewayError` mid-stream becomes one ``{"error": …}`` event that ends
+    the stream (the openai SDK raises it as ``APIError``).
+    """
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+    started: set[int] = set()
+    usage: Usage | None = None
+    try:
+        for chunk in chunks:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            delta: dict = {}
+            if chunk.index not in started:
+                started.add(chunk.index)
+                delta["role"] = "assistant"
+                delta["content"] = ""
+            if chunk.text:
+                delta["content"] = chunk.text
+            if chunk.tool_calls:
+                delta["tool_calls"] = chunk.tool_calls
+            if delta or chunk.finish_reason:
+                yield _event({**base, "choices": [{"index": chunk.index, "delta": delta, "logprobs": None,
+                                                   "finish_reason": chunk.finish_reason}]})
+        if include_usage and usage is not None:
+            yield _event({**base, "choices": [], "usage": {
+                "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+                "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}})
+        yield b"data: [DONE]\n\n"
+    except GatewayError as exc:
+        yield _event(exc.to_dict())
+    except Exception:
+        logger.exception("stream failed")
+        yield _event(GatewayError("The stream failed inside the gateway.").to_dict())
+    finally:
+        chunks.close()
+
+
+def sse_response(events: Iterator[bytes]) -> Response:
+    """A ``text/event-stream`` response that proxies do not buffer."""
+    return Response(events, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,305 @@
+"""AWS Bedrock through the Converse and ConverseStream APIs (boto3 ``bedrock-runtime``).
+
+Every Converse model works (Anthropic, Amazon Nova/Titan, Meta Llama, Mistral,
+Cohere), including cross-region inference profile ids (``us.anthropic...``);
+which ones are offered, and their prices, is the model table's business.
+Region, credentials and endpoint come from the standard AWS configuration
+(environment, profile, role; ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` overrides the
+endpoint), the region defaulting to the ``aws_region`` setting. boto3 loads on
+first use; botocore's own retries are off (the gateway keeps the one retry loop).
+
+Parameters: ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``,
+``stop``, ``tools``, ``tool_choice`` are translated; ``user``, ``stream_options``
+and ``parallel_tool_calls`` have no Converse field and are not forwarded; any
+other parameter (``seed``, penalties, ``logit_bias``, ``logprobs``, a JSON
+``response_format``, ``n`` > 1) is refused with a 400 naming it, never dropped.
+
+Settings (``plugin_settings.bedrock_provider``): ``enabled`` (default true).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from gateway import hookimpl
+from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
+from gateway.types import Chunk, Completion, Price, Result, Usage
+
+NAME = "bedrock"
+
+#: Converse stop reasons -> OpenAI finish reasons.
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+                  "tool_use": "tool_calls", "content_filtered": "content_filter",
+                  "guardrail_intervened": "content_filter"}
+
+IGNORED = ("user", "stream_options", "parallel_tool_calls")
+TRANSLATED = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools", "tool_choice")
+
+#: Bedrock error codes the retry loop may retry.
+RETRYABLE = {"ThrottlingException", "ServiceUnavailableException", "InternalServerException",
+             "ModelNotReadyException", "ModelTimeoutException", "ModelStreamErrorException",
+             "throttlingException", "serviceUnavailableException", "internalServerException",
+             "modelStreamErrorException"}
+
+
+# ---- OpenAI -> Converse ----------------------------------------------------------------------
+
+def _text_blocks(content: Any) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks = []
+    for part in content:
+        if part.get("type") != "text":
+            raise UpstreamRejected(f"Bedrock models through this gateway take text content only, "
+                                   f"not '{part.get('type')}' parts.")
+        blocks.append({"text": part.get("text", "")})
+    return blocks
+
+
+def _tool_use(call: dict) -> dict:
+    function = call.get("function", {})
+    try:
+        arguments = json.loads(function.get("arguments") or "{}")
+    except ValueError:
+        raise UpstreamRejected(f"Tool call {call.get('id')!r} has arguments that are not JSON.") from None
+    return {"toolUse": {"toolUseId": call["id"], "name": function.get("name", ""), "input": arguments}}
+
+
+def to_converse_messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    """OpenAI messages -> (Converse ``system`` blocks, Converse ``messages``).
+
+    System/developer messages become system blocks; tool results become user
+    ``toolResult`` blocks; consecutive messages of one role merge (Converse wants
+    user and assistant to alternate).
+    """
+    system: list[dict] = []
+    turns: list[dict] = []
+    for message in messages:
+        role = message["role"]
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(message.get("content")))
+            continue
+        if role == "tool":
+            role, blocks = "user", [{"toolResult": {"toolUseId": message.get("tool_call_id", ""),
+                                                     "content": _text_blocks(message.get("content"))
+                                                     or [{"text": ""}]}}]
+        else:
+            blocks = _text_blocks(message.get("content"))
+            blocks += [_tool_use(call) for call in message.get("tool_calls") or ()]
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return system, turns
+
+
+def _tool_config(tools: list[dict], choice: Any) -> dict | None:
+    if not tools or choice == "none":
+        return None
+    specs = [{"toolSpec": {"name": tool["function"]["name"],
+                           "description": tool["function"].get("description", ""),
+                           "inputSchema": {"json": tool["function"].get("parameters",
+                                                                        {"type": "object", "properties": {}})}}}
+             for tool in tools]
+    config: dict = {"tools": specs}
+    if choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif isinstance(choice, dict):
+        config["toolChoice"] = {"tool": {"name": choice.get("function", {}).get("name", "")}}
+    elif choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    return config
+
+
+def to_converse_request(completion: Completion) -> dict:
+    """The ``converse``/``converse_stream`` keyword arguments for ``completion``."""
+    parameters = completion.parameters
+    refused = sorted(name for name in parameters if name not in TRANSLATED + IGNORED and not (
+        (name == "n" and parameters[name] == 1)
+        or (name == "response_format" and parameters[name].get("type") == "text")))
+    if refused:
+        raise UpstreamRejected(f"Bedrock models do not support {', '.join(refused)}; "
+                               "remove it or choose another model.")
+    system, messages = to_converse_messages(completion.messages)
+    request: dict = {"modelId": completion.model, "messages": messages}
+    if system:
+        request["system"] = system
+    inference: dict = {}
+    max_tokens = parameters.get("max_completion_tokens", parameters.get("max_tokens"))
+    if max_tokens is not None:
+        inference["maxTokens"] = max_tokens
+    if "temperature" in parameters:
+        inference["temperature"] = parameters["temperature"]
+    if "top_p" in parameters:
+        inference["topP"] = parameters["top_p"]
+    if "stop" in parameters:
+        stop = parameters["stop"]
+        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if inference:
+        request["inferenceConfig"] = inference
+    tool_config = _tool_config(parameters.get("tools") or [], parameters.get("tool_choice", "auto"))
+    if tool_config:
+        request["toolConfig"] = tool_config
+    return request
+
+
+# ---- Converse -> OpenAI ----------------------------------------------------------------------
+
+def usage_from(usage: dict | None) -> Usage:
+    """Converse usage -> :class:`Usage` (prompt tokens include cache reads and writes)."""
+    usage = usage or {}
+    cached = usage.get("cacheReadInputTokens", 0)
+    prompt = usage.get("inputTokens", 0) + cached + usage.get("cacheWriteInputTokens", 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=usage.get("outputTokens", 0), cached_tokens=cached)
+
+
+def from_converse_response(response: dict, model: str) -> Result:
+    """A Converse response -> :class:`Result`: text, tool calls, finish reason, usage.
+
+    :raises KeyError: the response has no message (a body that was not Converse JSON).
+    """
+    content = response["output"]["message"]["content"]
+    text = "".join(block["text"] for block in content if "text" in block)
+    tool_calls = [{"id": block["toolUse"]["toolUseId"], "type": "function",
+                   "function": {"name": block["toolUse"]["name"],
+                                "arguments": json.dumps(block["toolUse"].get("input", {}))}}
+                  for block in content if "toolUse" in block]
+    return Result(text=text, model=model, tool_calls=tool_calls or None,
+                  finish_reason=FINISH_REASONS.get(response.get("stopReason"), "stop"),
+                  usage=usage_from(response.get("usage")))
+
+
+def chunks_from_events(events) -> Iterator[Chunk]:
+    """ConverseStream events -> :class:`Chunk` s (tool calls indexed as OpenAI does)."""
+    tool_index: dict[int, int] = {}
+    for event in events:
+        if "contentBlockStart" in event:
+            start = event["contentBlockStart"]
+            tool = start.get("start", {}).get("toolUse")
+            if tool:
+                index = tool_index.setdefault(start.get("contentBlockIndex", 0), len(tool_index))
+                yield Chunk(tool_calls=[{"index": index, "id": tool["toolUseId"], "type": "function",
+                                         "function": {"name": tool["name"], "arguments": ""}}])
+        elif "contentBlockDelta" in event:
+            block = event["contentBlockDelta"]
+            delta = block.get("delta", {})
+            if "text" in delta:
+                yield Chunk(text=delta["text"])
+            elif "toolUse" in delta:
+                index = tool_index.setdefault(block.get("contentBlockIndex", 0), len(tool_index))
+                yield Chunk(tool_calls=[{"index": index,
+                                         "function": {"arguments": delta["toolUse"].get("input", "")}}])
+        elif "messageStop" in event:
+            yield Chunk(finish_reason=FINISH_REASONS.get(event["messageStop"].get("stopReason"), "stop"))
+        elif "metadata" in event:
+            yield Chunk(usage=usage_from(event["metadata"].get("usage")))
+
+
+# ---- the provider ------------------------------------------------------------------------------
+
+class BedrockProvider:
+    """Bedrock Runtime, one boto3 client per app."""
+
+    name = NAME
+
+    def __init__(self, gateway):
+        self._gateway = gateway
+        self._client = None
+        self._lock = threading.Lock()
+
+    def models(self) -> dict[str, Price]:
+        """The model ids the model table routes to Bedrock, with prices."""
+        return self._gateway.models.served_by(self.name)
+
+    def client(self):
+        """The ``bedrock-runtime`` client, built on first use and reused."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+                    from botocore.config import Config
+
+                    settings = self._gateway.settings
+                    session = boto3.session.Session()
+                    self._client = session.client(
+                        "bedrock-runtime", region_name=session.region_name or settings.aws_region,
+                        config=Config(connect_timeout=settings.provider_connect_timeout,
+                                      read_timeout=settings.provider_timeout,
+                                      retries={"total_max_attempts": 1}))
+        return self._client
+
+    def complete(self, completion: Completion) -> Result:
+        """One Converse call."""
+        request = to_converse_request(completion)
+        try:
+            response = self.client().converse(**request)
+            return from_converse_response(response, completion.model)
+        except Exception as exc:
+            raise translate_error(exc) from None
+
+    def stream(self, completion: Completion) -> Iterator[Chunk]:
+        """One ConverseStream call; the metadata event carries the usage."""
+        request = to_converse_request(completion)
+        events = None
+        try:
+            events = self.client().converse_stream(**request)["stream"]
+            yield from chunks_from_events(events)
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise translate_error(exc) from None
+        finally:
+            if events is not None:
+                events.close()
+
+
+def translate_error(exc: Exception) -> ProviderError:
+    """A boto/botocore exception -> the gateway's provider error (no endpoint or credentials in it)."""
+    from botocore import exceptions as aws
+    from botocore.parsers import ResponseParserError
+    from urllib3.exceptions import ReadTimeoutError  # raised as is while reading an event stream
+
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, (aws.ReadTimeoutError, aws.ConnectTimeoutError, ReadTimeoutError)):
+        return ProviderTimeout(f"Provider '{NAME}' did not answer in time.")
+    if isinstance(exc, aws.NoCredentialsError | aws.NoRegionError):
+        return ProviderError(f"Provider '{NAME}' has no AWS credentials or region: set them the standard "
+                             "AWS way (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE or a role, "
+                             "and AWS_REGION).", code="provider_not_configured", status=503)
+    if isinstance(exc, aws.ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        if code in RETRYABLE or status == 429 or status >= 500:
+            retry_after = headers.get("retry-after")
+            return ProviderError(f"Provider '{NAME}' answered {code or status}.", retryable=True,
+                                 retry_after=float(retry_after) if (retry_after or "").isdigit() else None,
+                                 code="provider_rate_limited" if status == 429 or "hrottl" in code
+                                 else "provider_error")
+        if code in ("AccessDeniedException", "UnrecognizedClientException") or status in (401, 403):
+            return ProviderError(f"Provider '{NAME}' refused the gateway's AWS credentials ({code}).",
+                                 code="provider_auth_failed")
+        return UpstreamRejected(f"Provider '{NAME}' rejected the request: {str(error.get('Message'))[:500]}")
+    if isinstance(exc, aws.EndpointConnectionError | aws.ConnectionClosedError):
+        return ProviderError(f"Provider '{NAME}' could not be reached.", retryable=True,
+                             code="provider_unreachable")
+    if isinstance(exc, ResponseParserError | ValueError | KeyError | TypeError):
+        return ProviderError(f"Provider '{NAME}' returned an answer the gateway could not read.",
+                             code="provider_bad_response")
+    # urllib3/botocore errors raised while reading an event stream (e.g. a reset connection).
+    return ProviderError(f"Provider '{NAME}' dropped the connection.", retryable=True,
+                         code="provider_unreachable")
+
+
+@hookimpl
+def gateway_register_providers(gateway):
+    """Register the Bedrock provider unless ``plugin_settings.bedrock_provider.enabled`` is false."""
+    if gateway.settings.plugin_config("bedrock_provider").get("enabled", True) is False:
+        return None
+    return [BedrockProvider(gateway)]

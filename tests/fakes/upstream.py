@@ -1,0 +1,154 @@
+"""The scaffolding of a scripted local upstream: a threaded HTTP server on 127.0.0.1.
+
+Tests queue answers with :meth:`FakeUpstream.push` (status, body, delay,
+headers, stream events, a connection reset mid-stream); with none queued the
+subclass's :meth:`default_step` answers. Every request is kept (path, JSON
+body, headers) so tests count what the upstream really received; for streams,
+``events_sent`` and ``aborted`` say how far each one got.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Scripted:
+    """One queued answer. ``body`` as a str is sent raw (a malformed body); ``events`` makes it a
+    stream, ``reset_after`` drops the connection (TCP reset) after that many events."""
+
+    status: int = 200
+    body: Any = None
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list | None = None
+    event_delay: float = 0.0
+    reset_after: int | None = None
+
+
+class FakeUpstream:
+    """Serve on a free loopback port; use as a context manager. Subclasses speak a wire format."""
+
+    content_type = "application/json"
+    stream_content_type = "text/event-stream"
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.paths: list[str] = []
+        self.headers: list[dict] = []
+        self.events_sent: list[int] = []
+        self.aborted: list[bool] = []
+        self._script: list[Scripted] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length) or b"{}"
+                body = json.loads(raw)
+                with fake._lock:
+                    fake.requests.append(body)
+                    fake.paths.append(self.path)
+                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    step = fake._script.pop(0) if fake._script else None
+                step = step or fake.default_step(self.path, body)
+                if step.delay:
+                    time.sleep(step.delay)
+                try:
+                    if step.events is not None:
+                        fake._stream(self, step)
+                    else:
+                        fake._answer(self, step)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def default_step(self, path: str, body: dict) -> Scripted:
+        """The answer when nothing is queued."""
+        raise NotImplementedError
+
+    def encode_event(self, event: Any) -> bytes:
+        """One stream event in the wire format."""
+        raise NotImplementedError
+
+    def stream_end(self) -> bytes:
+        """Bytes that close a complete stream."""
+        return b""
+
+    def push(self, *steps: Scripted) -> None:
+        """Queue answers for the next requests, in order."""
+        with self._lock:
+            self._script.extend(steps)
+
+    def _answer(self, handler: BaseHTTPRequestHandler, step: Scripted) -> None:
+        data = (step.body if isinstance(step.body, str) else json.dumps(step.body)).encode()
+        handler.send_response(step.status)
+        handler.send_header("Content-Type", self.content_type)
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in step.headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _stream(self, handler: BaseHTTPRequestHandler, step: Scripted) -> None:
+        handler.send_response(step.status)
+        handler.send_header("Content-Type", self.stream_content_type)
+        handler.send_header("Transfer-Encoding", "chunked")
+        for name, value in step.headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        with self._lock:
+            slot = len(self.events_sent)
+            self.events_sent.append(0)
+            self.aborted.append(False)
+
+        def write(data: bytes) -> None:
+            handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            handler.wfile.flush()
+
+        try:
+            for number, event in enumerate(step.events):
+                if step.reset_after is not None and number == step.reset_after:
+                    handler.close_connection = True
+                    _reset(handler.connection)
+                    return
+                write(self.encode_event(event))
+                self.events_sent[slot] += 1
+                if step.event_delay:
+                    time.sleep(step.event_delay)
+            end = self.stream_end()
+            if end:
+                write(end)
+            handler.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.aborted[slot] = True
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _reset(connection: socket.socket) -> None:
+    """Drop the connection mid-body, as a crashed upstream would: shut it down now (the
+    handler's file objects keep the socket itself open), and reset it when it is closed."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.shutdown(socket.SHUT_RDWR)
