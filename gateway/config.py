@@ -86,6 +86,7 @@ class SettingsSchema(Schema):
     request_log_retention_days = f.Integer(validate=validate.Range(min=1))
     log_level = f.String(validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
     provider_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    trace_plugins = f.Boolean()
 
 
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
@@ -117,6 +118,8 @@ class Settings:
     request_log_retention_days: int = 90
     log_level: str = "INFO"
     provider_timeout: float = 25.0
+    #: Log each plugin hook call's duration (``GATEWAY_TRACE_PLUGINS=1``).
+    trace_plugins: bool = False
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""

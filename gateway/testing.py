@@ -2,8 +2,10 @@
 
 Use as a pytest plugin (``pytest_plugins = ["gateway.testing"]`` in your
 ``conftest.py``) to get the fixtures ``gateway_app`` (an app on a temporary
-SQLite file, with the plugins you pass to ``make_app``), ``gateway_client`` and
-``api_key``; or call :func:`make_app`, :func:`issue_key` and :func:`serve` directly.
+SQLite file with the built-in plugins plus those your ``gateway_plugins``
+fixture returns, configured by your ``gateway_settings`` fixture),
+``gateway_client`` and ``api_key``; or call :func:`make_app`, :func:`issue_key`,
+:func:`chat` and :func:`serve` directly.
 """
 from __future__ import annotations
 
@@ -42,6 +44,12 @@ def issue_key(app, user: str = "alice", tier: str = "free",
     from plugins.apikey import create_key
 
     return create_key(app.extensions["gateway"], user, tier, list(permissions), **options)[0]
+
+
+def chat(client, key: str, content: str = "hello", model: str = "echo", **fields: Any):
+    """POST one user message to ``/v1/chat/completions`` with ``client``; returns the response."""
+    return client.post("/v1/chat/completions", headers={"X-API-Key": key},
+                       json={"model": model, "messages": [{"role": "user", "content": content}], **fields})
 
 
 @contextlib.contextmanager
@@ -115,9 +123,25 @@ def gateway_environment(monkeypatch):
 
 
 @pytest.fixture
-def gateway_app(tmp_path, gateway_environment):
-    """A gateway app with the built-in plugins on a temporary SQLite file."""
-    return make_app(tmp_path)
+def gateway_plugins() -> tuple[object, ...]:
+    """Plugins registered in ``gateway_app`` after the built-ins; override it to add yours."""
+    return ()
+
+
+@pytest.fixture
+def gateway_settings() -> dict[str, Any]:
+    """Settings of ``gateway_app`` (e.g. ``plugin_settings``); override it to configure yours."""
+    return {}
+
+
+@pytest.fixture
+def gateway_app(tmp_path, gateway_environment, gateway_plugins, gateway_settings):
+    """A gateway app on a temporary SQLite file: the built-ins plus ``gateway_plugins``.
+
+    Each test gets its own app and plugin manager, so a plugin registered here is
+    gone with the test.
+    """
+    return make_app(tmp_path, gateway_settings, gateway_plugins)
 
 
 @pytest.fixture
