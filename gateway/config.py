@@ -134,13 +134,18 @@ class Settings:
         return self.tier_limits.get(tier, defaults.get(tier, self.rate_limit_free_tier_rpm))
 
     def plugin_config(self, name: str) -> dict[str, Any]:
-        """A plugin's own settings, with ``{"$env": "NAME"}`` values read from the environment."""
+        """A plugin's own settings, with ``{"$env": "NAME"}`` values (at any depth) read from the environment."""
         return {key: _resolve_env(value) for key, value in self.plugin_settings.get(name, {}).items()}
 
 
 def _resolve_env(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"$env"}:
-        return os.environ.get(value["$env"])
+    """``value`` with every ``{"$env": "NAME"}`` in it, however deeply nested, read from the environment."""
+    if isinstance(value, dict):
+        if set(value) == {"$env"}:
+            return os.environ.get(value["$env"])
+        return {key: _resolve_env(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(item) for item in value]
     return value
 
 

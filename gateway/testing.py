@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from gateway.config import ENV_ALIASES
 from gateway.errors import ProviderError
 from gateway.hookspecs import hookimpl
+from gateway.plugins import ENTRY_POINT_GROUP
 from gateway.types import Chunk, Completion, Price, Result, Usage
 
 
@@ -31,11 +33,21 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def make_app(tmp_path, config: dict[str, Any] | None = None, plugins: tuple[object, ...] = ()):
-    """A gateway app on a SQLite file under ``tmp_path``, with extra ``plugins`` registered last."""
+def make_app(tmp_path, config: dict[str, Any] | None = None, plugins: tuple[object, ...] = (),
+             entry_points: bool = False):
+    """A gateway app on a SQLite file under ``tmp_path``, with extra ``plugins`` registered last.
+
+    Plugins installed through ``ai_gateway`` entry points are left out unless
+    ``entry_points`` is true: a test sees only the plugins it names, and a plugin
+    under test that is also installed (``pip install -e .``) is not registered twice.
+    """
     from gateway.app import create_app
 
-    return create_app({"sqlite_path": str(tmp_path / "gateway.db"), **(config or {})}, plugins=plugins)
+    config = {"sqlite_path": str(tmp_path / "gateway.db"), **(config or {})}
+    if not entry_points:
+        installed = [ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+        config["disable_plugins"] = [*config.get("disable_plugins", []), *installed]
+    return create_app(config, plugins=plugins)
 
 
 def issue_key(app, user: str = "alice", tier: str = "free",
