@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from gateway import hookimpl
 from gateway.errors import ConfigError
-from gateway_openai_compatible.provider import OpenAICompatibleServer
+from gateway.types import Price
+from gateway_openai_compatible.provider import NO_KEY, OpenAICompatibleServer
 
 NAME = "openai_compatible"
 
@@ -39,8 +40,10 @@ def parse_servers(config: dict, timeout: float) -> list[OpenAICompatibleServer]:
             raise ConfigError(f"{where} needs a name and an http(s) base_url such as http://127.0.0.1:11434/v1")
         if not models or not isinstance(models, list | dict):
             raise ConfigError(f"{where}.models must list the models the server serves")
-        providers.append(OpenAICompatibleServer(
-            name=name, base_url=base_url, models=models, api_key=server.get("api_key"), timeout=timeout))
+        prices = ({model: Price(*price) for model, price in models.items()} if isinstance(models, dict)
+                  else {model: Price() for model in models})
+        providers.append(OpenAICompatibleServer(name=name, base_url=base_url, prices=prices, timeout=timeout,
+                                                api_key=server.get("api_key") or NO_KEY))
     return providers
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
 from gateway.types import Chunk, Completion, Price, Result, Usage
@@ -19,23 +20,21 @@ logger = logging.getLogger(__name__)
 NO_KEY = "not-needed"
 
 
+@dataclass(eq=False)
 class OpenAICompatibleServer:
-    """A provider named ``name`` serving ``models`` from the server at ``base_url``."""
+    """A provider named ``name`` serving ``prices``' models from the server at ``base_url``."""
 
-    def __init__(self, name: str, base_url: str, models: list[str] | dict[str, list[float]],
-                 api_key: str | None, timeout: float):
-        self.name = name
-        self.base_url = base_url
-        self._models = ({model: Price(*prices) for model, prices in models.items()}
-                        if isinstance(models, dict) else {model: Price() for model in models})
-        self._api_key = api_key or NO_KEY
-        self._timeout = timeout
-        self._client = None
-        self._lock = threading.Lock()
+    name: str
+    base_url: str
+    prices: dict[str, Price]
+    timeout: float
+    api_key: str = field(default=NO_KEY, repr=False)
+    _client: object = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def models(self) -> dict[str, Price]:
         """The configured models and their prices."""
-        return self._models
+        return self.prices
 
     def client(self):
         """The SDK client, built on the first call and reused."""
@@ -43,8 +42,8 @@ class OpenAICompatibleServer:
             if self._client is None:
                 import openai
 
-                self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key,
-                                             max_retries=0, timeout=self._timeout)
+                self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key,
+                                             max_retries=0, timeout=self.timeout)
         return self._client
 
     def complete(self, completion: Completion) -> Result:
