@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ENV_ALIASES
+from gateway.config import ENV_ALIASES, load_settings
 from gateway.errors import ProviderError
 from gateway.hookspecs import hookimpl
 from gateway.plugins import ENTRY_POINT_GROUP
@@ -46,7 +46,7 @@ def make_app(tmp_path, config: dict[str, Any] | None = None, plugins: tuple[obje
     config = {"sqlite_path": str(tmp_path / "gateway.db"), **(config or {})}
     if not entry_points:
         installed = [ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
-        config["disable_plugins"] = [*config.get("disable_plugins", []), *installed]
+        config["disable_plugins"] = [*load_settings(config).disable_plugins, *installed]
     return create_app(config, plugins=plugins)
 
 

@@ -44,6 +44,15 @@ def test_gateway_plugins_lists_the_examples_as_entry_points(tmp_path):
     assert rows["openai_compatible"]["hooks"] == ["gateway_register_providers"]
 
 
+def test_make_app_leaves_installed_plugins_out_but_keeps_the_disable_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("GATEWAY_DISABLE_PLUGINS", "echo_provider")
+    pm = make_app(tmp_path).extensions["gateway"].pm
+    assert set(pm.sources.values()) == {"built-in"}
+    assert not pm.has_plugin("echo_provider")
+    assert any(source.startswith("entry point") for source in
+               make_app(tmp_path, entry_points=True).extensions["gateway"].pm.sources.values())
+
+
 @pytest.fixture
 def guarded_app(tmp_path, fake_openai, monkeypatch):
     """The default plugins plus every installed one, the OpenAI provider pointing at ``fake_openai``."""

@@ -241,3 +241,4 @@ def test_without_trace_plugins_no_hook_call_is_logged(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="gateway.plugins"):
         assert chat(app.test_client(), key).status_code == 200
     assert traced_calls(caplog) == []
+

@@ -23,6 +23,7 @@ def test_luhn(number, valid):
     ("card 4111-1111-1111-1111", "card [redacted card]"),
     ("call 555-123-4567 or (555) 123 4567", "call [redacted phone] or [redacted phone]"),
     ("london +44 20 7946 0958", "london [redacted phone]"),
+    ("ids 123 456 789", "ids [redacted phone]"),
     ("order 1234567812345678 shipped 2024-01-15", "order 1234567812345678 shipped 2024-01-15"),
 ])
 def test_redact(text, expected):
