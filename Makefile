@@ -9,10 +9,14 @@ PORT ?= 8080
 
 .PHONY: install run test lint bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+# The example plugin packages, installed as a plugin author's would be (tests/test_plugin_examples.py).
+EXAMPLES := examples/gateway-pii-guard examples/gateway-openai-compatible
+
+$(STAMP): setup.cfg pyproject.toml $(EXAMPLES:%=%/setup.cfg)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(EXAMPLES:%=-e %)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,7 +34,7 @@ bench: install
 	$(BIN)/python bench/run.py
 
 lint: install
-	$(BIN)/ruff check gateway plugins tests
+	$(BIN)/ruff check gateway plugins tests examples
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

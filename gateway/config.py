@@ -105,6 +105,7 @@ class SettingsSchema(Schema):
     retry_max_delay = f.Float(validate=validate.Range(min=0))
     circuit_breaker_cooldown = f.Float(validate=validate.Range(min=0))
     model_table_path = f.String()
+    trace_plugins = f.Boolean()
 
 
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
@@ -165,6 +166,8 @@ class Settings:
     circuit_breaker_cooldown: float = 30.0
     #: JSON or TOML file adding to (or replacing) the built-in model table; see gateway/models.py.
     model_table_path: str = ""
+    #: Log each plugin hook call's duration (``GATEWAY_TRACE_PLUGINS=1``).
+    trace_plugins: bool = False
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""
@@ -179,15 +182,18 @@ class Settings:
         return self.tier_limits.get(tier, defaults.get(tier, self.rate_limit_free_tier_rpm))
 
     def plugin_config(self, name: str) -> dict[str, Any]:
-        """A plugin's own settings, with ``{"$env": "NAME"}`` values read from the environment."""
+        """A plugin's own settings, with ``{"$env": "NAME"}`` values (at any depth) read from the environment."""
         return {key: _resolve_env(value) for key, value in self.plugin_settings.get(name, {}).items()}
 
 
 def _resolve_env(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"$env"}:
-        return os.environ.get(value["$env"])
-    if isinstance(value, dict):  # nested sections (e.g. several upstreams) resolve too
+    """``value`` with every ``{"$env": "NAME"}`` in it, however deeply nested, read from the environment."""
+    if isinstance(value, dict):
+        if set(value) == {"$env"}:
+            return os.environ.get(value["$env"])
         return {key: _resolve_env(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(item) for item in value]
     return value
 
 

@@ -34,7 +34,8 @@ def gateway_authenticate(request, gateway):
     :return: a :class:`gateway.types.Caller`, or None when the request carries no
         credential of this plugin's kind (another plugin may know it). Raise
         :class:`gateway.errors.AuthenticationError` for a credential that is this
-        plugin's but invalid, so that it is a 401 whatever other plugins think.
+        plugin's but invalid, so that it is a 401 whatever other plugins think. Any
+        other exception is a 500 whose details go only to the log.
     """
 
 
@@ -47,7 +48,9 @@ def gateway_enrich_request(completion, caller, gateway):
     :param caller: the authenticated :class:`gateway.types.Caller`.
     :param gateway: the app's Gateway.
     :return: nothing. Raise :class:`gateway.errors.InvalidRequest` to refuse the
-        request with a 400 (a guardrail).
+        request with a 400 (a guardrail). Any other exception fails the request with
+        a 500, unless the plugin declares ``gateway_optional = True``: then it is
+        logged and the request goes on without it.
     """
 
 

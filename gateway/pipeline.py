@@ -17,6 +17,7 @@ from gateway import cache, metrics, request_log
 from gateway.errors import AuthenticationError, GatewayError, ModelNotFound, PermissionDenied, ProviderError
 from gateway.http import read_json_body
 from gateway.resilience import counts_as_failure
+from gateway.plugins import is_optional
 from gateway.schemas import load_completion
 from gateway.streaming import MeteredStream
 from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, UsageRecord
@@ -105,18 +106,29 @@ def answer_from_cache(gateway, completion: Completion, cached: cache.Lookup, rec
     return Answer(completion, hit.result, hit.provider, hit.model, record, cached.status)
 
 
-def notify_after_response(gateway, record: UsageRecord) -> None:
-    """Call every ``gateway_after_response`` implementation; one that raises is logged and skipped.
+def enrich(gateway, completion: Completion, caller: Caller) -> None:
+    """Call every ``gateway_enrich_request`` implementation.
 
-    pluggy stops a hook call at the first exception, so each implementation is
-    called on its own here (``HookImpl.argnames`` tells which arguments it takes).
+    A :class:`GatewayError` (a guardrail's 400) always fails the request. Any other
+    exception fails it too (a 500) unless the plugin declared ``gateway_optional =
+    True``: then it is logged and the request goes on without that plugin.
     """
-    arguments = {"record": record, "gateway": gateway}
-    for impl in reversed(gateway.hook.gateway_after_response.get_hookimpls()):
-        try:
-            impl.function(*(arguments[name] for name in impl.argnames))
-        except Exception:
-            logger.exception("after-response plugin failed", extra={"plugin": impl.plugin_name})
+    def failed(impl, exc: Exception) -> None:
+        if isinstance(exc, GatewayError) or not is_optional(impl.plugin):
+            raise exc
+        logger.error("optional enrich plugin failed; skipped", exc_info=exc,
+                     extra={"plugin": impl.plugin_name})
+
+    gateway.pm.call_each("gateway_enrich_request",
+                         {"completion": completion, "caller": caller, "gateway": gateway}, failed)
+
+
+def notify_after_response(gateway, record: UsageRecord) -> None:
+    """Call every ``gateway_after_response`` implementation; one that raises is logged and skipped."""
+    def failed(impl, exc: Exception) -> None:
+        logger.error("after-response plugin failed", exc_info=exc, extra={"plugin": impl.plugin_name})
+
+    gateway.pm.call_each("gateway_after_response", {"record": record, "gateway": gateway}, failed)
 
 
 def complete(gateway, request: Request, schema: Schema) -> Answer:
@@ -135,7 +147,7 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         gateway.limiter.hit(caller)
         completion = load_completion(schema, read_json_body())
         record.model = completion.model
-        gateway.hook.gateway_enrich_request(completion=completion, caller=caller, gateway=gateway)
+        enrich(gateway, completion, caller)
         record.prompt_text = request_log.loggable_prompt(gateway, completion.messages)
         candidates = select_candidates(gateway, completion, caller)
         if completion.stream:

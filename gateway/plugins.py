@@ -2,12 +2,18 @@
 
 Built-in behaviour is registered exactly as a third-party plugin is: by module
 name. A plugin named in ``disable_plugins`` is not loaded, whatever its source.
+A plugin that sets ``gateway_optional = True`` (module or object attribute) may
+fail in ``gateway_enrich_request`` without failing the request.
 """
 from __future__ import annotations
 
 import importlib
 import logging
+import threading
+import time
+from collections.abc import Callable
 from importlib import metadata
+from typing import Any
 
 import pluggy
 
@@ -18,6 +24,13 @@ from gateway.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "ai_gateway"
+
+#: The attribute by which a plugin declares itself optional.
+OPTIONAL_ATTRIBUTE = "gateway_optional"
+
+#: Hooks whose implementations the pipeline calls one by one (see ``call_each``); a
+#: wrapper implementation cannot wrap such a call, so one stops start-up.
+CALLED_ONE_BY_ONE = ("gateway_enrich_request", "gateway_after_response")
 
 #: The built-in plugins, by module, registered under their last name part.
 BUILTIN_PLUGINS = (
@@ -34,10 +47,13 @@ BUILTIN_PLUGINS = (
 class PluginManager(pluggy.PluginManager):
     """pluggy's manager that also remembers where each plugin came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace: bool = False) -> None:
         super().__init__(ENTRY_POINT_GROUP)
         self.add_hookspecs(hookspecs)
         self.sources: dict[str, str] = {}
+        self.trace = trace
+        if trace:
+            self.add_hookcall_monitoring(*_hook_call_timer())
 
     def register_module(self, module_name: str, source: str, name: str | None = None) -> None:
         """Import ``module_name`` and register it; a failed import stops start-up naming the plugin."""
@@ -55,8 +71,37 @@ class PluginManager(pluggy.PluginManager):
             name = self.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
             raise ConfigError(f"plugin {name or plugin!r} ({source}): {exc}") from None
+        callers = self.get_hookcallers(plugin) or []
+        if not callers:
+            raise ConfigError(f"plugin {name!r} ({source}) implements no hook: mark its functions "
+                              "with @hookimpl (from gateway import hookimpl)")
+        for caller in callers:
+            if caller.name in CALLED_ONE_BY_ONE and any(
+                    impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
+                    for impl in caller.get_hookimpls()):
+                raise ConfigError(f"plugin {name!r} ({source}): {caller.name} cannot be a wrapper; "
+                                  "its implementations are called one by one")
         self.sources[name] = source
         return name
+
+    def call_each(self, hook_name: str, arguments: dict[str, Any],
+                  on_error: Callable[[pluggy.HookImpl, Exception], None]) -> None:
+        """Call each implementation of ``hook_name`` on its own, in pluggy's order.
+
+        pluggy stops a hook call at the first exception; here ``on_error(impl, exc)``
+        decides instead: re-raise, or log and let the rest run. The exception carries
+        a note naming the plugin, so the logged traceback says whose it is.
+        """
+        for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
+            started = time.perf_counter()
+            try:
+                impl.function(*(arguments[name] for name in impl.argnames))
+            except Exception as exc:
+                exc.add_note(f"raised by plugin {impl.plugin_name!r} in {hook_name}")
+                on_error(impl, exc)
+            finally:
+                if self.trace:
+                    _log_duration(hook_name, [impl.plugin_name], started)
 
     def plugin_version(self, name: str) -> str:
         """The installed distribution version of a plugin, or the gateway's for built-ins."""
@@ -69,6 +114,44 @@ class PluginManager(pluggy.PluginManager):
             return "unknown"
 
 
+def is_optional(plugin: object) -> bool:
+    """True when ``plugin`` declared ``gateway_optional = True``."""
+    return getattr(plugin, OPTIONAL_ATTRIBUTE, False) is True
+
+
+def _log_duration(hook_name: str, plugin_names: list[str], started: float) -> None:
+    logger.info("plugin hook call", extra={
+        "hook": hook_name, "plugins": plugin_names,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+
+
+def _hook_call_timer():
+    """pluggy monitoring callbacks (before, after) that log each hook call's duration.
+
+    Hook calls can nest (a hook implementation may call another hook), so the start
+    times are a per-thread stack.
+    """
+    local = threading.local()
+
+    def before(hook_name, implementations, kwargs):
+        local.__dict__.setdefault("started", []).append(time.perf_counter())
+
+    def after(outcome, hook_name, implementations, kwargs):
+        _log_duration(hook_name, [impl.plugin_name for impl in implementations], local.started.pop())
+
+    return before, after
+
+
+def _run_time_name(pm: PluginManager, plugin: object) -> str:
+    """A readable, unique name for a plugin object: its module or class name."""
+    base = getattr(plugin, "__name__", None) or type(plugin).__name__
+    name, number = base, 1
+    while pm.has_plugin(name):
+        number += 1
+        name = f"{base}-{number}"
+    return name
+
+
 def _disabled(settings: Settings, module_name: str, name: str) -> bool:
     return module_name in settings.disable_plugins or name in settings.disable_plugins
 
@@ -76,11 +159,12 @@ def _disabled(settings: Settings, module_name: str, name: str) -> bool:
 def build_plugin_manager(settings: Settings, extra: tuple[object, ...] = ()) -> PluginManager:
     """A new, checked manager for one app (or one CLI run).
 
-    ``extra`` plugin objects are registered last (tests use this). An
-    implementation that matches no hook, or a plugin that cannot be imported,
-    raises :class:`ConfigError`.
+    ``extra`` plugin objects are registered last (tests use this). A plugin that
+    cannot be imported, implements no hook, has an implementation that matches no
+    hook or takes an argument its hook does not offer raises :class:`ConfigError`
+    naming the plugin.
     """
-    pm = PluginManager()
+    pm = PluginManager(trace=settings.trace_plugins)
     for module_name in BUILTIN_PLUGINS:
         name = module_name.rsplit(".", 1)[-1]
         if not _disabled(settings, module_name, name):
@@ -100,9 +184,10 @@ def build_plugin_manager(settings: Settings, extra: tuple[object, ...] = ()) -> 
         if not _disabled(settings, module_name, module_name.rsplit(".", 1)[-1]):
             pm.register_module(module_name, "GATEWAY_PLUGINS", module_name)
     for plugin in extra:
-        pm.add(plugin, None, "registered at run time")
+        pm.add(plugin, _run_time_name(pm, plugin), "registered at run time")
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(f"plugin {exc.plugin!r}: {exc}") from None
+        name = pm.get_name(exc.plugin)
+        raise ConfigError(f"plugin {name!r} ({pm.sources.get(name, '?')}): {exc}") from None
     return pm

@@ -2,8 +2,10 @@
 
 Use as a pytest plugin (``pytest_plugins = ["gateway.testing"]`` in your
 ``conftest.py``) to get the fixtures ``gateway_app`` (an app on a temporary
-SQLite file, with the plugins you pass to ``make_app``), ``gateway_client`` and
-``api_key``; or call :func:`make_app`, :func:`issue_key` and :func:`serve` directly.
+SQLite file with the built-in plugins plus those your ``gateway_plugins``
+fixture returns, configured by your ``gateway_settings`` fixture),
+``gateway_client`` and ``api_key``; or call :func:`make_app`, :func:`issue_key`,
+:func:`chat` and :func:`serve` directly.
 """
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import pytest
 
-from gateway.config import ENV_ALIASES
+from gateway.config import ENV_ALIASES, load_settings
 from gateway.errors import ProviderError
 from gateway.hookspecs import hookimpl
+from gateway.plugins import ENTRY_POINT_GROUP
 from gateway.types import Chunk, Completion, Price, Result, Usage
 
 
@@ -29,16 +33,23 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def make_app(tmp_path, config: dict[str, Any] | None = None, plugins: tuple[object, ...] = ()):
+def make_app(tmp_path, config: dict[str, Any] | None = None, plugins: tuple[object, ...] = (),
+             entry_points: bool = False):
     """A gateway app on a SQLite file under ``tmp_path``, with extra ``plugins`` registered last.
 
+    Plugins installed through ``ai_gateway`` entry points are left out unless
+    ``entry_points`` is true: a test sees only the plugins it names, and a plugin
+    under test that is also installed (``pip install -e .``) is not registered twice.
     Request-log records are written inside the request (``request_log_writes="sync"``) so a
     test can read them as soon as the answer arrives; pass ``"background"`` to test the writer.
     """
     from gateway.app import create_app
 
-    return create_app({"sqlite_path": str(tmp_path / "gateway.db"), "request_log_writes": "sync",
-                       **(config or {})}, plugins=plugins)
+    config = {"sqlite_path": str(tmp_path / "gateway.db"), "request_log_writes": "sync", **(config or {})}
+    if not entry_points:
+        installed = [ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+        config["disable_plugins"] = [*load_settings(config).disable_plugins, *installed]
+    return create_app(config, plugins=plugins)
 
 
 def issue_key(app, user: str = "alice", tier: str = "free",
@@ -47,6 +58,12 @@ def issue_key(app, user: str = "alice", tier: str = "free",
     from plugins.apikey import create_key
 
     return create_key(app.extensions["gateway"], user, tier, list(permissions), **options)[0]
+
+
+def chat(client, key: str, content: str = "hello", model: str = "echo", **fields: Any):
+    """POST one user message to ``/v1/chat/completions`` with ``client``; returns the response."""
+    return client.post("/v1/chat/completions", headers={"X-API-Key": key},
+                       json={"model": model, "messages": [{"role": "user", "content": content}], **fields})
 
 
 @contextlib.contextmanager
@@ -120,9 +137,25 @@ def gateway_environment(monkeypatch):
 
 
 @pytest.fixture
-def gateway_app(tmp_path, gateway_environment):
-    """A gateway app with the built-in plugins on a temporary SQLite file."""
-    return make_app(tmp_path)
+def gateway_plugins() -> tuple[object, ...]:
+    """Plugins registered in ``gateway_app`` after the built-ins; override it to add yours."""
+    return ()
+
+
+@pytest.fixture
+def gateway_settings() -> dict[str, Any]:
+    """Settings of ``gateway_app`` (e.g. ``plugin_settings``); override it to configure yours."""
+    return {}
+
+
+@pytest.fixture
+def gateway_app(tmp_path, gateway_environment, gateway_plugins, gateway_settings):
+    """A gateway app on a temporary SQLite file: the built-ins plus ``gateway_plugins``.
+
+    Each test gets its own app and plugin manager, so a plugin registered here is
+    gone with the test.
+    """
+    return make_app(tmp_path, gateway_settings, gateway_plugins)
 
 
 @pytest.fixture

@@ -1,0 +1,85 @@
+"""gateway-pii-guard: a guardrail plugin for the AI Model Gateway.
+
+Before a prompt leaves the gateway it refuses a request that mentions a phrase
+of the deny list (400, code ``content_blocked``), then replaces e-mail addresses,
+phone numbers and Luhn-valid card numbers in every message with
+``[redacted <kind>]``. Settings (``plugin_settings.pii_guard``):
+
+- ``deny``: phrases to refuse, matched case-insensitively as whole words (default none);
+- ``redact``: which kinds to redact, from ``email``, ``card``, ``phone`` (default all).
+
+It is not optional (no ``gateway_optional``): a guardrail that fails must fail the
+request, never let it through unguarded.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from gateway import hookimpl
+from gateway.errors import ConfigError, InvalidRequest
+from gateway_pii_guard.detect import KINDS, redact
+
+NAME = "pii_guard"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The compiled settings: a deny pattern (or None) and the kinds to redact."""
+
+    deny: re.Pattern | None
+    kinds: tuple[str, ...]
+
+
+def load_policy(config: dict) -> Policy:
+    """Validate and compile ``plugin_settings.pii_guard``; a bad value raises :class:`ConfigError`."""
+    deny = config.get("deny", [])
+    if not isinstance(deny, list) or not all(isinstance(p, str) and p.strip() for p in deny):
+        raise ConfigError(f"plugin_settings.{NAME}.deny must be a list of non-empty phrases")
+    kinds = config.get("redact", list(KINDS))
+    if not isinstance(kinds, list) or set(kinds) - set(KINDS):
+        raise ConfigError(f"plugin_settings.{NAME}.redact must be a list from {', '.join(KINDS)}")
+    pattern = None
+    if deny:
+        phrases = "|".join(re.escape(" ".join(p.split())).replace(r"\ ", r"\s+") for p in deny)
+        pattern = re.compile(rf"(?<!\w)(?:{phrases})(?!\w)", re.IGNORECASE)
+    return Policy(deny=pattern, kinds=tuple(kinds))
+
+
+def policy(gateway) -> Policy:
+    """This app's policy, compiled on first use and kept in ``gateway.state``."""
+    compiled = gateway.state.get(NAME)
+    if compiled is None:
+        compiled = gateway.state[NAME] = load_policy(gateway.settings.plugin_config(NAME))
+    return compiled
+
+
+def _texts(message: dict):
+    """(container, key) pairs holding the message's text, whether content is a string or parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        yield message, "content"
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                yield part, "text"
+
+
+@hookimpl
+def gateway_enrich_request(completion, gateway):
+    """Refuse a prompt on the deny list; redact personal data from every message."""
+    rules = policy(gateway)
+    places = [place for message in completion.messages for place in _texts(message)]
+    if rules.deny is not None and any(rules.deny.search(holder[key]) for holder, key in places):
+        raise InvalidRequest("The request mentions a topic this gateway does not accept.",
+                             code="content_blocked")
+    total = {}
+    for holder, key in places:
+        holder[key], found = redact(holder[key], rules.kinds)
+        for kind, count in found.items():
+            total[kind] = total.get(kind, 0) + count
+    if total:
+        completion.metadata["pii_redacted"] = total
+        logger.info("personal data redacted", extra={"redacted": total})

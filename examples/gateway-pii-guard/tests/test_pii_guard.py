@@ -1,0 +1,83 @@
+"""gateway-pii-guard, tested the way docs/plugins.md tells a plugin author to."""
+from __future__ import annotations
+
+import gateway_pii_guard
+import pytest
+from gateway_pii_guard.detect import luhn_valid, redact
+
+from gateway.errors import ConfigError
+from gateway.testing import FakeProvider, ProviderPlugin, chat
+
+
+@pytest.mark.parametrize("number, valid", [
+    ("4111111111111111", True), ("5500005555555559", True), ("378282246310005", True),
+    ("4111111111111112", False), ("1234567812345678", False),
+])
+def test_luhn(number, valid):
+    assert luhn_valid(number) is valid
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("mail jane.doe+x@mail.example.co.uk now", "mail [redacted email] now"),
+    ("card 4111 1111 1111 1111.", "card [redacted card]."),
+    ("card 4111-1111-1111-1111", "card [redacted card]"),
+    ("call 555-123-4567 or (555) 123 4567", "call [redacted phone] or [redacted phone]"),
+    ("london +44 20 7946 0958", "london [redacted phone]"),
+    ("ids 123 456 789", "ids [redacted phone]"),
+    ("order 1234567812345678 shipped 2024-01-15", "order 1234567812345678 shipped 2024-01-15"),
+])
+def test_redact(text, expected):
+    assert redact(text)[0] == expected
+
+
+def test_redact_counts_and_kinds():
+    text = "a@b.io, 4111111111111111, 555-123-4567, c@d.io"
+    assert redact(text)[1] == {"email": 2, "card": 1, "phone": 1}
+    assert redact(text, ("email",))[0] == "[redacted email], 4111111111111111, 555-123-4567, [redacted email]"
+
+
+@pytest.mark.parametrize("config", [{"deny": "salary"}, {"deny": [""]}, {"redact": ["ssn"]}])
+def test_bad_settings_are_refused_naming_the_setting(config):
+    with pytest.raises(ConfigError, match=r"plugin_settings\.pii_guard\."):
+        gateway_pii_guard.load_policy(config)
+
+
+@pytest.fixture
+def provider():
+    return FakeProvider()
+
+
+@pytest.fixture
+def gateway_plugins(provider):
+    return (gateway_pii_guard, ProviderPlugin(provider))
+
+
+@pytest.fixture
+def gateway_settings():
+    return {"plugin_settings": {"pii_guard": {"deny": ["Project Falcon"]}}}
+
+
+def test_the_provider_receives_the_redacted_prompt(gateway_client, api_key, provider):
+    response = chat(gateway_client, api_key, "I am jo@example.com, card 4111 1111 1111 1111", model="fake-model")
+    assert response.status_code == 200
+    sent = provider.calls[0]
+    assert sent.messages[-1]["content"] == "I am [redacted email], card [redacted card]"
+    assert sent.metadata["pii_redacted"] == {"email": 1, "card": 1}
+
+
+def test_text_parts_are_redacted_too(gateway_client, api_key, provider):
+    content = [{"type": "text", "text": "phone 555-123-4567"}]
+    assert chat(gateway_client, api_key, content, model="fake-model").status_code == 200
+    assert provider.calls[0].messages[-1]["content"] == [{"type": "text", "text": "phone [redacted phone]"}]
+
+
+@pytest.mark.parametrize("content", ["tell me about project   FALCON", "Project Falcon?"])
+def test_a_denied_phrase_is_a_400_and_reaches_no_provider(gateway_client, api_key, provider, content):
+    response = chat(gateway_client, api_key, content, model="fake-model")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "content_blocked"
+    assert provider.calls == []
+
+
+def test_a_phrase_inside_a_word_is_not_denied(gateway_client, api_key):
+    assert chat(gateway_client, api_key, "project falconry").status_code == 200
