@@ -88,7 +88,9 @@ def vllm_app(tmp_path, fake_openai, monkeypatch):
     monkeypatch.setenv("VLLM_API_KEY", "vllm-secret-token")
     servers = [{"name": "vllm", "base_url": fake_openai.url, "api_key": {"$env": "VLLM_API_KEY"},
                 "models": {"Qwen/Qwen2.5-7B-Instruct": [0.5, 1.5]}}]
-    return make_app(tmp_path, {"plugin_settings": {"openai_compatible": {"servers": servers}}}, entry_points=True)
+    # No retries: each scripted upstream failure is seen by the caller as it is.
+    return make_app(tmp_path, {"plugin_settings": {"openai_compatible": {"servers": servers}},
+                               "retry_attempts": 0}, entry_points=True)
 
 
 def test_openai_compatible_provider_answers_through_its_entry_point(vllm_app, fake_openai):
