@@ -66,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     app.json.sort_keys = False
     app.extensions["gateway"] = gateway
     http.install(app, settings)
+    gateway.limiter.install(app)
 
     from gateway.api import health, native, openai_compat
 

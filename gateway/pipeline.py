@@ -108,6 +108,7 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         gateway.limiter.hit(caller)
         completion = load_completion(schema, read_json_body())
         record.model = completion.model
+        gateway.limiter.check_spend(caller, completion)
         gateway.hook.gateway_enrich_request(completion=completion, caller=caller, gateway=gateway)
         candidates = select_candidates(gateway, completion, caller)
         result, provider, model = call_providers(candidates, completion, record)
@@ -115,6 +116,7 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         price = provider.models().get(model)
         record.cost = price.cost(usage) if price else 0.0
+        gateway.limiter.record_usage(caller, usage.total_tokens, record.cost)
         return Answer(completion, result, provider.name, model, record)
     except GatewayError as exc:
         record.status, record.error_code = exc.status, exc.code
