@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from gateway.store.base import ApiKey, Product
+from gateway.store.base import UPDATABLE_KEY_FIELDS, ApiKey, Product
 from gateway.types import UsageRecord
 
 SCHEMA = """
@@ -27,7 +27,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     expires_at REAL,
     name TEXT NOT NULL DEFAULT '',
     requests_per_minute INTEGER,
-    requests_per_hour INTEGER
+    requests_per_hour INTEGER,
+    allowed_models TEXT,
+    last_used_at REAL
 );
 CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id, created_at);
 CREATE TABLE IF NOT EXISTS products (
@@ -66,6 +68,10 @@ CREATE INDEX IF NOT EXISTS request_log_user_time ON request_log (user_id, timest
 """
 
 _KEY_COLUMNS = [fld.name for fld in fields(ApiKey)]
+#: Columns added after the first release: added to an older file on first use.
+_ADDED_KEY_COLUMNS = {"allowed_models": "TEXT", "last_used_at": "REAL"}
+#: Key columns held as JSON text.
+_JSON_KEY_COLUMNS = ("permissions", "allowed_models")
 _PRODUCT_COLUMNS = [fld.name for fld in fields(Product)]
 _RECORD_COLUMNS = [fld.name for fld in fields(UsageRecord)]
 
@@ -78,6 +84,17 @@ def _insert(table: str, columns: list[str]) -> str:
 _PUT_KEY = _insert("api_keys", _KEY_COLUMNS)
 _PUT_PRODUCT = _insert("products", _PRODUCT_COLUMNS)
 _PUT_RECORD = _insert("request_log", _RECORD_COLUMNS + ["expires_at"])
+
+
+def _key_row(values: dict) -> dict:
+    """Key field values as SQLite columns (lists as JSON text, permissions sorted)."""
+    if values.get("permissions") is not None:
+        values["permissions"] = json.dumps(sorted(values["permissions"]))
+    if values.get("allowed_models") is not None:
+        values["allowed_models"] = json.dumps(sorted(values["allowed_models"]))
+    if "active" in values:
+        values["active"] = int(values["active"])
+    return values
 
 
 class SQLiteStore:
@@ -100,6 +117,10 @@ class SQLiteStore:
             self._local.conn = conn
         if not self._initialised:
             conn.executescript(SCHEMA)
+            present = {row["name"] for row in conn.execute("PRAGMA table_info(api_keys)")}
+            for column, kind in _ADDED_KEY_COLUMNS.items():
+                if column not in present:
+                    conn.execute(f"ALTER TABLE api_keys ADD COLUMN {column} {kind}")
             self._initialised = True
         return conn
 
@@ -114,15 +135,15 @@ class SQLiteStore:
     # API keys
     def put_key(self, key: ApiKey) -> None:
         """Create or replace ``key``."""
-        row = asdict(key)
-        row["permissions"] = json.dumps(sorted(key.permissions))
+        row = _key_row(asdict(key))
         self._connection().execute(_PUT_KEY, [row[c] for c in _KEY_COLUMNS])
 
     def _key(self, row: sqlite3.Row | None) -> ApiKey | None:
         if row is None:
             return None
         values = dict(row)
-        values["permissions"] = json.loads(values["permissions"])
+        for column in _JSON_KEY_COLUMNS:
+            values[column] = None if values[column] is None else json.loads(values[column])
         values["active"] = bool(values["active"])
         return ApiKey(**values)
 
@@ -150,6 +171,22 @@ class SQLiteStore:
         cursor = self._connection().execute(
             "UPDATE api_keys SET active = ? WHERE key_id = ?", (int(active), key_id))
         return cursor.rowcount == 1
+
+    def update_key(self, key_id: str, changes: dict) -> ApiKey | None:
+        """Change some of a key's updatable fields in one UPDATE; None when there is no such key."""
+        unknown = set(changes) - UPDATABLE_KEY_FIELDS
+        if unknown:
+            raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+        if changes:
+            row = _key_row(dict(changes))
+            assignments = ", ".join(f"{column} = ?" for column in row)
+            self._connection().execute(f"UPDATE api_keys SET {assignments} WHERE key_id = ?",
+                                       [*row.values(), key_id])
+        return self.get_key(key_id)
+
+    def touch_last_used(self, key_id: str, at: float) -> None:
+        """Record the key's last use."""
+        self._connection().execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (at, key_id))
 
     # Products
     def put_products(self, products: Iterable[Product]) -> int:
