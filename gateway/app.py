@@ -68,11 +68,12 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     http.install(app, settings)
     gateway.limiter.install(app)
 
-    from gateway.api import health, native, openai_compat
+    from gateway.api import admin, health, native, openai_compat
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(openai_compat.blueprint)
     app.register_blueprint(native.blueprint)
+    app.register_blueprint(admin.blueprint)
     pm.hook.gateway_register_blueprints(app=app, gateway=gateway)
     logger.info("gateway ready", extra={"stage": settings.stage, "store": settings.store,
                                         "providers": sorted(gateway.providers)})

@@ -19,9 +19,10 @@ import calendar
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from flask import Flask, g
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
@@ -125,7 +126,7 @@ class RequestLimiter:
         if counts:
             count, reset = counts[0]
             g.rate_limit = LimitState(per_minute, max(0, per_minute - count), math.ceil(reset))
-        for (item, label), (count, reset) in zip(windows, counts):
+        for (item, label), (count, reset) in zip(windows, counts, strict=False):
             if count > item.amount:
                 raise RateLimited(f"Rate limit of {item.amount} requests {label} exceeded for this key; "
                                   "retry after the time in Retry-After.",

@@ -78,8 +78,9 @@ class KeyStore(Protocol):
         Returns the updated key, or None when there is no such key.
         """
 
-    def touch_last_used(self, key_id: str, at: float) -> None:
-        """Record that the key was used at ``at`` (epoch seconds); no-op for a missing key."""
+    def touch_last_used(self, key_id: str, at: float, min_interval: float = 0.0) -> bool:
+        """Record that the key was used at ``at`` (epoch seconds), unless it was recorded less
+        than ``min_interval`` seconds before (by any instance). True when written."""
 
 
 class ProductStore(Protocol):

@@ -370,16 +370,20 @@ class DynamoDBStore:
             return None
         return updated
 
-    def touch_last_used(self, key_id: str, at: float) -> None:
-        """Record the key's last use (``lastUsedAt``); no-op for a missing key."""
+    def touch_last_used(self, key_id: str, at: float, min_interval: float = 0.0) -> bool:
+        """Record the key's last use (``lastUsedAt``) unless recorded less than ``min_interval``
+        s before: one conditional UpdateItem, so instances never write it more often."""
         expr = _Expression()
+        last = expr.name("lastUsedAt")
+        condition = (f"attribute_exists({expr.name('apiKeyId')}) AND "
+                     f"(attribute_not_exists({last}) OR {last} <= {expr.value(at - min_interval)})")
         try:
             self.client.update_item(TableName=self.api_key_table, Key={"apiKeyId": {"S": key_id}},
-                                    UpdateExpression=f"SET {expr.name('lastUsedAt')} = {expr.value(at)}",
-                                    ConditionExpression=f"attribute_exists({expr.name('apiKeyId')})",
-                                    **expr.params())
+                                    UpdateExpression=f"SET {last} = {expr.value(at)}",
+                                    ConditionExpression=condition, **expr.params())
         except self.client.exceptions.ConditionalCheckFailedException:
-            pass
+            return False
+        return True
 
     # Products
     def put_products(self, products: Iterable[Product]) -> int:

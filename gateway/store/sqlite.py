@@ -184,9 +184,12 @@ class SQLiteStore:
                                        [*row.values(), key_id])
         return self.get_key(key_id)
 
-    def touch_last_used(self, key_id: str, at: float) -> None:
-        """Record the key's last use."""
-        self._connection().execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (at, key_id))
+    def touch_last_used(self, key_id: str, at: float, min_interval: float = 0.0) -> bool:
+        """Record the key's last use unless recorded less than ``min_interval`` s before."""
+        cursor = self._connection().execute(
+            "UPDATE api_keys SET last_used_at = ? WHERE key_id = ? "
+            "AND (last_used_at IS NULL OR last_used_at <= ?)", (at, key_id, at - min_interval))
+        return cursor.rowcount == 1
 
     # Products
     def put_products(self, products: Iterable[Product]) -> int:

@@ -168,11 +168,15 @@ def test_update_key_missing_or_forbidden_field(store):
     assert store.get_key("k1") == _key("k1")
 
 
-def test_touch_last_used(store):
+def test_touch_last_used_at_most_once_per_interval(store):
     store.put_key(_key("k1"))
-    store.touch_last_used("k1", 1732700000.25)
+    assert store.touch_last_used("k1", 1732700000.25, min_interval=60) is True
     assert store.get_key("k1").last_used_at == 1732700000.25
-    store.touch_last_used("missing", 1.0)
+    assert store.touch_last_used("k1", 1732700059.0, min_interval=60) is False
+    assert store.get_key("k1").last_used_at == 1732700000.25
+    assert store.touch_last_used("k1", 1732700060.25, min_interval=60) is True
+    assert store.get_key("k1").last_used_at == 1732700060.25
+    assert store.touch_last_used("missing", 1.0) is False
     assert store.get_key("missing") is None
 
 
