@@ -40,18 +40,47 @@ INSERT INTO counters (key, count, expires_at) VALUES (:key, :amount, :expires_at
 ON CONFLICT (key) DO UPDATE SET
     count = CASE WHEN counters.expires_at <= :now THEN :amount ELSE counters.count + :amount END,
     expires_at = CASE WHEN counters.expires_at <= :now THEN :expires_at ELSE counters.expires_at END
-RETURNING count
+RETURNING count, expires_at
 """
 
 
-class SQLiteStorage(Storage):
+class _WindowEnds:
+    """Remembers, per process, when each counter's window ends, as learnt from ``incr``.
+
+    A window's end never moves until it has passed, so ``get_expiry`` answers from this
+    memory without a round trip; a passed or unknown end is read from the store.
+    """
+
+    _MAX_REMEMBERED = 10_000
+
+    def __init__(self) -> None:
+        self._ends: dict[str, float] = {}
+
+    def _remember(self, key: str, end: float) -> None:
+        if len(self._ends) >= self._MAX_REMEMBERED:
+            self._ends.clear()
+        self._ends[key] = end
+
+    def _known_end(self, key: str) -> float | None:
+        end = self._ends.get(key)
+        return end if end is not None and end > time.time() else None
+
+    def _forget(self, key: str | None = None) -> None:
+        if key is None:
+            self._ends.clear()
+        else:
+            self._ends.pop(key, None)
+
+
+class SQLiteStorage(_WindowEnds, Storage):
     """Fixed-window counters in one SQLite file shared by every process on the host."""
 
     STORAGE_SCHEME = ["sqlite"]
 
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any):
         """Open (lazily, per thread) the file named after ``sqlite:///``."""
-        super().__init__(uri, wrap_exceptions, **options)
+        Storage.__init__(self, uri, wrap_exceptions, **options)
+        _WindowEnds.__init__(self)
         self.path = uri[len("sqlite:///"):]
         self._local = threading.local()
 
@@ -65,17 +94,33 @@ class SQLiteStorage(Storage):
         if conn is None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SQLITE_SCHEMA)
+            self._prepare(conn)
             self._local.conn = conn
         return conn
+
+    @staticmethod
+    def _prepare(conn: sqlite3.Connection) -> None:
+        """WAL mode and the table. Workers starting together may find the file locked while
+        another switches it to WAL (SQLite skips the busy timeout then): retry for a while."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_SQLITE_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key``'s counter (a new window of ``expiry`` s if none is open)."""
         now = time.time()
-        return self._db().execute(_SQLITE_INCR, {"key": key, "amount": amount, "now": now,
-                                                 "expires_at": now + expiry}).fetchone()[0]
+        count, end = self._db().execute(_SQLITE_INCR, {"key": key, "amount": amount, "now": now,
+                                                       "expires_at": now + expiry}).fetchone()
+        self._remember(key, end)
+        return count
 
     def _row(self, key: str) -> tuple[int, float] | None:
         row = self._db().execute("SELECT count, expires_at FROM counters WHERE key = ? AND expires_at > ?",
@@ -89,6 +134,9 @@ class SQLiteStorage(Storage):
 
     def get_expiry(self, key: str) -> float:
         """When ``key``'s window ends (now when none is open)."""
+        known = self._known_end(key)
+        if known is not None:
+            return known
         row = self._row(key)
         return row[1] if row else time.time()
 
@@ -102,21 +150,24 @@ class SQLiteStorage(Storage):
 
     def reset(self) -> int | None:
         """Delete every counter; returns how many there were."""
+        self._forget()
         return self._db().execute("DELETE FROM counters").rowcount
 
     def clear(self, key: str) -> None:
         """Delete ``key``'s counter."""
+        self._forget(key)
         self._db().execute("DELETE FROM counters WHERE key = ?", (key,))
 
 
-class DynamoDBStorage(Storage):
+class DynamoDBStorage(_WindowEnds, Storage):
     """Fixed-window counters in a DynamoDB table (hash key ``counterKey``), for Lambda."""
 
     STORAGE_SCHEME = ["dynamodb"]
 
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any):
         """``dynamodb://<table>?region=<region>``; the endpoint is boto3's (``AWS_ENDPOINT_URL``)."""
-        super().__init__(uri, wrap_exceptions, **options)
+        Storage.__init__(self, uri, wrap_exceptions, **options)
+        _WindowEnds.__init__(self)
         parsed = urlparse(uri)
         self.table = parsed.netloc or parsed.path.lstrip("/")
         self.region = parse_qs(parsed.query).get("region", ["us-east-1"])[0]
@@ -162,7 +213,8 @@ class DynamoDBStorage(Storage):
                 "Enabled": True, "AttributeName": TTL_ATTRIBUTE})
 
     def _update(self, key: str, expression: str, condition: str, values: dict[str, Any]) -> int | None:
-        """One conditional UpdateItem; the new count, or None when the condition failed."""
+        """One conditional UpdateItem; the new count (its window end remembered), or None when
+        the condition failed."""
         try:
             answer = self.client.update_item(
                 TableName=self.table, Key={"counterKey": {"S": key}}, UpdateExpression=expression,
@@ -171,6 +223,7 @@ class DynamoDBStorage(Storage):
                 ExpressionAttributeValues={name: {"N": str(value)} for name, value in values.items()})
         except self.client.exceptions.ConditionalCheckFailedException:
             return None
+        self._remember(key, float(answer["Attributes"]["expiresAt"]["N"]))
         return int(answer["Attributes"]["count"]["N"])
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
@@ -204,6 +257,9 @@ class DynamoDBStorage(Storage):
 
     def get_expiry(self, key: str) -> float:
         """When ``key``'s window ends (now when none is open)."""
+        known = self._known_end(key)
+        if known is not None:
+            return known
         item = self._item(key)
         return item[1] if item else time.time()
 
@@ -217,6 +273,7 @@ class DynamoDBStorage(Storage):
 
     def reset(self) -> int | None:
         """Delete every counter (a Scan; for tests and operators, not the hot path)."""
+        self._forget()
         deleted = 0
         for page in self.client.get_paginator("scan").paginate(TableName=self.table,
                                                                 ProjectionExpression="counterKey"):
@@ -227,4 +284,5 @@ class DynamoDBStorage(Storage):
 
     def clear(self, key: str) -> None:
         """Delete ``key``'s counter."""
+        self._forget(key)
         self.client.delete_item(TableName=self.table, Key={"counterKey": {"S": key}})

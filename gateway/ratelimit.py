@@ -98,39 +98,37 @@ class RequestLimiter:
                                   "metric": "RateLimitStoreErrors", "count": self.store_errors})
             return fallback
 
-    def _count(self, item: RateLimitItem, name: str, caller: Caller, amount: int = 1) -> tuple[int, float]:
-        key = item.key_for(name, caller.key_id)
-        count = self.storage.incr(key, item.get_expiry(), amount)
-        return count, self.storage.get_expiry(key)
-
     def hit(self, caller: Caller) -> None:
         """Count one request against the caller's per-minute and per-hour limits (429 when over).
 
-        A key's own limits override its tier's.
+        A key's own limits override its tier's. The hour window is counted only when the
+        minute window admitted the request.
         """
         tier = self.settings.tier(caller.tier)
         per_minute = caller.requests_per_minute or tier.requests_per_minute
         per_hour = caller.requests_per_hour or tier.requests_per_hour
-        windows = ((_item(RateLimitItemPerMinute, per_minute), "per minute"),
-                   (_item(RateLimitItemPerHour, per_hour), "per hour"))
+        minute = _item(RateLimitItemPerMinute, per_minute)
+        hour = _item(RateLimitItemPerHour, per_hour)
+        minute_key, hour_key = minute.key_for("requests", caller.key_id), hour.key_for("requests", caller.key_id)
 
-        def count_all() -> list[tuple[int, float]]:
-            counts = []
-            for item, _ in windows:
-                counts.append(self._count(item, "requests", caller))
-                if counts[-1][0] > item.amount:
-                    break
-            return counts
+        def count() -> tuple[int, float, int]:
+            in_minute = self.storage.incr(minute_key, minute.get_expiry())
+            reset = self.storage.get_expiry(minute_key)
+            in_hour = self.storage.incr(hour_key, hour.get_expiry()) if in_minute <= per_minute else 0
+            return in_minute, reset, in_hour
 
-        counts = self._guard(count_all, [])
-        if counts:
-            count, reset = counts[0]
-            g.rate_limit = LimitState(per_minute, max(0, per_minute - count), math.ceil(reset))
-        for (item, label), (count, reset) in zip(windows, counts, strict=False):
-            if count > item.amount:
-                raise RateLimited(f"Rate limit of {item.amount} requests {label} exceeded for this key; "
-                                  "retry after the time in Retry-After.",
-                                  retry_after=math.ceil(reset - time.time()))
+        counted = self._guard(count, None)
+        if counted is None:
+            return
+        in_minute, reset, in_hour = counted
+        g.rate_limit = LimitState(per_minute, max(0, per_minute - in_minute), math.ceil(reset))
+        if in_minute > per_minute:
+            raise RateLimited(f"Rate limit of {per_minute} requests per minute exceeded for this key; "
+                              "retry after the time in Retry-After.", retry_after=math.ceil(reset - time.time()))
+        if in_hour > per_hour:
+            reset = self._guard(lambda: self.storage.get_expiry(hour_key), time.time() + 60)
+            raise RateLimited(f"Rate limit of {per_hour} requests per hour exceeded for this key; "
+                              "retry after the time in Retry-After.", retry_after=math.ceil(reset - time.time()))
 
     def check_spend(self, caller: Caller, completion: Completion) -> None:
         """Before the call: refuse a ``max_tokens`` above the tier's tokens per minute (400), an
@@ -144,12 +142,10 @@ class RequestLimiter:
         token_key = tokens.key_for("tokens", caller.key_id)
         budget_key = self._budget_key(caller)
 
-        def read() -> tuple[int, float, int]:
-            return (self.storage.get(token_key), self.storage.get_expiry(token_key),
-                    self.storage.get(budget_key))
-
-        used, reset, spent = self._guard(read, (0, 0.0, 0))
+        used, spent = self._guard(lambda: (self.storage.get(token_key), self.storage.get(budget_key)),
+                                  (0, 0))
         if used >= tier.tokens_per_minute:
+            reset = self._guard(lambda: self.storage.get_expiry(token_key), time.time() + 60)
             raise RateLimited(f"Token limit of {tier.tokens_per_minute} tokens per minute reached for "
                               "this key; retry after the time in Retry-After.",
                               retry_after=math.ceil(reset - time.time()))
