@@ -94,25 +94,11 @@ class SQLiteStorage(_WindowEnds, Storage):
         if conn is None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            self._prepare(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SQLITE_SCHEMA)
             self._local.conn = conn
         return conn
-
-    @staticmethod
-    def _prepare(conn: sqlite3.Connection) -> None:
-        """WAL mode and the table. Workers starting together may find the file locked while
-        another switches it to WAL (SQLite skips the busy timeout then): retry for a while."""
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(_SQLITE_SCHEMA)
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key``'s counter (a new window of ``expiry`` s if none is open)."""
@@ -218,7 +204,7 @@ class DynamoDBStorage(_WindowEnds, Storage):
         try:
             answer = self.client.update_item(
                 TableName=self.table, Key={"counterKey": {"S": key}}, UpdateExpression=expression,
-                ConditionExpression=condition, ReturnValues="UPDATED_NEW",
+                ConditionExpression=condition, ReturnValues="ALL_NEW",
                 ExpressionAttributeNames={"#count": "count", "#expires": "expiresAt", "#ttl": TTL_ATTRIBUTE},
                 ExpressionAttributeValues={name: {"N": str(value)} for name, value in values.items()})
         except self.client.exceptions.ConditionalCheckFailedException:

@@ -70,9 +70,12 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def moto_server(workdir: Path) -> Iterator[str]:
-    """moto's server (DynamoDB and the rest); yields its endpoint URL for ``AWS_ENDPOINT_URL``."""
+    """moto's server (DynamoDB and the rest); yields its endpoint URL for ``AWS_ENDPOINT_URL``.
+
+    It answers one request at a time (see ``moto_serial``), as DynamoDB updates one item atomically.
+    """
     port = free_port()
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    argv = [sys.executable, "-m", "tests.fakes.moto_serial", "127.0.0.1", str(port)]
     with running(argv, workdir / f"moto-{port}.log", lambda: _answers(port)):
         yield f"http://127.0.0.1:{port}"
 
