@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import secrets
 import time
 from dataclasses import asdict
@@ -183,9 +182,11 @@ def gateway_register_blueprints(app, gateway):
     checked. The counters share the limits storage, so the throttle holds across
     instances. It fails open: keys are long random secrets, the throttle only slows guessing.
     """
-    from flask_limiter import Limiter
+    from flask_limiter import Limiter, RateLimitExceeded
     from flask_limiter.util import get_remote_address
 
+    # Answer with the envelope built by _too_many_failures (the generic HTTP handler would not).
+    app.register_error_handler(RateLimitExceeded, lambda exc: exc.get_response())
     Limiter(get_remote_address, app=app, storage_uri=gateway.settings.limit_storage_uri(),
             application_limits=[gateway.settings.failed_auth_limit],
             application_limits_deduct_when=lambda response: response.status_code == 401,
@@ -197,7 +198,7 @@ def gateway_register_blueprints(app, gateway):
 def _too_many_failures(limit) -> Response:
     return error_response(429, "Too many failed authentication attempts from this address; retry "
                           "after the time in Retry-After.", "rate_limit_error", "too_many_failed_attempts",
-                          {"Retry-After": str(max(1, math.ceil(limit.reset_at - time.time())))})
+                          {"Retry-After": str(max(1, int(limit.reset_at - time.time())))})
 
 
 def _public(key: ApiKey) -> dict:
