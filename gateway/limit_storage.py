@@ -44,10 +44,11 @@ RETURNING count, expires_at
 """
 
 
-class _WindowEnds:
-    """Remembers, per process, when each counter's window ends, as learnt from ``incr``.
+class _WindowCounters:
+    """``get`` and ``get_expiry`` over a storage's ``_window(key)`` -> (count, end) or None.
 
-    A window's end never moves until it has passed, so ``get_expiry`` answers from this
+    It remembers, per process, when each counter's window ends, as learnt from ``incr``:
+    a window's end never moves until it has passed, so ``get_expiry`` answers from this
     memory without a round trip; a passed or unknown end is read from the store.
     """
 
@@ -71,8 +72,24 @@ class _WindowEnds:
         else:
             self._ends.pop(key, None)
 
+    def _window(self, key: str) -> tuple[int, float] | None:
+        raise NotImplementedError
 
-class SQLiteStorage(_WindowEnds, Storage):
+    def get(self, key: str) -> int:
+        """The count of ``key``'s open window (0 when none)."""
+        window = self._window(key)
+        return window[0] if window else 0
+
+    def get_expiry(self, key: str) -> float:
+        """When ``key``'s window ends (now when none is open)."""
+        known = self._known_end(key)
+        if known is not None:
+            return known
+        window = self._window(key)
+        return window[1] if window else time.time()
+
+
+class SQLiteStorage(_WindowCounters, Storage):
     """Fixed-window counters in one SQLite file shared by every process on the host."""
 
     STORAGE_SCHEME = ["sqlite"]
@@ -80,7 +97,7 @@ class SQLiteStorage(_WindowEnds, Storage):
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any):
         """Open (lazily, per thread) the file named after ``sqlite:///``."""
         Storage.__init__(self, uri, wrap_exceptions, **options)
-        _WindowEnds.__init__(self)
+        _WindowCounters.__init__(self)
         self.path = uri[len("sqlite:///"):]
         self._local = threading.local()
 
@@ -108,23 +125,10 @@ class SQLiteStorage(_WindowEnds, Storage):
         self._remember(key, end)
         return count
 
-    def _row(self, key: str) -> tuple[int, float] | None:
-        row = self._db().execute("SELECT count, expires_at FROM counters WHERE key = ? AND expires_at > ?",
-                                 (key, time.time())).fetchone()
-        return row
-
-    def get(self, key: str) -> int:
-        """The count of ``key``'s open window (0 when none)."""
-        row = self._row(key)
-        return row[0] if row else 0
-
-    def get_expiry(self, key: str) -> float:
-        """When ``key``'s window ends (now when none is open)."""
-        known = self._known_end(key)
-        if known is not None:
-            return known
-        row = self._row(key)
-        return row[1] if row else time.time()
+    def _window(self, key: str) -> tuple[int, float] | None:
+        """(count, end) of ``key``'s open window, or None."""
+        return self._db().execute("SELECT count, expires_at FROM counters WHERE key = ? AND expires_at > ?",
+                                  (key, time.time())).fetchone()
 
     def check(self) -> bool:
         """True when the file can be read."""
@@ -145,7 +149,7 @@ class SQLiteStorage(_WindowEnds, Storage):
         self._db().execute("DELETE FROM counters WHERE key = ?", (key,))
 
 
-class DynamoDBStorage(_WindowEnds, Storage):
+class DynamoDBStorage(_WindowCounters, Storage):
     """Fixed-window counters in a DynamoDB table (hash key ``counterKey``), for Lambda."""
 
     STORAGE_SCHEME = ["dynamodb"]
@@ -153,7 +157,7 @@ class DynamoDBStorage(_WindowEnds, Storage):
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any):
         """``dynamodb://<table>?region=<region>``; the endpoint is boto3's (``AWS_ENDPOINT_URL``)."""
         Storage.__init__(self, uri, wrap_exceptions, **options)
-        _WindowEnds.__init__(self)
+        _WindowCounters.__init__(self)
         parsed = urlparse(uri)
         self.table = parsed.netloc or parsed.path.lstrip("/")
         self.region = parse_qs(parsed.query).get("region", ["us-east-1"])[0]
@@ -229,25 +233,13 @@ class DynamoDBStorage(_WindowEnds, Storage):
                 return count
             # Another writer restarted the window between our two updates: count in it.
 
-    def _item(self, key: str) -> tuple[int, float] | None:
+    def _window(self, key: str) -> tuple[int, float] | None:
+        """(count, end) of ``key``'s open window (strongly consistent read), or None."""
         item = self.client.get_item(TableName=self.table, Key={"counterKey": {"S": key}},
                                     ConsistentRead=True).get("Item")
         if not item or float(item["expiresAt"]["N"]) <= time.time():
             return None
         return int(item["count"]["N"]), float(item["expiresAt"]["N"])
-
-    def get(self, key: str) -> int:
-        """The count of ``key``'s open window (0 when none)."""
-        item = self._item(key)
-        return item[0] if item else 0
-
-    def get_expiry(self, key: str) -> float:
-        """When ``key``'s window ends (now when none is open)."""
-        known = self._known_end(key)
-        if known is not None:
-            return known
-        item = self._item(key)
-        return item[1] if item else time.time()
 
     def check(self) -> bool:
         """True when the table can be described."""
