@@ -155,3 +155,18 @@ def test_invalid_fail_mode_stops_start_up(tmp_path):
 
     with pytest.raises(ConfigError, match="rate_limit_fail_mode"):
         make_app(tmp_path, {"rate_limit_fail_mode": "sometimes"})
+
+
+def test_tiers_from_the_environment_and_bad_tier_fields():
+    from gateway.config import load_settings
+    from gateway.errors import ConfigError
+
+    tiers = '{"premium": {"tokens_per_minute": 7, "monthly_budget_usd": 9.5}}'
+    settings = load_settings(environ={"GATEWAY_TIERS": tiers, "RATE_LIMIT_FREE_TIER_RPM": "4"})
+    assert settings.tier("premium").tokens_per_minute == 7
+    assert settings.tier("premium").monthly_budget_usd == 9.5
+    assert settings.tier("premium").requests_per_minute == 1000
+    assert settings.tier("free").requests_per_minute == 4
+    for bad in ('{"free": {"tokens": 5}}', '{"gold": {}}', '{"free": {"monthly_budget_usd": 0}}'):
+        with pytest.raises(ConfigError, match="tiers"):
+            load_settings(environ={"GATEWAY_TIERS": bad})
