@@ -29,9 +29,9 @@ from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.storage import Storage, storage_from_string
 
 import gateway.limit_storage  # noqa: F401  (registers the sqlite:// and dynamodb:// schemes)
-from gateway.config import Settings
+from gateway.config import Settings, TierLimits
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, ServiceUnavailable
-from gateway.types import Caller, Completion
+from gateway.types import TIERS, Caller, Completion
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,8 +67,13 @@ class RequestLimiter:
         self.settings = settings
         self.storage = storage or storage_from_string(settings.limit_storage_uri())
         self.fail_open = settings.rate_limit_fail_mode == "open"
+        self._tiers = {name: settings.tier(name) for name in TIERS}
         #: Storage failures since start (the fail-open metric; also logged as warnings).
         self.store_errors = 0
+
+    def tier(self, caller: Caller) -> TierLimits:
+        """The limits of the caller's tier (an unknown tier gets the free tier's)."""
+        return self._tiers.get(caller.tier) or self._tiers["free"]
 
     def install(self, app: Flask) -> None:
         """Add the X-RateLimit-* headers to every answer of a request that was limited."""
@@ -104,7 +109,7 @@ class RequestLimiter:
         A key's own limits override its tier's. The hour window is counted only when the
         minute window admitted the request.
         """
-        tier = self.settings.tier(caller.tier)
+        tier = self.tier(caller)
         per_minute = caller.requests_per_minute or tier.requests_per_minute
         per_hour = caller.requests_per_hour or tier.requests_per_hour
         minute = _item(RateLimitItemPerMinute, per_minute)
@@ -133,7 +138,7 @@ class RequestLimiter:
     def check_spend(self, caller: Caller, completion: Completion) -> None:
         """Before the call: refuse a ``max_tokens`` above the tier's tokens per minute (400), an
         exhausted token window (429) or an exhausted monthly budget (429 ``insufficient_quota``)."""
-        tier = self.settings.tier(caller.tier)
+        tier = self.tier(caller)
         asked = completion.parameters.get("max_tokens") or completion.parameters.get("max_completion_tokens")
         if asked and asked > tier.tokens_per_minute:
             raise InvalidRequest(f"max_tokens {asked} exceeds this key's limit of {tier.tokens_per_minute} "
@@ -157,7 +162,7 @@ class RequestLimiter:
 
     def record_usage(self, caller: Caller, tokens: int, cost: float) -> None:
         """After the call: add the tokens the provider reported and their cost to the counters."""
-        tier = self.settings.tier(caller.tier)
+        tier = self.tier(caller)
         item = _item(RateLimitItemPerMinute, tier.tokens_per_minute)
         micros = round(cost * MICRO_USD)
         now = time.time()
