@@ -62,10 +62,10 @@ def _month_end(now: float) -> float:
 class RequestLimiter:
     """Counts each caller's requests, tokens and spend; raises 429/400/503 when it must."""
 
-    def __init__(self, settings: Settings, storage: Storage | None = None):
-        """Counters in ``storage``, else in the storage the settings name."""
+    def __init__(self, settings: Settings):
+        """Counters in the storage the settings name (built once per app)."""
         self.settings = settings
-        self.storage = storage or storage_from_string(settings.limit_storage_uri())
+        self.storage: Storage = storage_from_string(settings.limit_storage_uri())
         self.fail_open = settings.rate_limit_fail_mode == "open"
         self._tiers = {name: settings.tier(name) for name in TIERS}
         #: Storage failures since start (the fail-open metric; also logged as warnings).
