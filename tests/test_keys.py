@@ -215,3 +215,11 @@ def test_no_key_secret_or_pepper_in_any_log_line(tmp_path, caplog):
     leaked = [s for s in secrets_ for line in lines if s in line]
     assert leaked == []
     assert any(json.loads(line).get("message") for line in lines[:-1])
+
+
+def test_models_list_shows_only_the_allowed_models(app, client):
+    def listed(key):
+        return [m["id"] for m in client.get("/v1/models", headers={"X-API-Key": key}).get_json()["data"]]
+
+    assert listed(issue_key(app, allowed_models=["echo"])) == ["echo"]
+    assert "echo" in listed(issue_key(app)) and len(listed(issue_key(app))) > 1

@@ -49,7 +49,9 @@ def chat_completions():
 def list_models():
     """The models this caller may use, in OpenAI's list format."""
     gateway = current_gateway()
-    pipeline.authenticate(gateway, request, "completions")
+    caller = pipeline.authenticate(gateway, request, "completions")
+    allowed = caller.allowed_models
     data = [{"id": model, "object": "model", "created": 0, "owned_by": name}
-            for name, provider in gateway.providers.items() for model in provider.models()]
+            for name, provider in gateway.providers.items() for model in provider.models()
+            if allowed is None or model in allowed]
     return jsonify({"object": "list", "data": data})
