@@ -70,14 +70,16 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     app.json.sort_keys = False
     app.extensions["gateway"] = gateway
     http.install(app, settings)
+    gateway.limiter.install(app)
 
-    from gateway.api import dashboard, health, native, openai_compat, usage
+    from gateway.api import admin, dashboard, health, native, openai_compat, usage
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(openai_compat.blueprint)
     app.register_blueprint(native.blueprint)
     app.register_blueprint(usage.blueprint)
     app.register_blueprint(dashboard.blueprint)
+    app.register_blueprint(admin.blueprint)
     pm.hook.gateway_register_blueprints(app=app, gateway=gateway)
     logger.info("gateway ready", extra={"stage": settings.stage, "store": settings.store,
                                         "providers": sorted(gateway.providers)})

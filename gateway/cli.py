@@ -63,6 +63,7 @@ def build_cli(pm) -> click.Group:
         gateway = _current_gateway()
         try:
             gateway.store.init()
+            gateway.limiter.init()
         except Exception as exc:
             raise click.ClickException(f"cannot initialise the {gateway.settings.store} store: "
                                        f"{type(exc).__name__}: {exc}") from None

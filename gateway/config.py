@@ -57,6 +57,38 @@ class JSONMapping(f.Dict):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class TierSchema(Schema):
+    """One tier's limits, as given in the ``tiers`` setting (each field optional)."""
+
+    class Meta:
+        unknown = RAISE
+
+    requests_per_minute = f.Integer(validate=validate.Range(min=1))
+    requests_per_hour = f.Integer(validate=validate.Range(min=1))
+    tokens_per_minute = f.Integer(validate=validate.Range(min=1))
+    monthly_budget_usd = f.Float(validate=validate.Range(min=0, min_inclusive=False))
+
+
+@dataclass(frozen=True)
+class TierLimits:
+    """What one tier allows: requests per minute and hour, tokens per minute, USD per month."""
+
+    requests_per_minute: int
+    requests_per_hour: int
+    tokens_per_minute: int
+    monthly_budget_usd: float
+
+
+#: Tier defaults (DESIGN.md "Data"); the ``tiers`` setting overrides any field of any tier.
+DEFAULT_TIERS = {
+    "free": {"requests_per_hour": 100, "tokens_per_minute": 10_000, "monthly_budget_usd": 5.0},
+    "basic": {"requests_per_hour": 3_000, "tokens_per_minute": 100_000, "monthly_budget_usd": 50.0},
+    "premium": {"requests_per_hour": 30_000, "tokens_per_minute": 1_000_000, "monthly_budget_usd": 500.0},
+    "enterprise": {"requests_per_hour": 200_000, "tokens_per_minute": 5_000_000,
+                   "monthly_budget_usd": 5_000.0},
+}
+
+
 class SettingsSchema(Schema):
     """Every setting, its type and what it accepts."""
 
@@ -82,6 +114,12 @@ class SettingsSchema(Schema):
     rate_limit_free_tier_rpm = f.Integer(validate=validate.Range(min=1))
     tier_limits = JSONMapping(keys=f.String(validate=validate.OneOf(
         ["free", "basic", "premium", "enterprise"])), values=f.Integer(validate=validate.Range(min=1)))
+    tiers = JSONMapping(keys=f.String(validate=validate.OneOf(["free", "basic", "premium", "enterprise"])),
+                        values=f.Nested(TierSchema))
+    rate_limit_storage_uri = f.String()
+    rate_limit_fail_mode = f.String(validate=validate.OneOf(["open", "closed"]))
+    failed_auth_limit = f.String(validate=validate.Length(min=1))
+    key_rotation_grace_seconds = f.Float(validate=validate.Range(min=0))
     circuit_breaker_failure_threshold = f.Integer(validate=validate.Range(min=1))
     request_log_retention_days = f.Integer(validate=validate.Range(min=1))
     log_level = f.String(validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
@@ -133,6 +171,18 @@ class Settings:
     openai_provider_enabled: bool = True
     rate_limit_free_tier_rpm: int = 10
     tier_limits: dict[str, int] = field(default_factory=dict)
+    #: Per-tier overrides of DEFAULT_TIERS, e.g. {"free": {"tokens_per_minute": 2000}}.
+    tiers: dict[str, dict] = field(default_factory=dict)
+    #: Where limit counters live: "" picks sqlite:///<next to sqlite_path> (store sqlite) or
+    #: dynamodb://<prefix>-<stage>-rate-limits (store dynamodb); memory:// is per process;
+    #: redis://host:port/db.
+    rate_limit_storage_uri: str = ""
+    #: Counter store unreachable: "closed" answers 503, "open" serves and logs a warning.
+    rate_limit_fail_mode: str = "closed"
+    #: Failed authentications allowed per client address (a flask-limiter limit string).
+    failed_auth_limit: str = "20/minute"
+    #: How long a rotated-out key keeps working, in seconds.
+    key_rotation_grace_seconds: float = 86_400.0
     circuit_breaker_failure_threshold: int = 5
     request_log_retention_days: int = 90
     log_level: str = "INFO"
@@ -180,6 +230,22 @@ class Settings:
         defaults = {"free": self.rate_limit_free_tier_rpm, "basic": 100,
                     "premium": 1000, "enterprise": 5000}
         return self.tier_limits.get(tier, defaults.get(tier, self.rate_limit_free_tier_rpm))
+
+    def tier(self, name: str) -> TierLimits:
+        """The limits of tier ``name`` (an unknown tier gets the free tier's)."""
+        known = name if name in DEFAULT_TIERS else "free"
+        values = {**DEFAULT_TIERS[known], "requests_per_minute": self.requests_per_minute(known),
+                  **self.tiers.get(known, {})}
+        return TierLimits(**values)
+
+    def limit_storage_uri(self) -> str:
+        """The ``limits`` storage URI for counters (see ``rate_limit_storage_uri``)."""
+        if self.rate_limit_storage_uri:
+            return self.rate_limit_storage_uri
+        if self.store == "dynamodb":
+            return f"dynamodb://{self.table_prefix}-{self.stage}-rate-limits?region={self.aws_region}"
+        base = Path(self.sqlite_path)
+        return f"sqlite:///{base.with_name(base.stem + '-ratelimits.db')}"
 
     def plugin_config(self, name: str) -> dict[str, Any]:
         """A plugin's own settings, with ``{"$env": "NAME"}`` values (at any depth) read from the environment."""

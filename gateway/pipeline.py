@@ -147,11 +147,12 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         gateway.limiter.hit(caller)
         completion = load_completion(schema, read_json_body())
         record.model = completion.model
+        gateway.limiter.check_spend(caller, completion)
         enrich(gateway, completion, caller)
         record.prompt_text = request_log.loggable_prompt(gateway, completion.messages)
         candidates = select_candidates(gateway, completion, caller)
         if completion.stream:
-            answer = start_streaming(gateway, candidates, completion, record, started)
+            answer = start_streaming(gateway, candidates, completion, caller, record, started)
             caller = None  # the stream records the request when it ends
             return answer
         cached = cache.lookup(gateway, request.headers, completion, caller)
@@ -162,6 +163,7 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         price = price_of(gateway, provider, model)
         record.cost = price.cost(usage) if price else 0.0
+        gateway.limiter.record_usage(caller, usage.total_tokens, record.cost)
         record.completion_text = request_log.loggable_text(gateway, result.text)
         cached.store(cache.CachedAnswer(result, provider.name, model, record.cost))
         return Answer(completion, result, provider.name, model, record, cached.status)
@@ -178,7 +180,7 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
 
 
 def start_streaming(gateway, candidates: list[tuple[Provider, str]], completion: Completion,
-                    record: UsageRecord, started: float) -> Answer:
+                    caller: Caller, record: UsageRecord, started: float) -> Answer:
     """Open the stream and wrap it so that the request is recorded exactly once when it ends,
     fails mid-stream, or the client goes away."""
     record.streamed = True
@@ -189,6 +191,7 @@ def start_streaming(gateway, candidates: list[tuple[Provider, str]], completion:
         usage = stream.usage
         record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         record.cost = price.cost(usage) if price else 0.0
+        gateway.limiter.record_usage(caller, usage.total_tokens, record.cost)
         record.completion_text = request_log.loggable_text(gateway, stream.text)
         if error is not None:
             record.status, record.error_code = error.status, error.code

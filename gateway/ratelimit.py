@@ -1,40 +1,189 @@
-"""Per-caller request limits, on the ``limits`` library.
+"""Per-key request, token and spend limits, on the ``limits`` library, exact across processes.
 
-This first version keeps counters in process memory (exact within one process);
-the shared storages (Redis, DynamoDB, SQLite across workers) plug in by URI.
+Counters live in the storage named by ``rate_limit_storage_uri`` (see
+:meth:`gateway.config.Settings.limit_storage_uri`): ``memory://`` (per process:
+only exact with one worker), ``redis://``, ``sqlite:///`` (the local default,
+shared by all workers on a host) or ``dynamodb://`` (Lambda); the last two are in
+:mod:`gateway.limit_storage`. Windows are fixed windows (one atomic increment per
+check, so no storage ever admits more than the limit).
+
+flask-limiter's route decorators do not fit these limits: they are chosen per
+*authenticated caller* (known only inside the pipeline) and token and spend
+counts are only known after the provider answered. So this module drives
+``limits`` directly, as flask-limiter does internally; flask-limiter itself
+throttles failed authentications per client address (``plugins.apikey``).
 """
 from __future__ import annotations
 
+import calendar
+import logging
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeVar
 
-from limits import RateLimitItemPerMinute, strategies
-from limits import storage as limit_storage
+from flask import Flask, g
+from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits.storage import Storage, storage_from_string
 
-from gateway.config import Settings
-from gateway.errors import RateLimited
-from gateway.types import Caller
+import gateway.limit_storage  # noqa: F401  (registers the sqlite:// and dynamodb:// schemes)
+from gateway.config import Settings, TierLimits
+from gateway.errors import GatewayError, InvalidRequest, RateLimited, ServiceUnavailable
+from gateway.types import TIERS, Caller, Completion
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+MICRO_USD = 1_000_000
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """The per-minute request limit as the caller sees it: what the X-RateLimit-* headers say."""
+
+    limit: int
+    remaining: int
+    reset: int
+
+
+@lru_cache(maxsize=256)
+def _item(kind: type[RateLimitItem], amount: int) -> RateLimitItem:
+    return kind(amount)
+
+
+def _month_end(now: float) -> float:
+    """Epoch seconds of the start of next calendar month (UTC)."""
+    year, month = time.gmtime(now)[:2]
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return calendar.timegm((year, month, 1, 0, 0, 0))
 
 
 class RequestLimiter:
-    """Checks and counts one request against the caller's per-minute limit."""
+    """Counts each caller's requests, tokens and spend; raises 429/400/503 when it must."""
 
-    def __init__(self, settings: Settings, storage_uri: str = "memory://"):
+    def __init__(self, settings: Settings):
+        """Counters in the storage the settings name (built once per app)."""
         self.settings = settings
-        self._limiter = strategies.MovingWindowRateLimiter(limit_storage.storage_from_string(storage_uri))
-        self._items: dict[int, RateLimitItemPerMinute] = {}
+        self.storage: Storage = storage_from_string(settings.limit_storage_uri())
+        self.fail_open = settings.rate_limit_fail_mode == "open"
+        self._tiers = {name: settings.tier(name) for name in TIERS}
+        #: Storage failures since start (the fail-open metric; also logged as warnings).
+        self.store_errors = 0
 
-    def limit_for(self, caller: Caller) -> int:
-        """The caller's requests per minute: its key's own limit, else its tier's."""
-        return caller.requests_per_minute or self.settings.requests_per_minute(caller.tier)
+    def tier(self, caller: Caller) -> TierLimits:
+        """The limits of the caller's tier (an unknown tier gets the free tier's)."""
+        return self._tiers.get(caller.tier) or self._tiers["free"]
+
+    def install(self, app: Flask) -> None:
+        """Add the X-RateLimit-* headers to every answer of a request that was limited."""
+        app.after_request(_add_headers)
+
+    def init(self) -> None:
+        """Create the counters table when the storage needs one (DynamoDB)."""
+        create = getattr(self.storage, "create_table", None)
+        if create:
+            create()
+
+    def _guard(self, operation: Callable[[], T], fallback: T) -> T:
+        """Run a storage operation; an unreachable store fails closed (503) or open (warning)."""
+        try:
+            return operation()
+        except GatewayError:
+            raise
+        except Exception as exc:
+            self.store_errors += 1
+            if not self.fail_open:
+                logger.error("rate limit store unreachable; refusing requests",
+                             extra={"error": type(exc).__name__, "fail_mode": "closed"})
+                raise ServiceUnavailable("Rate limit counters are unreachable; try again shortly.",
+                                         code="rate_limit_store_unavailable") from None
+            logger.warning("rate limit store unreachable; serving without limits",
+                           extra={"error": type(exc).__name__, "fail_mode": "open",
+                                  "metric": "RateLimitStoreErrors", "count": self.store_errors})
+            return fallback
 
     def hit(self, caller: Caller) -> None:
-        """Count one request; raise :class:`RateLimited` with ``Retry-After`` when over the limit."""
-        per_minute = self.limit_for(caller)
-        item = self._items.get(per_minute)
-        if item is None:
-            item = self._items.setdefault(per_minute, RateLimitItemPerMinute(per_minute))
-        if not self._limiter.hit(item, "key", caller.key_id):
-            reset_at = self._limiter.get_window_stats(item, "key", caller.key_id).reset_time
-            raise RateLimited(f"Rate limit of {per_minute} requests per minute exceeded for this key.",
-                              retry_after=math.ceil(reset_at - time.time()))
+        """Count one request against the caller's per-minute and per-hour limits (429 when over).
+
+        A key's own limits override its tier's. The hour window is counted only when the
+        minute window admitted the request.
+        """
+        tier = self.tier(caller)
+        per_minute = caller.requests_per_minute or tier.requests_per_minute
+        per_hour = caller.requests_per_hour or tier.requests_per_hour
+        minute = _item(RateLimitItemPerMinute, per_minute)
+        hour = _item(RateLimitItemPerHour, per_hour)
+        minute_key, hour_key = minute.key_for("requests", caller.key_id), hour.key_for("requests", caller.key_id)
+
+        def count() -> tuple[int, float, int]:
+            in_minute = self.storage.incr(minute_key, minute.get_expiry())
+            reset = self.storage.get_expiry(minute_key)
+            in_hour = self.storage.incr(hour_key, hour.get_expiry()) if in_minute <= per_minute else 0
+            return in_minute, reset, in_hour
+
+        counted = self._guard(count, None)
+        if counted is None:
+            return
+        in_minute, reset, in_hour = counted
+        g.rate_limit = LimitState(per_minute, max(0, per_minute - in_minute), math.ceil(reset))
+        if in_minute > per_minute:
+            raise RateLimited(f"Rate limit of {per_minute} requests per minute exceeded for this key; "
+                              "retry after the time in Retry-After.", retry_after=math.ceil(reset - time.time()))
+        if in_hour > per_hour:
+            reset = self._guard(lambda: self.storage.get_expiry(hour_key), time.time() + 60)
+            raise RateLimited(f"Rate limit of {per_hour} requests per hour exceeded for this key; "
+                              "retry after the time in Retry-After.", retry_after=math.ceil(reset - time.time()))
+
+    def check_spend(self, caller: Caller, completion: Completion) -> None:
+        """Before the call: refuse a ``max_tokens`` above the tier's tokens per minute (400), an
+        exhausted token window (429) or an exhausted monthly budget (429 ``insufficient_quota``)."""
+        tier = self.tier(caller)
+        asked = completion.parameters.get("max_tokens") or completion.parameters.get("max_completion_tokens")
+        if asked and asked > tier.tokens_per_minute:
+            raise InvalidRequest(f"max_tokens {asked} exceeds this key's limit of {tier.tokens_per_minute} "
+                                 "tokens per minute; ask for fewer.", code="max_tokens_exceeds_limit")
+        tokens = _item(RateLimitItemPerMinute, tier.tokens_per_minute)
+        token_key = tokens.key_for("tokens", caller.key_id)
+        budget_key = self._budget_key(caller)
+
+        used, spent = self._guard(lambda: (self.storage.get(token_key), self.storage.get(budget_key)),
+                                  (0, 0))
+        if used >= tier.tokens_per_minute:
+            reset = self._guard(lambda: self.storage.get_expiry(token_key), time.time() + 60)
+            raise RateLimited(f"Token limit of {tier.tokens_per_minute} tokens per minute reached for "
+                              "this key; retry after the time in Retry-After.",
+                              retry_after=math.ceil(reset - time.time()))
+        if spent >= tier.monthly_budget_usd * MICRO_USD:
+            raise RateLimited(f"The monthly budget of ${tier.monthly_budget_usd:.2f} of this key is spent; "
+                              "it renews at the start of next month.",
+                              retry_after=math.ceil(_month_end(time.time()) - time.time()),
+                              code="insufficient_quota")
+
+    def record_usage(self, caller: Caller, tokens: int, cost: float) -> None:
+        """After the call: add the tokens the provider reported and their cost to the counters."""
+        tier = self.tier(caller)
+        item = _item(RateLimitItemPerMinute, tier.tokens_per_minute)
+        micros = round(cost * MICRO_USD)
+        now = time.time()
+
+        def add() -> None:
+            if tokens > 0:
+                self.storage.incr(item.key_for("tokens", caller.key_id), item.get_expiry(), tokens)
+            if micros > 0:
+                self.storage.incr(self._budget_key(caller), math.ceil(_month_end(now) - now), micros)
+
+        self._guard(add, None)
+
+    @staticmethod
+    def _budget_key(caller: Caller) -> str:
+        return f"LIMITER/budget/{caller.key_id}/{time.strftime('%Y-%m', time.gmtime())}"
+
+
+def _add_headers(response: Any) -> Any:
+    state: LimitState | None = g.get("rate_limit")
+    if state is not None:
+        response.headers["X-RateLimit-Limit"] = str(state.limit)
+        response.headers["X-RateLimit-Remaining"] = str(state.remaining)
+        response.headers["X-RateLimit-Reset"] = str(state.reset)
+    return response

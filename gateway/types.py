@@ -23,6 +23,8 @@ class Caller:
     permissions: frozenset[str] = frozenset({"completions"})
     requests_per_minute: int | None = None
     requests_per_hour: int | None = None
+    #: Models this caller may use; None allows every model.
+    allowed_models: frozenset[str] | None = None
 
     def can(self, permission: str) -> bool:
         """True when this caller holds ``permission`` (admin implies every permission)."""

@@ -10,19 +10,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from dataclasses import asdict
 
 import click
+from flask import Response
+from flask import request as flask_request
 from flask.cli import with_appcontext
 
 from gateway import hookimpl
-from gateway.errors import AuthenticationError
+from gateway.errors import AuthenticationError, PermissionDenied
+from gateway.http import error_response
 from gateway.store.base import ApiKey
 from gateway.types import PERMISSIONS, TIERS, Caller
 
+logger = logging.getLogger(__name__)
 _CACHE = "apikey.cache"
+_TOUCHED = "apikey.touched"
+#: ``lastUsedAt`` is written at most this often per key, in seconds.
+LAST_USED_INTERVAL = 60.0
 
 
 def hash_secret(pepper: str, key_id: str, secret: str) -> str:
@@ -40,7 +48,8 @@ def parse_key(value: str) -> tuple[str, str] | None:
 
 def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str] | None = None,
                name: str = "", expires_at: float | None = None,
-               requests_per_minute: int | None = None) -> tuple[str, ApiKey]:
+               requests_per_minute: int | None = None, requests_per_hour: int | None = None,
+               allowed_models: list[str] | None = None) -> tuple[str, ApiKey]:
     """Create and store a key; returns (the plaintext key, shown once, and the stored record)."""
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -49,9 +58,30 @@ def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str]
                  key_hash=hash_secret(gateway.settings.key_pepper, key_id, secret),
                  permissions=sorted(permissions or ["completions"]), active=True,
                  created_at=time.time(), expires_at=expires_at, name=name,
-                 requests_per_minute=requests_per_minute)
+                 requests_per_minute=requests_per_minute, requests_per_hour=requests_per_hour,
+                 allowed_models=sorted(allowed_models) if allowed_models is not None else None)
     gateway.store.put_key(key)
     return f"gw_{env}_{key_id}_{secret}", key
+
+
+def rotate_key(gateway, key_id: str) -> tuple[str, ApiKey] | None:
+    """Replace a key by a new one with the same owner and settings; the old key keeps working
+    for ``key_rotation_grace_seconds`` (it expires then). None when there is no such key."""
+    old = gateway.store.get_key(key_id)
+    if old is None:
+        return None
+    grace_end = time.time() + gateway.settings.key_rotation_grace_seconds
+    plaintext, new = create_key(gateway, old.user_id, old.tier, old.permissions,
+                                old.name, old.expires_at, old.requests_per_minute,
+                                old.requests_per_hour, old.allowed_models)
+    gateway.store.update_key(key_id, {"expires_at": min(old.expires_at or grace_end, grace_end)})
+    forget_key(gateway, key_id)
+    return plaintext, new
+
+
+def forget_key(gateway, key_id: str) -> None:
+    """Drop ``key_id`` from this process's key cache (after changing it here)."""
+    gateway.state.get(_CACHE, {}).pop(key_id, None)
 
 
 def presented_key(request) -> str | None:
@@ -75,11 +105,35 @@ def _lookup(gateway, key_id: str) -> ApiKey | None:
     return key
 
 
-@hookimpl(trylast=True)
-def gateway_authenticate(request, gateway):
-    """A :class:`Caller` for a valid gateway key; None when no gateway key was sent."""
-    presented = presented_key(request)
-    parsed = parse_key(presented) if presented else None
+def _note_use(gateway, key: ApiKey) -> None:
+    """Write ``lastUsedAt`` at most once a minute per key: once per process by a local clock,
+    and across instances by the store's conditional write."""
+    touched: dict[str, float] = gateway.state.setdefault(_TOUCHED, {})
+    now = time.time()
+    if now - touched.get(key.key_id, 0.0) < LAST_USED_INTERVAL:
+        return
+    touched[key.key_id] = now
+    try:
+        gateway.store.touch_last_used(key.key_id, now, LAST_USED_INTERVAL)
+    except Exception as exc:  # bookkeeping: never fail the request for it
+        logger.warning("cannot record key use", extra={"key_id": key.key_id, "error": type(exc).__name__})
+
+
+def caller_for(key: ApiKey) -> Caller:
+    """The :class:`Caller` a stored key stands for."""
+    return Caller(user_id=key.user_id, key_id=key.key_id, tier=key.tier,
+                  permissions=frozenset(key.permissions),
+                  requests_per_minute=key.requests_per_minute,
+                  requests_per_hour=key.requests_per_hour,
+                  allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None)
+
+
+def verify_key(gateway, presented: str) -> Caller | None:
+    """The caller of a presented key; None when it is not a gateway key at all.
+
+    :raises AuthenticationError: a gateway key that is unknown, wrong, revoked or expired.
+    """
+    parsed = parse_key(presented)
     if parsed is None:
         return None
     key_id, secret = parsed
@@ -91,10 +145,60 @@ def gateway_authenticate(request, gateway):
         raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
     if key.expires_at is not None and key.expires_at <= time.time():
         raise AuthenticationError("This API key has expired.", code="expired_api_key")
-    return Caller(user_id=key.user_id, key_id=key.key_id, tier=key.tier,
-                  permissions=frozenset(key.permissions),
-                  requests_per_minute=key.requests_per_minute,
-                  requests_per_hour=key.requests_per_hour)
+    _note_use(gateway, key)
+    return caller_for(key)
+
+
+@hookimpl(trylast=True)
+def gateway_authenticate(request, gateway):
+    """A :class:`Caller` for a valid gateway key; None when no gateway key was sent.
+
+    Behind the API Gateway authorizer (on Lambda) the key was validated already:
+    the authorizer's context is used instead of a second lookup.
+    """
+    presented = presented_key(request)
+    if not presented:
+        return None
+    from gateway.authorizer import caller_from_authorizer
+
+    caller = caller_from_authorizer(request.environ, presented)
+    return caller if caller is not None else verify_key(gateway, presented)
+
+
+@hookimpl
+def gateway_enrich_request(completion, caller):
+    """Refuse (403) a model the caller's key is not allowed to use."""
+    if caller.allowed_models is not None and completion.model not in caller.allowed_models:
+        raise PermissionDenied(f"This API key may not use the model '{completion.model}'; it may use: "
+                               f"{', '.join(sorted(caller.allowed_models)) or 'none'}.",
+                               code="model_not_allowed")
+
+
+@hookimpl
+def gateway_register_blueprints(app, gateway):
+    """Throttle failed authentications per client address (429), with flask-limiter.
+
+    Only 401 answers count (``deduct_when``); requests without a credential are not
+    checked. The counters share the limits storage, so the throttle holds across
+    instances. It fails open: keys are long random secrets, the throttle only slows guessing.
+    """
+    from flask_limiter import Limiter, RateLimitExceeded
+    from flask_limiter.util import get_remote_address
+
+    # Answer with the envelope built by _too_many_failures (the generic HTTP handler would not).
+    app.register_error_handler(RateLimitExceeded, lambda exc: exc.get_response())
+    Limiter(get_remote_address, app=app, storage_uri=gateway.settings.limit_storage_uri(),
+            application_limits=[gateway.settings.failed_auth_limit],
+            application_limits_deduct_when=lambda response: response.status_code == 401,
+            application_limits_exempt_when=lambda: presented_key(flask_request) is None,
+            on_breach=_too_many_failures, headers_enabled=False, swallow_errors=True,
+            key_prefix="failed-auth")
+
+
+def _too_many_failures(limit) -> Response:
+    return error_response(429, "Too many failed authentication attempts from this address; retry "
+                          "after the time in Retry-After.", "rate_limit_error", "too_many_failed_attempts",
+                          {"Retry-After": str(max(1, int(limit.reset_at - time.time())))})
 
 
 def _public(key: ApiKey) -> dict:
@@ -162,3 +266,23 @@ def gateway_register_commands(cli):
         if not current_gateway().store.set_key_active(key_id, False):
             raise click.ClickException(f"no key with id {key_id!r} (see 'gateway keys list')")
         click.echo(f"revoked {key_id}")
+
+    @keys.command("rotate")
+    @click.argument("key_id")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @with_appcontext
+    def rotate(key_id, as_json):
+        """Issue a new key replacing KEY_ID; the old one works for the grace period."""
+        from gateway.app import current_gateway
+
+        gateway = current_gateway()
+        rotated = rotate_key(gateway, key_id)
+        if rotated is None:
+            raise click.ClickException(f"no key with id {key_id!r} (see 'gateway keys list')")
+        plaintext, key = rotated
+        if as_json:
+            click.echo(json.dumps({"key": plaintext, "replaces": key_id, **_public(key)}))
+        else:
+            grace = gateway.settings.key_rotation_grace_seconds
+            click.echo(f"key id {key.key_id} replaces {key_id} (which works {grace:.0f} s more): {plaintext}")
+            click.echo("Store it now: the gateway keeps only its hash and cannot show it again.")

@@ -73,7 +73,7 @@ def list_models():
     """The models this caller may use, in OpenAI's list format: the model table's models whose
     provider is registered, then models that providers outside the table serve."""
     gateway = current_gateway()
-    pipeline.authenticate(gateway, request, "completions")
+    caller = pipeline.authenticate(gateway, request, "completions")
     providers = gateway.providers
     data = [{"id": spec.name, "object": "model", "created": 0, "owned_by": route.provider,
              "aliases": list(spec.aliases)}
@@ -83,4 +83,6 @@ def list_models():
     data += [{"id": model, "object": "model", "created": 0, "owned_by": name}
              for name, provider in providers.items() for model in provider.models()
              if model not in listed and gateway.models.price(name, model) is None]
+    if caller.allowed_models is not None:
+        data = [entry for entry in data if entry["id"] in caller.allowed_models]
     return jsonify({"object": "list", "data": data})

@@ -29,6 +29,15 @@ class ApiKey:
     name: str = ""
     requests_per_minute: int | None = None
     requests_per_hour: int | None = None
+    #: Models this key may use; None allows every model.
+    allowed_models: list[str] | None = None
+    #: When the key last authenticated a request (written at most once a minute).
+    last_used_at: float | None = None
+
+
+#: The fields of a key that ``KeyStore.update_key`` may change (never the hash, owner or id).
+UPDATABLE_KEY_FIELDS = frozenset({"tier", "permissions", "active", "expires_at", "name",
+                                  "requests_per_minute", "requests_per_hour", "allowed_models"})
 
 
 @dataclass
@@ -62,6 +71,16 @@ class KeyStore(Protocol):
 
     def set_key_active(self, key_id: str, active: bool) -> bool:
         """Activate or revoke a key; False when there is no such key."""
+
+    def update_key(self, key_id: str, changes: dict) -> ApiKey | None:
+        """Change some of a key's ``UPDATABLE_KEY_FIELDS`` (None clears an optional one).
+
+        Returns the updated key, or None when there is no such key.
+        """
+
+    def touch_last_used(self, key_id: str, at: float, min_interval: float = 0.0) -> bool:
+        """Record that the key was used at ``at`` (epoch seconds), unless it was recorded less
+        than ``min_interval`` seconds before (by any instance). True when written."""
 
 
 class ProductStore(Protocol):

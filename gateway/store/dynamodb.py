@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from gateway.store.base import ApiKey, Product
+from gateway.store.base import UPDATABLE_KEY_FIELDS, ApiKey, Product
 from gateway.types import UsageRecord
 
 if TYPE_CHECKING:
@@ -80,7 +80,15 @@ def _key_item(key: ApiKey) -> dict[str, Any]:
         "tier": key.tier, "permissions": sorted(key.permissions), "active": key.active,
         "createdAt": key.created_at, "expiresAt": key.expires_at, "name": key.name,
         "rateLimit": {k: v for k, v in limits.items() if v is not None} or None,
+        "allowedModels": sorted(key.allowed_models) if key.allowed_models is not None else None,
+        "lastUsedAt": key.last_used_at,
     })
+
+
+#: ApiKey field -> the item attribute that holds it.
+_KEY_ATTRIBUTE = {"tier": "tier", "permissions": "permissions", "active": "active",
+                  "expires_at": "expiresAt", "name": "name", "requests_per_minute": "rateLimit",
+                  "requests_per_hour": "rateLimit", "allowed_models": "allowedModels"}
 
 
 def _key_from_item(item: dict[str, Any]) -> ApiKey:
@@ -94,6 +102,8 @@ def _key_from_item(item: dict[str, Any]) -> ApiKey:
         expires_at=_optional(float, values.get("expiresAt")), name=values.get("name", ""),
         requests_per_minute=_optional(int, limits.get("requestsPerMinute")),
         requests_per_hour=_optional(int, limits.get("requestsPerHour")),
+        allowed_models=list(values["allowedModels"]) if "allowedModels" in values else None,
+        last_used_at=_optional(float, values.get("lastUsedAt")),
     )
 
 
@@ -327,6 +337,53 @@ class DynamoDBStore:
                 ConditionExpression="attribute_exists(#apiKeyId)",
                 ExpressionAttributeNames={"#active": "active", "#apiKeyId": "apiKeyId"},
                 ExpressionAttributeValues={":active": {"BOOL": bool(active)}})
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def update_key(self, key_id: str, changes: dict) -> ApiKey | None:
+        """Change some of a key's updatable fields in one conditional UpdateItem.
+
+        The attributes the changed fields map to are SET (or REMOVEd when now empty);
+        ``lastUsedAt`` and the identity attributes are never part of it, so a
+        concurrent ``touch_last_used`` is not lost.
+        """
+        from dataclasses import replace
+
+        unknown = set(changes) - UPDATABLE_KEY_FIELDS
+        if unknown:
+            raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+        current = self.get_key(key_id)
+        if current is None or not changes:
+            return current
+        updated = replace(current, **changes)
+        item = _key_item(updated)
+        attributes = {_KEY_ATTRIBUTE[name] for name in changes}
+        expr = _Expression()
+        sets = [f"{expr.name(a)} = {expr.value(_from_av(item[a]))}" for a in sorted(attributes) if a in item]
+        removes = [expr.name(a) for a in sorted(attributes) if a not in item]
+        update = " ".join(part for part in (
+            f"SET {', '.join(sets)}" if sets else "", f"REMOVE {', '.join(removes)}" if removes else "") if part)
+        try:
+            self.client.update_item(TableName=self.api_key_table, Key={"apiKeyId": {"S": key_id}},
+                                    UpdateExpression=update,
+                                    ConditionExpression=f"attribute_exists({expr.name('apiKeyId')})",
+                                    **expr.params())
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return updated
+
+    def touch_last_used(self, key_id: str, at: float, min_interval: float = 0.0) -> bool:
+        """Record the key's last use (``lastUsedAt``) unless recorded less than ``min_interval``
+        s before: one conditional UpdateItem, so instances never write it more often."""
+        expr = _Expression()
+        last = expr.name("lastUsedAt")
+        condition = (f"attribute_exists({expr.name('apiKeyId')}) AND "
+                     f"(attribute_not_exists({last}) OR {last} <= {expr.value(at - min_interval)})")
+        try:
+            self.client.update_item(TableName=self.api_key_table, Key={"apiKeyId": {"S": key_id}},
+                                    UpdateExpression=f"SET {last} = {expr.value(at)}",
+                                    ConditionExpression=condition, **expr.params())
         except self.client.exceptions.ConditionalCheckFailedException:
             return False
         return True

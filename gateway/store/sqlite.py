@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from gateway.store.base import ApiKey, Product
+from gateway.store.base import UPDATABLE_KEY_FIELDS, ApiKey, Product
 from gateway.types import UsageRecord
 
 SCHEMA = """
@@ -27,7 +27,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     expires_at REAL,
     name TEXT NOT NULL DEFAULT '',
     requests_per_minute INTEGER,
-    requests_per_hour INTEGER
+    requests_per_hour INTEGER,
+    allowed_models TEXT,
+    last_used_at REAL
 );
 CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id, created_at);
 CREATE TABLE IF NOT EXISTS products (
@@ -69,22 +71,26 @@ CREATE INDEX IF NOT EXISTS request_log_user_time ON request_log (user_id, timest
 CREATE INDEX IF NOT EXISTS request_log_expiry ON request_log (expires_at);
 """
 
-#: Columns added to ``request_log`` after its first release: (name, definition).
-_ADDED_RECORD_COLUMNS = (
-    ("saved_cost", "REAL NOT NULL DEFAULT 0"),
-    ("prompt_text", "TEXT NOT NULL DEFAULT ''"),
-    ("completion_text", "TEXT NOT NULL DEFAULT ''"),
-)
+#: Columns added after the first release, per table: added to an older file on first use.
+_ADDED_COLUMNS = {
+    "request_log": {"saved_cost": "REAL NOT NULL DEFAULT 0", "prompt_text": "TEXT NOT NULL DEFAULT ''",
+                    "completion_text": "TEXT NOT NULL DEFAULT ''"},
+    "api_keys": {"allowed_models": "TEXT", "last_used_at": "REAL"},
+}
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Add the columns a file created by an older version lacks (SQLite has no ADD COLUMN IF NOT EXISTS)."""
-    present = {row["name"] for row in conn.execute("PRAGMA table_info(request_log)")}
-    for name, definition in _ADDED_RECORD_COLUMNS:
-        if name not in present:
-            conn.execute(f"ALTER TABLE request_log ADD COLUMN {name} {definition}")
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, definition in columns.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+
 
 _KEY_COLUMNS = [fld.name for fld in fields(ApiKey)]
+#: Key columns held as JSON text.
+_JSON_KEY_COLUMNS = ("permissions", "allowed_models")
 _PRODUCT_COLUMNS = [fld.name for fld in fields(Product)]
 _RECORD_COLUMNS = [fld.name for fld in fields(UsageRecord)]
 
@@ -97,6 +103,17 @@ def _insert(table: str, columns: list[str]) -> str:
 _PUT_KEY = _insert("api_keys", _KEY_COLUMNS)
 _PUT_PRODUCT = _insert("products", _PRODUCT_COLUMNS)
 _PUT_RECORD = _insert("request_log", _RECORD_COLUMNS + ["expires_at"])
+
+
+def _key_row(values: dict) -> dict:
+    """Key field values as SQLite columns (lists as JSON text, permissions sorted)."""
+    if values.get("permissions") is not None:
+        values["permissions"] = json.dumps(sorted(values["permissions"]))
+    if values.get("allowed_models") is not None:
+        values["allowed_models"] = json.dumps(sorted(values["allowed_models"]))
+    if "active" in values:
+        values["active"] = int(values["active"])
+    return values
 
 
 class SQLiteStore:
@@ -134,15 +151,15 @@ class SQLiteStore:
     # API keys
     def put_key(self, key: ApiKey) -> None:
         """Create or replace ``key``."""
-        row = asdict(key)
-        row["permissions"] = json.dumps(sorted(key.permissions))
+        row = _key_row(asdict(key))
         self._connection().execute(_PUT_KEY, [row[c] for c in _KEY_COLUMNS])
 
     def _key(self, row: sqlite3.Row | None) -> ApiKey | None:
         if row is None:
             return None
         values = dict(row)
-        values["permissions"] = json.loads(values["permissions"])
+        for column in _JSON_KEY_COLUMNS:
+            values[column] = None if values[column] is None else json.loads(values[column])
         values["active"] = bool(values["active"])
         return ApiKey(**values)
 
@@ -169,6 +186,25 @@ class SQLiteStore:
         """Activate or revoke a key; False when there is no such key."""
         cursor = self._connection().execute(
             "UPDATE api_keys SET active = ? WHERE key_id = ?", (int(active), key_id))
+        return cursor.rowcount == 1
+
+    def update_key(self, key_id: str, changes: dict) -> ApiKey | None:
+        """Change some of a key's updatable fields in one UPDATE; None when there is no such key."""
+        unknown = set(changes) - UPDATABLE_KEY_FIELDS
+        if unknown:
+            raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+        if changes:
+            row = _key_row(dict(changes))
+            assignments = ", ".join(f"{column} = ?" for column in row)
+            self._connection().execute(f"UPDATE api_keys SET {assignments} WHERE key_id = ?",
+                                       [*row.values(), key_id])
+        return self.get_key(key_id)
+
+    def touch_last_used(self, key_id: str, at: float, min_interval: float = 0.0) -> bool:
+        """Record the key's last use unless recorded less than ``min_interval`` s before."""
+        cursor = self._connection().execute(
+            "UPDATE api_keys SET last_used_at = ? WHERE key_id = ? "
+            "AND (last_used_at IS NULL OR last_used_at <= ?)", (at, key_id, at - min_interval))
         return cursor.rowcount == 1
 
     # Products

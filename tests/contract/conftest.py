@@ -10,18 +10,13 @@ Every store is built by ``open_store(load_settings(...))``, so the factory is ex
 """
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 
 from gateway.config import load_settings
 from gateway.store import open_store
+from tests.fakes import servers
 
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -35,43 +30,11 @@ FAKE_AWS = {
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory):
     """The endpoint URL of a moto server running in its own process for the session."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"moto server exited ({process.returncode}): {log_path.read_text()}")
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # it answered
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto server did not answer within 30 s")
-                time.sleep(0.1)
+    with servers.moto_server(tmp_path_factory.mktemp("moto")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _dynamodb_settings():

@@ -131,6 +131,55 @@ def test_created_at_keeps_fractions(store):
     assert store.get_key("k1").created_at == 1732700000.123456
 
 
+@pytest.mark.parametrize("allowed", [None, [], ["echo", "gpt-4o-mini"]])
+def test_allowed_models_round_trip(store, allowed):
+    store.put_key(_key("k1", allowed_models=allowed))
+    assert store.get_key("k1").allowed_models == allowed
+    assert store.list_keys()[0].allowed_models == allowed
+
+
+def test_update_key_changes_only_given_fields(store):
+    store.put_key(_key("k1", tier="free", name="ci", requests_per_minute=5, requests_per_hour=50,
+                       last_used_at=123.5))
+    updated = store.update_key("k1", {"tier": "premium", "requests_per_minute": 500,
+                                      "permissions": ["completions", "mcp"], "allowed_models": ["echo"],
+                                      "expires_at": 2000000000.5})
+    assert updated == store.get_key("k1")
+    assert updated == _key("k1", tier="premium", name="ci", requests_per_minute=500, requests_per_hour=50,
+                           permissions=["completions", "mcp"], allowed_models=["echo"],
+                           expires_at=2000000000.5, last_used_at=123.5)
+
+
+def test_update_key_clears_optional_fields(store):
+    store.put_key(_key("k1", name="ci", requests_per_minute=5, requests_per_hour=50, expires_at=5.0,
+                       allowed_models=["echo"]))
+    store.update_key("k1", {"requests_per_minute": None, "requests_per_hour": None, "expires_at": None,
+                            "allowed_models": None, "name": "", "active": False})
+    assert store.get_key("k1") == _key("k1", active=False)
+
+
+def test_update_key_missing_or_forbidden_field(store):
+    assert store.update_key("missing", {"tier": "basic"}) is None
+    assert store.get_key("missing") is None
+    store.put_key(_key("k1"))
+    for field in ("key_hash", "user_id", "key_id", "last_used_at"):
+        with pytest.raises(ValueError, match=field):
+            store.update_key("k1", {field: "x"})
+    assert store.get_key("k1") == _key("k1")
+
+
+def test_touch_last_used_at_most_once_per_interval(store):
+    store.put_key(_key("k1"))
+    assert store.touch_last_used("k1", 1732700000.25, min_interval=60) is True
+    assert store.get_key("k1").last_used_at == 1732700000.25
+    assert store.touch_last_used("k1", 1732700059.0, min_interval=60) is False
+    assert store.get_key("k1").last_used_at == 1732700000.25
+    assert store.touch_last_used("k1", 1732700060.25, min_interval=60) is True
+    assert store.get_key("k1").last_used_at == 1732700060.25
+    assert store.touch_last_used("missing", 1.0) is False
+    assert store.get_key("missing") is None
+
+
 # Products
 
 def test_put_products_then_get(catalog):
