@@ -62,6 +62,14 @@ def create_stacks(stage: str = STAGE, stacks: tuple[str, ...] = MOTO_STACKS) -> 
             stack = cloudformation.describe_stacks(StackName=f"ai-gateway-{stage}-{name}")["Stacks"][0]
             assert stack["StackStatus"] == "CREATE_COMPLETE", (name, stack.get("StackStatusReason"))
             outputs[name] = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    if "data" in stacks:
+        _apply_ttl(stage)
+    return outputs
+
+
+def _apply_ttl(stage: str) -> None:
+    import boto3
+
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     for table in resources_of(template("data"), "AWS::DynamoDB::Table").values():
         ttl = table["Properties"].get("TimeToLiveSpecification")
@@ -69,7 +77,6 @@ def create_stacks(stage: str = STAGE, stacks: tuple[str, ...] = MOTO_STACKS) -> 
             name = table["Properties"]["TableName"]["Fn::Sub"].replace("${Stage}", stage)
             dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={
                 "Enabled": ttl["Enabled"], "AttributeName": ttl["AttributeName"]})
-    return outputs
 
 
 @pytest.fixture(scope="module")
