@@ -108,7 +108,9 @@ def remote_settings(ssm_path: str, secret_id: str, region: str) -> dict[str, Any
     return json.loads(_remote(ssm_path, secret_id, region))
 
 
-remote_settings.cache_clear = _remote.cache_clear  # type: ignore[attr-defined]
+def forget_remote_settings() -> None:
+    """Drop what was read, so the next ``remote_settings`` reads again (as a new process would)."""
+    _remote.cache_clear()
 
 
 def _as_mapping(value: Any) -> dict[str, Any]:

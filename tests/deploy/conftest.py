@@ -30,7 +30,7 @@ def resources_of(loaded: dict, resource_type: str) -> dict[str, dict]:
     return {name: body for name, body in loaded["Resources"].items() if body["Type"] == resource_type}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def aws_environment():
     """Fake credentials and region, no endpoint override, no profile: AWS is never reached."""
     with pytest.MonkeyPatch.context() as patch:

@@ -21,10 +21,10 @@ def aws(aws_environment):
     """A fresh moto account, and an empty remote-settings cache before and after."""
     from moto import mock_aws
 
-    ssm.remote_settings.cache_clear()
+    ssm.forget_remote_settings()
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         yield
-    ssm.remote_settings.cache_clear()
+    ssm.forget_remote_settings()
 
 
 def _put_secret(values: dict | str, name: str = "ai-gateway/dev/secrets") -> None:
@@ -63,7 +63,7 @@ def test_read_once_per_process(aws):
         boto3.DEFAULT_SESSION.events.unregister("before-call.ssm.*")
     assert (first.log_level, again.log_level) == ("WARNING", "WARNING")
     assert calls == ["GetParametersByPath", "PutParameter"]  # the one read, then the test's own write
-    ssm.remote_settings.cache_clear()  # a new process (cold start) sees the change
+    ssm.forget_remote_settings()  # a new process (cold start) sees the change
     assert load_settings({}, environ={"GATEWAY_SSM_PATH": "/ai-gateway/dev/"}).log_level == "ERROR"
 
 
