@@ -72,7 +72,12 @@ def test_waf_managed_rule_groups_and_body_size_rule():
     [size] = [r for r in rules if "SizeConstraintStatement" in r["Statement"]]
     statement = size["Statement"]["SizeConstraintStatement"]
     assert (statement["ComparisonOperator"], statement["Size"]) == ("GT", {"Ref": "MaxBodyBytes"})
-    assert template("waf")["Parameters"]["MaxBodyBytes"]["Default"] == Settings().max_body_bytes
+    assert statement["FieldToMatch"]["Body"]["OversizeHandling"] == "MATCH"  # unreadable rest counts as too large
+    # WAF reads at most 64 KB of an API Gateway body: the limit cannot be set above what it can see.
+    limit = template("waf")["Parameters"]["MaxBodyBytes"]
+    assert limit["Default"] == limit["MaxValue"] == 64 * 1024 <= Settings().max_body_bytes
+    assert acl["Properties"]["AssociationConfig"]["RequestBody"]["API_GATEWAY"] == {
+        "DefaultSizeInspectionLimit": "KB_64"}
     assert "Block" in size["Action"]
     assert len({r["Priority"] for r in rules}) == len(rules)
 
