@@ -55,9 +55,13 @@ def local_environment(stage: str, sqlite_path: Path) -> dict[str, str]:
     return {**environment, "GATEWAY_STORE": "sqlite", "GATEWAY_SQLITE_PATH": str(sqlite_path)}
 
 
+#: The zappa CLI asks pypi.org for a newer version on every command; send that to a closed local port.
+NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
 def base_environment(home: Path) -> dict[str, str]:
-    """What every child process gets: PATH, a scratch HOME, fake AWS credentials (nothing reaches AWS)."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **FAKE_AWS}
+    """What every child process gets: PATH, a scratch HOME, fake AWS credentials, no network beyond 127.0.0.1."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **FAKE_AWS, **NO_NETWORK}
 
 
 def generate_settings(stage: str, directory: Path) -> Path:
