@@ -55,11 +55,15 @@ def test_template_tables_have_exactly_the_shape_the_code_creates(store):
         assert _shape(made) == _shape(spec), spec["TableName"]
 
 
-def test_rate_limit_table_is_keyed_by_key_with_ttl(stacks, store):
-    name = stacks["data"]["RateLimitsTableName"]
-    assert name == f"ai-gateway-{STAGE}-rate-limits"
+@pytest.mark.parametrize("output, suffix, key", [
+    ("RateLimitsTableName", "rate-limits", "key"),          # the DynamoDB storage for `limits` (assumed)
+    ("ResponseCacheTableName", "response-cache", "cacheKey"),  # the response cache's DynamoDB backend
+])
+def test_expiring_tables_are_keyed_with_ttl_expires_at(stacks, store, output, suffix, key):
+    name = stacks["data"][output]
+    assert name == f"ai-gateway-{STAGE}-{suffix}"
     table = store.client.describe_table(TableName=name)["Table"]
-    assert table["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]
+    assert table["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
     ttl = store.client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expiresAt")
 

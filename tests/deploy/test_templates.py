@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Settings, SettingsSchema
-from gateway.metric_names import DIMENSION_SETS, DIMENSIONS, METRICS, NAMESPACE
+from gateway.metric_names import ALL, DIMENSIONS, NAMESPACE, STAGE
 from gateway.store.dynamodb import TTL_ATTRIBUTE, _tables
 from tests.deploy.conftest import TEMPLATES, resources_of, template
 
@@ -96,14 +96,14 @@ def test_waf_is_associated_with_the_api_stage_parameter():
 
 def test_tables_are_on_demand_recoverable_and_encrypted_with_the_stage_key():
     tables = resources_of(template("data"), "AWS::DynamoDB::Table")
-    assert len(tables) == 4
+    assert len(tables) == 5
     for name, table in tables.items():
         properties = table["Properties"]
         assert properties["BillingMode"] == "PAY_PER_REQUEST", name
         assert properties["SSESpecification"] == {
             "SSEEnabled": True, "SSEType": "KMS",
             "KMSMasterKeyId": {"Fn::ImportValue": {"Fn::Sub": "ai-gateway-${Stage}-KeyArn"}}}, name
-        if name != "RateLimitsTable":  # counters are rebuilt in a minute; no backups needed
+        if name not in ("RateLimitsTable", "ResponseCacheTable"):  # rebuilt by traffic; no backups needed
             assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, name
             assert table["DeletionPolicy"] == "Retain", name
 
@@ -114,7 +114,7 @@ def test_table_names_and_ttls_match_the_code():
     code = {spec["TableName"]: spec for spec in _tables("ai-gateway-${Stage}-api-keys",
                                                         "ai-gateway-${Stage}-product-catalog",
                                                         "ai-gateway-${Stage}-request-analytics")}
-    assert set(tables) == set(code) | {"ai-gateway-${Stage}-rate-limits"}
+    assert set(tables) == set(code) | {"ai-gateway-${Stage}-rate-limits", "ai-gateway-${Stage}-response-cache"}
     for name, spec in code.items():
         assert [i["IndexName"] for i in tables[name]["GlobalSecondaryIndexes"]] == [
             i["IndexName"] for i in spec["GlobalSecondaryIndexes"]]
@@ -122,6 +122,10 @@ def test_table_names_and_ttls_match_the_code():
         "AttributeName": TTL_ATTRIBUTE, "Enabled": True}
     assert tables["ai-gateway-${Stage}-rate-limits"]["TimeToLiveSpecification"] == {
         "AttributeName": "expiresAt", "Enabled": True}
+    # The response cache's DynamoDB backend (gateway/cache.py on main): key cacheKey, TTL expiresAt.
+    cache = tables["ai-gateway-${Stage}-response-cache"]
+    assert cache["KeySchema"] == [{"AttributeName": "cacheKey", "KeyType": "HASH"}]
+    assert cache["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
 
 
 # Access
@@ -147,7 +151,7 @@ def test_role_reaches_exactly_the_stage_tables_secret_parameters_models_and_logs
     assert set(statements) == {"Tables", "TableIndexes", "DecryptWithTheStageKey", "ReadTheSecret",
                                "ReadTheStageParameters", "InvokeConfiguredModels", "OwnLogs",
                                "ApiGatewayInvokesTheFunction"}
-    assert len(statements["Tables"]["Resource"]) == 4
+    assert len(statements["Tables"]["Resource"]) == 5
     assert statements["TableIndexes"]["Action"] == "dynamodb:Query"
     assert "CreateTable" not in json.dumps(statements) and "DeleteTable" not in json.dumps(statements)
     assert statements["InvokeConfiguredModels"]["Action"] == [
@@ -188,7 +192,7 @@ def test_alarm_thresholds():
     throttles = alarms["dynamodb-throttles"]["Metrics"]
     tables = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Fn::Sub"] for m in throttles if "MetricStat" in m}
     assert tables == {f"ai-gateway-${{Stage}}-{t}" for t in
-                      ("api-keys", "product-catalog", "request-analytics", "rate-limits")}
+                      ("api-keys", "product-catalog", "request-analytics", "rate-limits", "response-cache")}
 
 
 def test_every_alarm_notifies_a_topic():
@@ -237,20 +241,22 @@ def test_three_dashboards_operational_security_business():
                                   "ai-gateway-${Stage}-business"}
 
 
+#: The dimension sets gateway/metrics.py publishes: every completion under all four dimensions, and
+#: rolled up under Stage alone (the set the stage-wide alarms read). CloudWatch matches them exactly.
+EMITTED_DIMENSION_SETS = {(STAGE,), tuple(sorted(DIMENSIONS))}
+
+
 def test_alarms_and_dashboards_use_only_the_metrics_the_gateway_emits():
-    emitted_sets = {tuple(sorted(s)) for s in DIMENSION_SETS}
     used = _gateway_metrics_in_alarms() + _gateway_metrics_in_dashboards()
     assert len(used) > 10
     for metric, dimensions in used:
-        assert metric in METRICS, metric
-        assert set(dimensions) <= set(DIMENSIONS), (metric, dimensions)
-        assert tuple(sorted(dimensions)) in emitted_sets, (metric, dimensions)
-    assert {metric for metric, _ in used} == set(METRICS), "every emitted metric is on a dashboard or alarm"
+        assert metric in ALL, metric
+        assert tuple(sorted(dimensions)) in EMITTED_DIMENSION_SETS, (metric, dimensions)
+    assert {metric for metric, _ in used} == set(ALL), "every emitted metric is on a dashboard or alarm"
 
 
 def test_metric_names_module_is_the_documented_list():
     assert NAMESPACE == "AiModelGateway"
-    assert list(METRICS) == ["Requests", "Errors", "Latency", "ProviderLatency", "Tokens", "Cost", "CacheHits",
-                             "RateLimited", "AuthFailures"]
+    assert ALL == ("Requests", "Errors", "Latency", "ProviderLatency", "Tokens", "Cost", "CacheHits",
+                   "RateLimited", "AuthFailures")
     assert DIMENSIONS == ("Stage", "Provider", "Model", "Tier")
-    assert all(dimension_set[0] == "Stage" for dimension_set in DIMENSION_SETS)
