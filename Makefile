@@ -7,7 +7,7 @@ export GATEWAY_SQLITE_PATH ?= var/gateway.db
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean package
 
 # The example plugin packages, installed as a plugin author's would be (tests/test_plugin_examples.py).
 EXAMPLES := examples/gateway-pii-guard examples/gateway-openai-compatible
@@ -36,5 +36,20 @@ bench: install
 lint: install
 	$(BIN)/ruff check gateway plugins tests examples
 
+# The Lambda package of a stage, built from a virtualenv holding only the runtime dependencies and zappa
+# (the development one would ship pytest, moto and cfn-lint). Offline: fake credentials, nothing reaches AWS.
+STAGE ?= dev
+DEPLOY_VENV ?= .venv-deploy
+$(DEPLOY_VENV)/.installed-stamp: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -e ".[deploy]"
+	touch $@
+
+package: $(DEPLOY_VENV)/.installed-stamp
+	mkdir -p dist
+	VIRTUAL_ENV=$(abspath $(DEPLOY_VENV)) AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-offline} \
+	AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-offline} AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
+	$(DEPLOY_VENV)/bin/zappa package $(STAGE) -o dist/ai-gateway-$(STAGE).zip
+
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) var .pytest_cache

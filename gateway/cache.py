@@ -102,6 +102,7 @@ class RedisBackend:
 class DynamoDBBackend:
     """Entries in a DynamoDB table keyed by ``cacheKey``, with TTL attribute ``expiresAt``."""
 
+    KEY_ATTRIBUTE = "cacheKey"
     TTL_ATTRIBUTE = "expiresAt"
 
     def __init__(self, table: str, region: str):
@@ -116,15 +117,15 @@ class DynamoDBBackend:
         """Create the table and enable its TTL (for local use and tests; CloudFormation does it on AWS)."""
         self.client.create_table(
             TableName=self.table, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "cacheKey", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "cacheKey", "AttributeType": "S"}])
+            KeySchema=[{"AttributeName": self.KEY_ATTRIBUTE, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": self.KEY_ATTRIBUTE, "AttributeType": "S"}])
         self.client.get_waiter("table_exists").wait(TableName=self.table)
         self.client.update_time_to_live(TableName=self.table, TimeToLiveSpecification={
             "Enabled": True, "AttributeName": self.TTL_ATTRIBUTE})
 
     def get(self, key: str) -> bytes | None:
         """The value under ``key``, or None when absent or past its ``expiresAt``."""
-        item = self.client.get_item(TableName=self.table, Key={"cacheKey": {"S": key}}).get("Item")
+        item = self.client.get_item(TableName=self.table, Key={self.KEY_ATTRIBUTE: {"S": key}}).get("Item")
         if item is None or int(item[self.TTL_ATTRIBUTE]["N"]) <= time.time():
             return None
         return item["value"]["B"]
@@ -132,7 +133,7 @@ class DynamoDBBackend:
     def set(self, key: str, value: bytes, ttl: int) -> None:
         """Store ``value`` until now + ``ttl`` seconds."""
         self.client.put_item(TableName=self.table, Item={
-            "cacheKey": {"S": key}, "value": {"B": value},
+            self.KEY_ATTRIBUTE: {"S": key}, "value": {"B": value},
             self.TTL_ATTRIBUTE: {"N": str(int(time.time()) + ttl)}})
 
 

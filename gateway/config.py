@@ -32,6 +32,9 @@ ENV_ALIASES = {
     "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "circuit_breaker_failure_threshold",
 }
 
+#: Settings whose values an error message never repeats (they may hold secrets).
+SECRET_SETTINGS = {"key_pepper", "plugin_settings"}
+
 #: Environment variables with the prefix that are not settings (read elsewhere, by name).
 NOT_SETTINGS = {"GATEWAY_CONFIG"}
 
@@ -144,6 +147,8 @@ class SettingsSchema(Schema):
     circuit_breaker_cooldown = f.Float(validate=validate.Range(min=0))
     model_table_path = f.String()
     trace_plugins = f.Boolean()
+    ssm_path = f.String(validate=validate.Regexp(r"^(/[\w.-]+)+/$", error="an SSM path like /ai-gateway/prod/"))
+    secret_id = f.String()
 
 
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
@@ -218,6 +223,9 @@ class Settings:
     model_table_path: str = ""
     #: Log each plugin hook call's duration (``GATEWAY_TRACE_PLUGINS=1``).
     trace_plugins: bool = False
+    #: Read settings from these SSM parameters and this secret at start (gateway/ssm.py); "" is off.
+    ssm_path: str = ""
+    secret_id: str = ""
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""
@@ -296,7 +304,8 @@ def _describe(errors: dict, source: dict) -> str:
         if text == "Unknown field.":
             parts.append(f"{label}: unknown setting")
         else:
-            parts.append(f"{label} = {source.get(name)!r}: {text}" if name in source else f"{label}: {text}")
+            shown = name in source and name not in SECRET_SETTINGS
+            parts.append(f"{label} = {source.get(name)!r}: {text}" if shown else f"{label}: {text}")
     return "invalid settings: " + ", ".join(parts)
 
 
@@ -305,12 +314,21 @@ _SCHEMA = SettingsSchema()
 
 def load_settings(overrides: Mapping[str, Any] | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
-    """Build validated settings from defaults, ``GATEWAY_CONFIG`` file, environment, then ``overrides``."""
+    """Build validated settings from defaults, ``GATEWAY_CONFIG`` file, environment, then ``overrides``.
+
+    With ``ssm_path`` or ``secret_id`` set, the stage's SSM parameters and secret come
+    between the environment and ``overrides`` (read once per process, see gateway/ssm.py).
+    """
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     if environ.get("GATEWAY_CONFIG"):
         raw.update(read_mapping_file(environ["GATEWAY_CONFIG"]))
     raw.update(_from_environment(environ))
+    if raw.get("ssm_path") or raw.get("secret_id"):
+        from gateway import ssm
+
+        raw = ssm.merge(raw, ssm.remote_settings(raw.get("ssm_path", ""), raw.get("secret_id", ""),
+                                                 raw.get("aws_region", Settings.aws_region)))
     raw.update(overrides or {})
     try:
         values = _SCHEMA.load(raw)

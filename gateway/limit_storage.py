@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, urlparse
 
 from limits.storage import Storage
 
+#: The DynamoDB counters table: hash key and TTL attribute (cloudformation/data.yaml matches them).
+KEY_ATTRIBUTE = "counterKey"
 TTL_ATTRIBUTE = "expirationTimestamp"
 
 _SQLITE_SCHEMA = """
@@ -191,8 +193,8 @@ class DynamoDBStorage(_WindowCounters, Storage):
         client = self.client
         try:
             client.create_table(TableName=self.table, BillingMode="PAY_PER_REQUEST",
-                                KeySchema=[{"AttributeName": "counterKey", "KeyType": "HASH"}],
-                                AttributeDefinitions=[{"AttributeName": "counterKey", "AttributeType": "S"}])
+                                KeySchema=[{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
+                                AttributeDefinitions=[{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}])
         except client.exceptions.ResourceInUseException:
             pass
         client.get_waiter("table_exists").wait(TableName=self.table,
@@ -207,7 +209,7 @@ class DynamoDBStorage(_WindowCounters, Storage):
         the condition failed."""
         try:
             answer = self.client.update_item(
-                TableName=self.table, Key={"counterKey": {"S": key}}, UpdateExpression=expression,
+                TableName=self.table, Key={KEY_ATTRIBUTE: {"S": key}}, UpdateExpression=expression,
                 ConditionExpression=condition, ReturnValues="ALL_NEW",
                 ExpressionAttributeNames={"#count": "count", "#expires": "expiresAt", "#ttl": TTL_ATTRIBUTE},
                 ExpressionAttributeValues={name: {"N": str(value)} for name, value in values.items()})
@@ -235,7 +237,7 @@ class DynamoDBStorage(_WindowCounters, Storage):
 
     def _window(self, key: str) -> tuple[int, float] | None:
         """(count, end) of ``key``'s open window (strongly consistent read), or None."""
-        item = self.client.get_item(TableName=self.table, Key={"counterKey": {"S": key}},
+        item = self.client.get_item(TableName=self.table, Key={KEY_ATTRIBUTE: {"S": key}},
                                     ConsistentRead=True).get("Item")
         if not item or float(item["expiresAt"]["N"]) <= time.time():
             return None
@@ -263,4 +265,4 @@ class DynamoDBStorage(_WindowCounters, Storage):
     def clear(self, key: str) -> None:
         """Delete ``key``'s counter."""
         self._forget(key)
-        self.client.delete_item(TableName=self.table, Key={"counterKey": {"S": key}})
+        self.client.delete_item(TableName=self.table, Key={KEY_ATTRIBUTE: {"S": key}})

@@ -16,8 +16,8 @@ from marshmallow import Schema
 from gateway import cache, metrics, request_log
 from gateway.errors import AuthenticationError, GatewayError, ModelNotFound, PermissionDenied, ProviderError
 from gateway.http import read_json_body
-from gateway.resilience import counts_as_failure
 from gateway.plugins import is_optional
+from gateway.resilience import counts_as_failure
 from gateway.schemas import load_completion
 from gateway.streaming import MeteredStream
 from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, UsageRecord

@@ -1,0 +1,99 @@
+"""Running the app as Lambda does: Zappa's generated settings, the stage's environment, API Gateway events.
+
+Shared by tests/deploy/test_zappa_handler.py and bench/coldstart.py. Each run is a
+fresh process (``lambda_driver.py``) that imports Zappa's real handler and feeds it
+events, so import cost and first-request work are paid exactly as on a cold start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("lambda_driver.py")
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+
+def proxy_event(method: str, path: str, body: dict | None = None, headers: dict | None = None,
+                authorizer: dict | None = None, stage: str = "dev") -> dict:
+    """A REST API (v1) proxy integration event, as API Gateway sends it to the function."""
+    headers = {"Host": "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com", "User-Agent": "pytest",
+               "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443",
+               **({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})}
+    return {
+        "resource": "/{proxy+}", "path": path, "httpMethod": method, "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": None, "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}", "httpMethod": method, "path": f"/{stage}{path}", "stage": stage,
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "accountId": "123456789012",
+            "identity": {"sourceIp": "203.0.113.9", "userAgent": "pytest"},
+            **({"authorizer": authorizer} if authorizer else {})},
+        "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
+    }
+
+
+def stage_environment(stage: str) -> dict[str, str]:
+    """The stage's ``aws_environment_variables`` from zappa_settings.json, following ``extends`` as Zappa does."""
+    settings = json.loads((ROOT / "zappa_settings.json").read_text())
+    name = stage
+    while "aws_environment_variables" not in settings[name]:
+        name = settings[name]["extends"]
+    return dict(settings[name]["aws_environment_variables"])
+
+
+def local_environment(stage: str, sqlite_path: Path) -> dict[str, str]:
+    """The stage's Lambda environment, on a SQLite file and without the SSM path and secret (they need AWS)."""
+    environment = stage_environment(stage)
+    for remote in ("GATEWAY_SSM_PATH", "GATEWAY_SECRET_ID"):
+        environment.pop(remote, None)
+    return {**environment, "GATEWAY_STORE": "sqlite", "GATEWAY_SQLITE_PATH": str(sqlite_path)}
+
+
+#: The zappa CLI asks pypi.org for a newer version on every command; send that to a closed local port.
+NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
+def base_environment(home: Path) -> dict[str, str]:
+    """What every child process gets: PATH, a scratch HOME, fake AWS credentials, no network beyond 127.0.0.1."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **FAKE_AWS, **NO_NETWORK}
+
+
+def generate_settings(stage: str, directory: Path) -> Path:
+    """``zappa save-python-settings-file STAGE`` into ``directory``; returns the file."""
+    target = directory / "zappa_settings.py"
+    subprocess.run([str(Path(sys.executable).with_name("zappa")), "save-python-settings-file", stage,
+                    "-o", str(target)], cwd=ROOT, env=base_environment(directory), check=True,
+                   capture_output=True, timeout=120)
+    return target
+
+
+def create_key_for(environment: dict[str, str], user: str, tier: str = "free") -> str:
+    """A key in the store that a process with ``environment`` will use (same settings, same pepper)."""
+    from types import SimpleNamespace
+
+    from gateway.config import load_settings
+    from gateway.store import open_store
+    from plugins.apikey import create_key
+
+    settings = load_settings({}, environ=environment)
+    return create_key(SimpleNamespace(settings=settings, store=open_store(settings)), user, tier)[0]
+
+
+def run_events(settings_dir: Path, events: list[dict], environment: dict[str, str],
+               timeout: float = 120) -> tuple[dict, str]:
+    """Feed ``events`` to a fresh handler process; returns (driver output, its stdout + stderr)."""
+    events_file, answers_file = settings_dir / "events.json", settings_dir / "answers.json"
+    events_file.write_text(json.dumps(events))
+    done = subprocess.run([sys.executable, str(DRIVER), str(settings_dir), str(events_file), str(answers_file)],
+                          capture_output=True, text=True, timeout=timeout, cwd=settings_dir,
+                          env={**base_environment(settings_dir), **environment,
+                               "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0:
+        raise RuntimeError(f"lambda driver failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(answers_file.read_text()), done.stdout + done.stderr

@@ -1,0 +1,33 @@
+"""A cold start imports no heavy SDK: openai and boto3 load where first used, not with the app.
+
+(On Lambda Zappa's handler imports boto3 itself; the gateway must not add openai, and
+must not need boto3 unless the DynamoDB store or remote settings are configured.)
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.deploy.lambda_harness import ROOT, base_environment, local_environment
+
+PROBE = """
+import json, sys
+import gateway.wsgi
+from plugins.apikey import create_key
+app = gateway.wsgi.app
+key = create_key(app.extensions["gateway"], "cold", "free")[0]
+answer = app.test_client().post("/v1/chat/completions", headers={"X-API-Key": key},
+                                json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+heavy = sorted({name.split(".")[0] for name in sys.modules} & {"openai", "boto3", "botocore", "httpx", "pydantic"})
+print(json.dumps({"status": answer.status_code, "heavy": heavy}))
+"""
+
+
+def test_first_completion_loads_no_heavy_sdk(tmp_path):
+    environment = {**base_environment(tmp_path), **local_environment("dev", tmp_path / "gateway.db"),
+                   "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", PROBE], env=environment, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"status": 200, "heavy": []}
