@@ -48,9 +48,10 @@ def stage_environment(stage: str) -> dict[str, str]:
 
 
 def local_environment(stage: str, sqlite_path: Path) -> dict[str, str]:
-    """The stage's Lambda environment, on a SQLite file and without the SSM path and secret (they need AWS)."""
+    """The stage's Lambda environment, on a SQLite file and without the SSM path, secret and
+    DynamoDB response cache (they need AWS); rate-limit counters follow the store to SQLite."""
     environment = stage_environment(stage)
-    for remote in ("GATEWAY_SSM_PATH", "GATEWAY_SECRET_ID"):
+    for remote in ("GATEWAY_SSM_PATH", "GATEWAY_SECRET_ID", "GATEWAY_RESPONSE_CACHE"):
         environment.pop(remote, None)
     return {**environment, "GATEWAY_STORE": "sqlite", "GATEWAY_SQLITE_PATH": str(sqlite_path)}
 

@@ -16,6 +16,7 @@ from gateway.store import open_store
 from tests.deploy.lambda_harness import create_key_for, generate_settings, local_environment, proxy_event, run_events
 
 USER = "lambda-user"
+METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/dev/POST/v1/chat/completions"
 AUTHORIZER_CONTEXT = {"principalId": USER, "userId": USER, "tier": "free", "integrationLatency": 7}
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "Hello from Lambda"}]}
 EVENTS = {
@@ -30,6 +31,12 @@ EVENTS = {
     "no_route": proxy_event("GET", "/v1/nope", headers={"X-API-Key": "{KEY}"}),
     "no_model": proxy_event("POST", "/v1/chat/completions", {**CHAT, "model": "no-such-model"},
                             {"X-API-Key": "{KEY}"}, AUTHORIZER_CONTEXT),
+    "stream": proxy_event("POST", "/v1/chat/completions",
+                          {**CHAT, "stream": True, "stream_options": {"include_usage": True}},
+                          {"X-API-Key": "{KEY}"}, AUTHORIZER_CONTEXT),
+    # What API Gateway sends the TOKEN authorizer Zappa wires up (token_header X-API-Key).
+    "authorize": {"type": "TOKEN", "authorizationToken": "{KEY}", "methodArn": METHOD_ARN},
+    "authorize_bad": {"type": "TOKEN", "authorizationToken": "gw_test_0000_" + "y" * 40, "methodArn": METHOD_ARN},
 }
 
 
@@ -81,7 +88,8 @@ def test_completion_with_authorizer_context(lambda_run):
     assert chat["usage"]["completion_tokens"] == 3
     assert _headers(answers["completion"])["x-gateway-provider"] == "echo"
     assert _headers(answers["completion"])["content-type"] == "application/json"
-    assert [(r.model, r.status, r.tokens) for r in records if r.status == 200] == [("echo", 200, 6)] * 2
+    assert [(r.model, r.status, r.tokens) for r in records if r.status == 200 and not r.streamed] == [
+        ("echo", 200, 6)] * 2
 
 
 def test_unauthenticated_is_401_in_the_envelope(lambda_run):
@@ -107,3 +115,28 @@ def test_no_secret_or_traceback_in_the_output(lambda_run):
     logs = lambda_run[2]
     assert "Traceback" not in logs
     assert "x" * 40 not in logs
+
+
+def test_streamed_completion_arrives_buffered_but_whole(lambda_run):
+    answers, records = lambda_run[:2]
+    stream = answers["stream"]
+    assert stream["statusCode"] == 200
+    assert _headers(stream)["content-type"].startswith("text/event-stream")
+    events = [line.removeprefix("data: ") for line in stream["body"].split("\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "Hello from Lambda"
+    assert chunks[-1]["usage"]["completion_tokens"] == 3  # include_usage honoured
+    assert [r.streamed for r in records if r.status == 200].count(True) == 1
+
+
+def test_token_authorizer_through_zappas_handler_allows_and_denies(lambda_run):
+    answers = lambda_run[0]
+    allow, deny = answers["authorize"], answers["authorize_bad"]
+    assert allow["principalId"] == USER
+    assert allow["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    assert allow["context"]["userId"] == USER and allow["context"]["tier"] == "free"
+    assert deny["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+    assert "context" not in deny
