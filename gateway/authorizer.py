@@ -37,6 +37,8 @@ def caller_context(caller: Caller) -> dict[str, str]:
         context["requestsPerHour"] = str(caller.requests_per_hour)
     if caller.allowed_models is not None:
         context["allowedModels"] = json.dumps(sorted(caller.allowed_models))
+    if caller.mcp_context is not None:
+        context["mcpContext"] = "true" if caller.mcp_context else "false"
     return context
 
 
@@ -61,7 +63,8 @@ def caller_from_authorizer(environ: dict[str, Any], presented_key: str) -> Calle
                   permissions=frozenset(p for p in context["permissions"].split(",") if p),
                   requests_per_minute=optional_int("requestsPerMinute"),
                   requests_per_hour=optional_int("requestsPerHour"),
-                  allowed_models=frozenset(json.loads(allowed)) if allowed else None)
+                  allowed_models=frozenset(json.loads(allowed)) if allowed else None,
+                  mcp_context={"true": True, "false": False}.get(context.get("mcpContext")))
 
 
 @cache

@@ -21,6 +21,8 @@ from gateway.types import UsageRecord
 
 #: Counted when the request log store refuses a record and it is kept in a log line instead.
 REQUEST_LOG_FALLBACKS = "RequestLogFallbacks"
+#: Counted when context injection could not read the catalog and the completion went on without it.
+CATALOG_UNAVAILABLE = "CatalogUnavailable"
 UNKNOWN = "unknown"
 _write_lock = threading.Lock()
 
@@ -74,3 +76,8 @@ def count_auth_failure(gateway) -> None:
 def count_request_log_fallback(gateway) -> None:
     """Count one record the store refused (it was kept in a log line instead)."""
     _emit(gateway, {names.STAGE: gateway.settings.stage}, [(REQUEST_LOG_FALLBACKS, "Count", 1)])
+
+
+def count_catalog_unavailable(gateway) -> None:
+    """Count one completion that went on without catalog context because the catalog failed."""
+    _emit(gateway, {names.STAGE: gateway.settings.stage}, [(CATALOG_UNAVAILABLE, "Count", 1)])

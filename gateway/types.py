@@ -25,6 +25,8 @@ class Caller:
     requests_per_hour: int | None = None
     #: Models this caller may use; None allows every model.
     allowed_models: frozenset[str] | None = None
+    #: This caller's default for catalog context injection; None follows the global setting.
+    mcp_context: bool | None = None
 
     def can(self, permission: str) -> bool:
         """True when this caller holds ``permission`` (admin implies every permission)."""

@@ -49,7 +49,8 @@ def parse_key(value: str) -> tuple[str, str] | None:
 def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str] | None = None,
                name: str = "", expires_at: float | None = None,
                requests_per_minute: int | None = None, requests_per_hour: int | None = None,
-               allowed_models: list[str] | None = None) -> tuple[str, ApiKey]:
+               allowed_models: list[str] | None = None,
+               mcp_context: bool | None = None) -> tuple[str, ApiKey]:
     """Create and store a key; returns (the plaintext key, shown once, and the stored record)."""
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -59,7 +60,8 @@ def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str]
                  permissions=sorted(permissions or ["completions"]), active=True,
                  created_at=time.time(), expires_at=expires_at, name=name,
                  requests_per_minute=requests_per_minute, requests_per_hour=requests_per_hour,
-                 allowed_models=sorted(allowed_models) if allowed_models is not None else None)
+                 allowed_models=sorted(allowed_models) if allowed_models is not None else None,
+                 mcp_context=mcp_context)
     gateway.store.put_key(key)
     return f"gw_{env}_{key_id}_{secret}", key
 
@@ -73,7 +75,7 @@ def rotate_key(gateway, key_id: str) -> tuple[str, ApiKey] | None:
     grace_end = time.time() + gateway.settings.key_rotation_grace_seconds
     plaintext, new = create_key(gateway, old.user_id, old.tier, old.permissions,
                                 old.name, old.expires_at, old.requests_per_minute,
-                                old.requests_per_hour, old.allowed_models)
+                                old.requests_per_hour, old.allowed_models, old.mcp_context)
     gateway.store.update_key(key_id, {"expires_at": min(old.expires_at or grace_end, grace_end)})
     forget_key(gateway, key_id)
     return plaintext, new
@@ -125,7 +127,8 @@ def caller_for(key: ApiKey) -> Caller:
                   permissions=frozenset(key.permissions),
                   requests_per_minute=key.requests_per_minute,
                   requests_per_hour=key.requests_per_hour,
-                  allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None)
+                  allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
+                  mcp_context=key.mcp_context)
 
 
 def verify_key(gateway, presented: str) -> Caller | None:

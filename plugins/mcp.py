@@ -2,19 +2,18 @@
 
 Context injection is on when the request asks for it (native API: ``"mcp":
 {"enabled": true, "max_products": N}``; OpenAI-compatible API: the header
-``X-Gateway-MCP: on`` or ``"metadata": {"mcp": "on"}``), else when the
-``mcp_context_default`` setting says so. (API keys carry no per-key switch yet;
-the global setting is the default for every key.) What was injected is put in
+``X-Gateway-MCP: on`` or ``"metadata": {"mcp": "on"}``), else when the caller's
+key says so (its ``mcp_context``), else when the ``mcp_context_default`` setting
+does. What was injected is put in
 ``completion.metadata["mcp_context"]``, which the views report.
 """
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 from flask import has_request_context, request
 
-from gateway import hookimpl
+from gateway import hookimpl, metrics
 from gateway.errors import InvalidRequest
 from plugins.catalog_context import context_message, estimate_tokens
 from plugins.catalog_search import catalog_search
@@ -25,8 +24,6 @@ logger = logging.getLogger(__name__)
 HEADER = "X-Gateway-MCP"
 _SWITCH = {"on": True, "true": True, "1": True, "yes": True,
            "off": False, "false": False, "0": False, "no": False}
-#: ``gateway.state`` key of this plugin's counters (e.g. ``catalog_unavailable``).
-STATS = "mcp.stats"
 
 
 def _switch(value, where: str) -> bool | None:
@@ -38,14 +35,17 @@ def _switch(value, where: str) -> bool | None:
     raise InvalidRequest(f"{where} must be 'on' or 'off', not {value!r}.", code="invalid_mcp_option")
 
 
-def requested_products(completion, gateway) -> int:
-    """How many products to inject into ``completion``; 0 when injection is off for it."""
+def requested_products(completion, gateway, caller) -> int:
+    """How many products to inject into ``completion``; 0 when injection is off for it
+    (the request's switches first, then the caller's key, then the global setting)."""
     options = completion.options.get("mcp") or {}
     enabled = options.get("enabled")
     if enabled is None:
         enabled = _switch(completion.metadata.get("mcp"), "metadata.mcp")
     if enabled is None and has_request_context():
         enabled = _switch(request.headers.get(HEADER), f"The {HEADER} header")
+    if enabled is None:
+        enabled = caller.mcp_context
     if enabled is None:
         enabled = gateway.settings.mcp_context_default
     return options.get("max_products", gateway.settings.mcp_max_products) if enabled else 0
@@ -60,13 +60,13 @@ def _insert_after_instructions(messages: list[dict], message: dict) -> None:
 
 
 @hookimpl
-def gateway_enrich_request(completion, gateway):
+def gateway_enrich_request(completion, caller, gateway):
     """Inject the catalog products that best match the last user message, when injection is on.
 
     An unreachable catalog never fails the request: it proceeds without context, and
-    the failure is logged and counted in ``gateway.state["mcp.stats"]``.
+    the failure is logged and counted (the ``CatalogUnavailable`` metric).
     """
-    wanted = requested_products(completion, gateway)
+    wanted = requested_products(completion, gateway, caller)
     if not wanted:
         return
     last_user = next((m for m in reversed(completion.messages) if m["role"] == "user"), None)
@@ -75,7 +75,7 @@ def gateway_enrich_request(completion, gateway):
         search = catalog_search(gateway)
         products = search.search(search.understand(text), limit=wanted) if text.strip() else []
     except Exception as exc:  # any store failure: answer without context
-        gateway.state.setdefault(STATS, Counter())["catalog_unavailable"] += 1
+        metrics.count_catalog_unavailable(gateway)
         logger.warning("catalog unavailable; completion proceeds without product context",
                        extra={"event": "mcp_catalog_unavailable", "error": type(exc).__name__})
         completion.metadata["mcp_context"] = {"status": "catalog_unavailable", "product_ids": []}

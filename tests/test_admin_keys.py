@@ -55,6 +55,17 @@ def test_patch_changes_tier_limits_permissions_and_active(app, client, admin):
     assert_envelope(client.post(CHAT, json=body(), headers={"X-API-Key": key}), 401, "revoked_api_key")
 
 
+def test_patch_sets_and_clears_the_keys_catalog_context_default(app, client, admin, gateway):
+    key = issue_key(app, "bob")
+    on = client.patch(f"{KEYS}/{key_id(key)}", headers=admin, json={"mcp_context": True})
+    assert on.status_code == 200 and on.get_json()["mcp_context"] is True
+    assert gateway.store.get_key(key_id(key)).mcp_context is True
+    cleared = client.patch(f"{KEYS}/{key_id(key)}", headers=admin, json={"mcp_context": None})
+    assert cleared.get_json()["mcp_context"] is None
+    assert_envelope(client.patch(f"{KEYS}/{key_id(key)}", headers=admin, json={"mcp_context": "sometimes"}),
+                    400, "invalid_key_fields")
+
+
 def test_delete_revokes(app, client, admin):
     key = issue_key(app, "bob")
     response = client.delete(f"{KEYS}/{key_id(key)}", headers=admin)

@@ -64,11 +64,14 @@ def test_deny_for_revoked_key(lambda_env):
     assert authorizer.handler(token_event(key))["policyDocument"]["Statement"][0]["Effect"] == "Deny"
 
 
-def test_context_round_trips_to_the_same_caller(lambda_env):
+@pytest.mark.parametrize("mcp_context", [None, True, False])
+def test_context_round_trips_to_the_same_caller(lambda_env, mcp_context):
     from plugins.apikey import verify_key
 
-    key = issue_key(lambda_env, "bob", tier="basic", requests_per_minute=3, requests_per_hour=30)
+    key = issue_key(lambda_env, "bob", tier="basic", requests_per_minute=3, requests_per_hour=30,
+                    mcp_context=mcp_context)
     caller = verify_key(lambda_env.extensions["gateway"], key)
+    assert caller.mcp_context is mcp_context
     context = authorizer.caller_context(caller)
     environ = {"lambda.event": {"requestContext": {"authorizer": {**context, "principalId": "bob"}}}}
     assert authorizer.caller_from_authorizer(environ, key) == caller

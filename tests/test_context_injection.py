@@ -162,7 +162,24 @@ def test_bad_switches_are_400(shop):
     assert header.status_code == 400 and header.json()["error"]["code"] == "invalid_mcp_option"
 
 
-def test_unreachable_catalog_leaves_the_completion_working(shop, fake_openai, caplog):
+def test_a_keys_own_default_sits_between_the_request_and_the_global_setting(tmp_path, fake_openai, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-upstream-secret-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
+    app = catalog_openai_app(tmp_path, mcp_context_default=True, mcp_max_products=1)
+    opted_out, opted_in = issue_key(app, mcp_context=False), issue_key(app, user="bob", mcp_context=True)
+    espresso = [{"role": "user", "content": "an espresso machine"}]
+    with serve(app) as url:
+        assert native(url, opted_out, messages=espresso).json()["mcp_context"] is None  # key beats global on
+        asked = native(url, opted_out, mcp={"enabled": True}, messages=espresso).json()  # request beats key
+        assert asked["mcp_context"]["product_ids"] == ["KIT-0008"]
+    app_off = catalog_openai_app(tmp_path / "off", mcp_max_products=1)  # global default off
+    opted_in = issue_key(app_off, user="bob", mcp_context=True)
+    with serve(app_off) as url:
+        assert native(url, opted_in, messages=espresso).json()["mcp_context"]["product_ids"] == ["KIT-0008"]
+        assert native(url, issue_key(app_off), messages=espresso).json()["mcp_context"] is None
+
+
+def test_unreachable_catalog_leaves_the_completion_working(shop, fake_openai, caplog, capsys):
     app, url, key = shop
     gateway = app.extensions["gateway"]
     gateway.store._connection().execute("DROP TABLE products")  # the catalog is really gone
@@ -173,7 +190,8 @@ def test_unreachable_catalog_leaves_the_completion_working(shop, fake_openai, ca
     assert response.json()["mcp_context"] == {"status": "catalog_unavailable", "product_ids": []}
     assert response.headers["X-Gateway-MCP-Status"] == "catalog_unavailable"
     assert [r.event for r in caplog.records if r.name == "plugins.mcp"] == ["mcp_catalog_unavailable"]
-    assert gateway.state["mcp.stats"]["catalog_unavailable"] == 1
+    counted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "CatalogUnavailable" in line]
+    assert [(m["CatalogUnavailable"], m["Stage"]) for m in counted] == [([1.0], "dev")]
 
 
 def test_disabled_catalog_plugin_leaves_completions_working(tmp_path):

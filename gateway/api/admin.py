@@ -45,6 +45,7 @@ class KeyChangeSchema(Schema):
     requests_per_minute = f.Integer(allow_none=True, validate=validate.Range(min=1))
     requests_per_hour = f.Integer(allow_none=True, validate=validate.Range(min=1))
     allowed_models = f.List(f.String(validate=validate.Length(min=1, max=256)), allow_none=True)
+    mcp_context = f.Boolean(allow_none=True)
 
 
 class KeyCreateSchema(KeyChangeSchema):

@@ -33,11 +33,14 @@ class ApiKey:
     allowed_models: list[str] | None = None
     #: When the key last authenticated a request (written at most once a minute).
     last_used_at: float | None = None
+    #: Catalog context injection for this key's requests that do not say; None follows the global setting.
+    mcp_context: bool | None = None
 
 
 #: The fields of a key that ``KeyStore.update_key`` may change (never the hash, owner or id).
 UPDATABLE_KEY_FIELDS = frozenset({"tier", "permissions", "active", "expires_at", "name",
-                                  "requests_per_minute", "requests_per_hour", "allowed_models"})
+                                  "requests_per_minute", "requests_per_hour", "allowed_models",
+                                  "mcp_context"})
 
 
 @dataclass

@@ -82,13 +82,15 @@ def _key_item(key: ApiKey) -> dict[str, Any]:
         "rateLimit": {k: v for k, v in limits.items() if v is not None} or None,
         "allowedModels": sorted(key.allowed_models) if key.allowed_models is not None else None,
         "lastUsedAt": key.last_used_at,
+        "mcpContext": key.mcp_context,
     })
 
 
 #: ApiKey field -> the item attribute that holds it.
 _KEY_ATTRIBUTE = {"tier": "tier", "permissions": "permissions", "active": "active",
                   "expires_at": "expiresAt", "name": "name", "requests_per_minute": "rateLimit",
-                  "requests_per_hour": "rateLimit", "allowed_models": "allowedModels"}
+                  "requests_per_hour": "rateLimit", "allowed_models": "allowedModels",
+                  "mcp_context": "mcpContext"}
 
 
 def _key_from_item(item: dict[str, Any]) -> ApiKey:
@@ -104,6 +106,7 @@ def _key_from_item(item: dict[str, Any]) -> ApiKey:
         requests_per_hour=_optional(int, limits.get("requestsPerHour")),
         allowed_models=list(values["allowedModels"]) if "allowedModels" in values else None,
         last_used_at=_optional(float, values.get("lastUsedAt")),
+        mcp_context=_optional(bool, values.get("mcpContext")),
     )
 
 

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     requests_per_minute INTEGER,
     requests_per_hour INTEGER,
     allowed_models TEXT,
-    last_used_at REAL
+    last_used_at REAL,
+    mcp_context INTEGER
 );
 CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id, created_at);
 CREATE TABLE IF NOT EXISTS products (
@@ -75,7 +76,7 @@ CREATE INDEX IF NOT EXISTS request_log_expiry ON request_log (expires_at);
 _ADDED_COLUMNS = {
     "request_log": {"saved_cost": "REAL NOT NULL DEFAULT 0", "prompt_text": "TEXT NOT NULL DEFAULT ''",
                     "completion_text": "TEXT NOT NULL DEFAULT ''"},
-    "api_keys": {"allowed_models": "TEXT", "last_used_at": "REAL"},
+    "api_keys": {"allowed_models": "TEXT", "last_used_at": "REAL", "mcp_context": "INTEGER"},
 }
 
 
@@ -161,6 +162,8 @@ class SQLiteStore:
         for column in _JSON_KEY_COLUMNS:
             values[column] = None if values[column] is None else json.loads(values[column])
         values["active"] = bool(values["active"])
+        if values["mcp_context"] is not None:
+            values["mcp_context"] = bool(values["mcp_context"])
         return ApiKey(**values)
 
     def get_key(self, key_id: str) -> ApiKey | None:

@@ -138,6 +138,15 @@ def test_allowed_models_round_trip(store, allowed):
     assert store.list_keys()[0].allowed_models == allowed
 
 
+@pytest.mark.parametrize("mcp_context", [None, True, False])
+def test_mcp_context_round_trips_and_updates(store, mcp_context):
+    store.put_key(_key("k1", mcp_context=mcp_context))
+    assert store.get_key("k1").mcp_context is mcp_context
+    assert store.list_keys("u1")[0].mcp_context is mcp_context
+    assert store.update_key("k1", {"mcp_context": not mcp_context}).mcp_context is (not mcp_context)
+    assert store.update_key("k1", {"mcp_context": None}).mcp_context is None
+
+
 def test_update_key_changes_only_given_fields(store):
     store.put_key(_key("k1", tier="free", name="ci", requests_per_minute=5, requests_per_hour=50,
                        last_used_at=123.5))
