@@ -30,10 +30,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.plugins import ENTRY_POINT_GROUP  # noqa: E402
+
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE, LOAD_CORE = "0", "1"
@@ -221,9 +226,12 @@ def import_time_s(module: str, env: dict[str, str]) -> float:
 
 
 def gateway_environment(workdir: Path, upstream: Upstream) -> tuple[dict[str, str], str]:
-    """Settings for the gateway under test, and a key created for it."""
+    """Settings for the gateway under test (its built-in plugins only: installed plugin packages,
+    such as the examples ``make install`` adds, are disabled), and a key created for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+    installed = sorted(entry_point.name for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP))
     env.update({
+        "GATEWAY_DISABLE_PLUGINS": ",".join(installed),
         "GATEWAY_SQLITE_PATH": str(workdir / "gateway.db"),
         "GATEWAY_TIER_LIMITS": json.dumps({"enterprise": 100_000_000}),
         "GATEWAY_LOG_LEVEL": "WARNING",
