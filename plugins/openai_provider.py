@@ -209,6 +209,8 @@ def _without_none(value: Any) -> Any:
     """``value`` without null fields, at any depth (as the SDK's ``model_dump(exclude_none=True)``)."""
     if isinstance(value, dict):
         return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
     return value
 
 
