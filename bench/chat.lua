@@ -1,6 +1,8 @@
--- wrk: POST a realistic chat body with a gateway key; print a JSON summary line at the end.
+-- wrk: POST a realistic chat body (bench/chat.json) with a gateway key; print a JSON summary line at the end.
 wrk.method = "POST"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful shopping assistant for an electronics store. Answer briefly and name concrete products."},{"role":"user","content":"Recommend wireless headphones under $100 with good battery life and noise cancelling."}],"temperature":0.7,"max_tokens":256}'
+local file = assert(io.open(os.getenv("BENCH_BODY"), "r"))
+wrk.body = file:read("*a")
+file:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "none")
 

@@ -3,15 +3,20 @@
 Layout on a 2-core machine: the server under test (gunicorn, one worker) is pinned
 to core 0; nginx (the fake upstream) and wrk (the load) to core 1. Each
 concurrency level is measured direct to nginx, through the floor, and through the
-gateway, so overhead = server - direct is a like-for-like difference. Results go
-to ``bench/results/latest.json`` and a Markdown table on stdout.
+gateway, so overhead = server - direct is a like-for-like difference; the levels
+run ``--rounds`` times against the same servers, which shows the spread and whether
+resident memory stays flat. Then a streamed answer from a paced local upstream
+(``stream_upstream.py``) is timed direct and through a gateway (time to first byte,
+total), and the cold start through Zappa's handler (``coldstart.py``) is measured.
+Results go to ``bench/results/latest.json`` and Markdown tables on stdout.
 
-Usage: ``python bench/run.py [--duration 10] [--levels 1,8,64]`` (``make bench``).
+Usage: ``python bench/run.py [--duration 10] [--levels 1,8,64] [--rounds 2]`` (``make bench``).
 Needs nginx and wrk (Debian packages of those names) and taskset.
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -19,18 +24,25 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.plugins import ENTRY_POINT_GROUP  # noqa: E402
+
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE, LOAD_CORE = "0", "1"
+CHAT_BODY = BENCH / "chat.json"
 
 
 def free_port() -> int:
@@ -120,12 +132,76 @@ class Server:
         self.process.wait(timeout=15)
 
 
+class StreamUpstream:
+    """``stream_upstream.py``: a paced OpenAI SSE stream per request, on the load core."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["taskset", "-c", LOAD_CORE, PYTHON, str(BENCH / "stream_upstream.py"), str(self.port)],
+            stderr=open(workdir / "stream_upstream.log", "a"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_ready(f"{self.url}/health")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def warm_up(url: str, key: str) -> None:
+    """One completion, waited for: the first request loads what loads lazily (the SDK)."""
+    request = urllib.request.Request(f"{url}/v1/chat/completions", data=CHAT_BODY.read_bytes(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        response.read()
+
+
+def stream_once(port: int, key: str, body: bytes) -> tuple[float, float, bool]:
+    """(seconds to the first body byte, seconds to the end, ended with [DONE] after a 200)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    started = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body=body,
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    response = conn.getresponse()
+    first = response.read1(65536)
+    first_byte = time.perf_counter() - started
+    rest = first + response.read()
+    total = time.perf_counter() - started
+    conn.close()
+    return first_byte, total, response.status == 200 and rest.rstrip().endswith(b"data: [DONE]")
+
+
+def measure_stream(port: int, key: str, count: int) -> dict:
+    """Median and p90 time to first byte and total time of ``count`` streamed answers, one at a time."""
+    body = json.dumps({**json.loads(CHAT_BODY.read_text()), "stream": True}).encode()
+    stream_once(port, key, body)  # warm up
+    runs = [stream_once(port, key, body) for _ in range(count)]
+
+    def ms(values: list[float], percent: int) -> float:
+        return statistics.quantiles(values, n=100)[percent - 1] * 1000
+
+    ttfb, total = [r[0] for r in runs], [r[1] for r in runs]
+    return {"requests": count, "errors": sum(not r[2] for r in runs),
+            "ttfb_p50_ms": ms(ttfb, 50), "ttfb_p90_ms": ms(ttfb, 90),
+            "total_p50_ms": ms(total, 50), "total_p90_ms": ms(total, 90)}
+
+
+def cold_start(runs: int) -> dict:
+    """``coldstart.py``'s medians (CPU and wall ms to the first answer through Zappa's handler)."""
+    out = subprocess.run([PYTHON, str(BENCH / "coldstart.py"), "--runs", str(runs)], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    seconds = json.loads(out.strip().splitlines()[-1])
+    return {app: {kind: statistics.median(values) * 1000 for kind, values in measured.items()}
+            for app, measured in seconds.items()} | {"runs": runs}
+
+
 def run_wrk(url: str, connections: int, duration: int, key: str) -> dict:
     threads = min(connections, 2)
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
          "-d", f"{duration}s", "--latency", "-s", str(BENCH / "chat.lua"), f"{url}/v1/chat/completions"],
-        capture_output=True, text=True, env={**os.environ, "BENCH_KEY": key}, check=True).stdout
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "BENCH_KEY": key, "BENCH_BODY": str(CHAT_BODY)}).stdout
     line = next(line for line in out.splitlines() if line.startswith("BENCH_JSON "))
     result = json.loads(line.split(" ", 1)[1])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
@@ -150,9 +226,12 @@ def import_time_s(module: str, env: dict[str, str]) -> float:
 
 
 def gateway_environment(workdir: Path, upstream: Upstream) -> tuple[dict[str, str], str]:
-    """Settings for the gateway under test, and a key created for it."""
+    """Settings for the gateway under test (its built-in plugins only: installed plugin packages,
+    such as the examples ``make install`` adds, are disabled), and a key created for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+    installed = sorted(entry_point.name for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP))
     env.update({
+        "GATEWAY_DISABLE_PLUGINS": ",".join(installed),
         "GATEWAY_SQLITE_PATH": str(workdir / "gateway.db"),
         "GATEWAY_TIER_LIMITS": json.dumps({"enterprise": 100_000_000}),
         "GATEWAY_LOG_LEVEL": "WARNING",
@@ -172,12 +251,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--levels", default="1,8,64", help="wrk connection counts")
+    parser.add_argument("--rounds", type=int, default=2, help="times every level is measured")
+    parser.add_argument("--streams", type=int, default=100, help="streamed answers timed per target (0: skip)")
+    parser.add_argument("--coldstart-runs", type=int, default=9, help="fresh processes per app (0: skip)")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"bench needs {tool} (apt-get install nginx wrk util-linux)")
     levels = [int(level) for level in args.levels.split(",")]
+    os.sched_setaffinity(0, {int(LOAD_CORE)})  # this process times the streams: keep it off the server's core
 
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         workdir = Path(tmp)
@@ -187,65 +270,104 @@ def main() -> None:
         report: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                         "python": platform.python_version(), "duration_s": args.duration,
+                        "load_average": os.getloadavg()[0],
                         "import_s": {"floor": import_time_s("bench.floor", floor_env),
                                      "gateway": import_time_s("gateway.wsgi", env)},
-                        "levels": {}, "servers": {}}
+                        "rounds": [], "servers": {}}
         try:
             servers = {"floor": Server("floor", "bench.floor:app", floor_env),
                        "gateway": Server("gateway", "gateway.wsgi:app", env)}
             for name, server in servers.items():
-                run_wrk(server.url, 1, 1, key)  # warm up: first request, lazy imports
+                warm_up(server.url, key)
                 report["servers"][name] = {"startup_s": server.startup_s,
-                                           "rss_mib_idle": rss_mib(server.workers)}
-            for level in levels:
-                report["levels"][level] = {
+                                           "rss_mib_idle": rss_mib(server.workers), "rss_mib_after": []}
+            for _ in range(args.rounds):
+                report["rounds"].append({level: {
                     "direct": measure(None, upstream.url, level, args.duration, key),
                     **{name: measure(server, server.url, level, args.duration, key)
-                       for name, server in servers.items()}}
-            for name, server in servers.items():
-                report["servers"][name]["rss_mib_after"] = rss_mib(server.workers)
+                       for name, server in servers.items()}} for level in levels})
+                for name, server in servers.items():
+                    report["servers"][name]["rss_mib_after"].append(rss_mib(server.workers))
+            for server in servers.values():
                 server.stop()
+            if args.streams:
+                report["streaming"] = stream_report(workdir, env, key, args.streams)
         finally:
             upstream.stop()
+    if args.coldstart_runs:
+        report["coldstart_ms"] = cold_start(args.coldstart_runs)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(render(report))
 
 
+def stream_report(workdir: Path, env: dict[str, str], key: str, count: int) -> dict:
+    """Streamed answers direct from the paced upstream and through a gateway in front of it."""
+    streamer = StreamUpstream(workdir)
+    try:
+        gateway = Server("gateway", "gateway.wsgi:app", {**env, "OPENAI_BASE_URL": f"{streamer.url}/v1"})
+        try:
+            return {"direct": measure_stream(streamer.port, key, count),
+                    "gateway": measure_stream(gateway.port, key, count)}
+        finally:
+            gateway.stop()
+    finally:
+        streamer.stop()
+
+
 def render(report: dict) -> str:
-    """The report as Markdown: per level, then ratios to the floor."""
+    """The report as Markdown: per level and round, ratios to the floor, streaming, cold start."""
     lines = [f"Run {report['date']} on {report['machine']}, Python {report['python']}, "
-             f"{report['duration_s']} s per measurement.", "",
-             "| conc. | target | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms "
-             "| CPU ms/req | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for level, runs in report["levels"].items():
-        direct = runs["direct"]
-        for target, r in runs.items():
-            added50 = (r["p50_us"] - direct["p50_us"]) / 1000
-            added99 = (r["p99_us"] - direct["p99_us"]) / 1000
-            cpu = f"{r['cpu_ms_per_request']:.2f}" if "cpu_ms_per_request" in r else "-"
-            lines.append(f"| {level} | {target} | {r['rps']:.0f} | {r['p50_us'] / 1000:.2f} | "
-                         f"{r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
-                         f"{added50:.2f} | {added99:.2f} | {cpu} | {r['socket_errors'] + r['non2xx']} |")
+             f"{report['duration_s']} s per measurement, load average {report['load_average']:.2f} at the start.",
+             "", "| round | conc. | target | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms "
+             "| CPU ms/req | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for number, levels in enumerate(report["rounds"], 1):
+        for level, runs in levels.items():
+            direct = runs["direct"]
+            for target, r in runs.items():
+                added50 = (r["p50_us"] - direct["p50_us"]) / 1000
+                added99 = (r["p99_us"] - direct["p99_us"]) / 1000
+                cpu = f"{r['cpu_ms_per_request']:.2f}" if "cpu_ms_per_request" in r else "-"
+                lines.append(f"| {number} | {level} | {target} | {r['rps']:.0f} | {r['p50_us'] / 1000:.2f} | "
+                             f"{r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
+                             f"{added50:.2f} | {added99:.2f} | {cpu} | {r['socket_errors'] + r['non2xx']} |")
     floor, gw = report["servers"]["floor"], report["servers"]["gateway"]
-    lines += ["", "| | floor | gateway | ratio |", "|---|---|---|---|"]
+    lines += ["", "| | floor | gateway | gateway / floor |", "|---|---|---|---|"]
 
     def row(label, a, b, fmt="{:.2f}"):
         lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f} |")
 
-    for level, runs in report["levels"].items():
-        direct = runs["direct"]
-        row(f"CPU ms/req @{level}", runs["floor"]["cpu_ms_per_request"], runs["gateway"]["cpu_ms_per_request"])
-        row(f"req/s @{level}", runs["floor"]["rps"], runs["gateway"]["rps"], "{:.0f}")
-        row(f"added p50 ms @{level}", (runs["floor"]["p50_us"] - direct["p50_us"]) / 1000,
-            (runs["gateway"]["p50_us"] - direct["p50_us"]) / 1000)
-        row(f"added p99 ms @{level}", (runs["floor"]["p99_us"] - direct["p99_us"]) / 1000,
-            (runs["gateway"]["p99_us"] - direct["p99_us"]) / 1000)
+    for number, levels in enumerate(report["rounds"], 1):
+        for level, runs in levels.items():
+            direct = runs["direct"]
+            row(f"CPU ms/req @{level} (round {number})", runs["floor"]["cpu_ms_per_request"],
+                runs["gateway"]["cpu_ms_per_request"])
+            row(f"req/s @{level} (round {number})", runs["floor"]["rps"], runs["gateway"]["rps"], "{:.0f}")
+            row(f"added p50 ms @{level} (round {number})", (runs["floor"]["p50_us"] - direct["p50_us"]) / 1000,
+                (runs["gateway"]["p50_us"] - direct["p50_us"]) / 1000)
+            row(f"added p99 ms @{level} (round {number})", (runs["floor"]["p99_us"] - direct["p99_us"]) / 1000,
+                (runs["gateway"]["p99_us"] - direct["p99_us"]) / 1000)
     row("start-up to first 200 (s)", floor["startup_s"], gw["startup_s"])
     row("import (s)", report["import_s"]["floor"], report["import_s"]["gateway"], "{:.3f}")
     row("RSS idle (MiB)", floor["rss_mib_idle"], gw["rss_mib_idle"], "{:.1f}")
-    row("RSS after load (MiB)", floor["rss_mib_after"], gw["rss_mib_after"], "{:.1f}")
+    for number, (a, b) in enumerate(zip(floor["rss_mib_after"], gw["rss_mib_after"], strict=True), 1):
+        row(f"RSS after round {number} (MiB)", a, b, "{:.1f}")
+    if "streaming" in report:
+        lines += ["", f"Streamed answers, one at a time ({report['streaming']['direct']['requests']} each; the "
+                  "upstream paces 20 chunks 5 ms apart):", "",
+                  "| target | first byte p50 ms | p90 ms | total p50 ms | p90 ms | errors |",
+                  "|---|---|---|---|---|---|"]
+        for target, r in report["streaming"].items():
+            lines.append(f"| {target} | {r['ttfb_p50_ms']:.2f} | {r['ttfb_p90_ms']:.2f} | {r['total_p50_ms']:.2f} | "
+                         f"{r['total_p90_ms']:.2f} | {r['errors']} |")
+    if "coldstart_ms" in report:
+        cold = report["coldstart_ms"]
+        lines += ["", f"Cold start through Zappa's handler (`coldstart.py`, {cold['runs']} fresh processes each, "
+                  "median ms to the first answer):", "", "| app | CPU | wall |", "|---|---|---|"]
+        lines += [f"| {app} | {cold[app]['cpu']:.0f} | {cold[app]['wall']:.0f} |" for app in ("gateway", "hello-world")]
+        ratio = cold["gateway"]["cpu"] / cold["hello-world"]["cpu"]
+        lines.append(f"\nRatio gateway / hello-world (CPU): **{ratio:.2f}** (target at most 1.3)")
     return "\n".join(lines)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,7 +289,11 @@ def read_mapping_file(path: str, what: str = "config file") -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror})") from None
     try:
-        return tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+        if file.suffix == ".toml":
+            import tomllib  # only for a TOML file: ~10 ms of cold start otherwise
+
+            return tomllib.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{what} {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") from None
 

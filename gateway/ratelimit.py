@@ -28,9 +28,9 @@ from flask import Flask, g
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.storage import Storage, storage_from_string
 
-import gateway.limit_storage  # noqa: F401  (registers the sqlite:// and dynamodb:// schemes)
 from gateway.config import Settings, TierLimits
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, ServiceUnavailable
+from gateway.limit_storage import batch  # importing it registers the sqlite:// and dynamodb:// schemes
 from gateway.types import TIERS, Caller, Completion
 
 logger = logging.getLogger(__name__)
@@ -117,9 +117,10 @@ class RequestLimiter:
         minute_key, hour_key = minute.key_for("requests", caller.key_id), hour.key_for("requests", caller.key_id)
 
         def count() -> tuple[int, float, int]:
-            in_minute = self.storage.incr(minute_key, minute.get_expiry())
-            reset = self.storage.get_expiry(minute_key)
-            in_hour = self.storage.incr(hour_key, hour.get_expiry()) if in_minute <= per_minute else 0
+            with batch(self.storage):
+                in_minute = self.storage.incr(minute_key, minute.get_expiry())
+                reset = self.storage.get_expiry(minute_key)
+                in_hour = self.storage.incr(hour_key, hour.get_expiry()) if in_minute <= per_minute else 0
             return in_minute, reset, in_hour
 
         counted = self._guard(count, None)
@@ -168,12 +169,14 @@ class RequestLimiter:
         now = time.time()
 
         def add() -> None:
-            if tokens > 0:
-                self.storage.incr(item.key_for("tokens", caller.key_id), item.get_expiry(), tokens)
-            if micros > 0:
-                self.storage.incr(self._budget_key(caller), math.ceil(_month_end(now) - now), micros)
+            with batch(self.storage):
+                if tokens > 0:
+                    self.storage.incr(item.key_for("tokens", caller.key_id), item.get_expiry(), tokens)
+                if micros > 0:
+                    self.storage.incr(self._budget_key(caller), math.ceil(_month_end(now) - now), micros)
 
-        self._guard(add, None)
+        if tokens > 0 or micros > 0:
+            self._guard(add, None)
 
     @staticmethod
     def _budget_key(caller: Caller) -> str:

@@ -107,14 +107,23 @@ class OpenAIProvider:
         return openai.Timeout(total, connect=min(settings.provider_connect_timeout, total))
 
     def complete(self, completion: Completion) -> Result:
-        """One chat completion, translated to a :class:`Result` (``n`` > 1: ``extra_choices``)."""
+        """One chat completion, translated to a :class:`Result` (``n`` > 1: ``extra_choices``).
+
+        The request goes through the SDK's own client (base URL, Azure deployment paths,
+        auth, timeouts, its error types) but with ``client.post(..., cast_to=object)``, its
+        documented way to send a body as is and get the decoded JSON back: the typed
+        ``create`` would walk every message through its TypedDict transform and build
+        pydantic models of the answer, most of the gateway's CPU per request, only for the
+        gateway to read five fields of it.
+        """
         client = self.client()
         try:
-            response = client.chat.completions.create(
-                model=completion.model, messages=completion.messages, timeout=self._timeout(),
-                **completion.parameters)
-            results = [_result(choice, response.model) for choice in response.choices]
-            usage = _usage(response.usage)
+            answer = client.post("/chat/completions", cast_to=object, options={"timeout": self._timeout()},
+                                 body={"model": completion.model, "messages": completion.messages,
+                                       **completion.parameters})
+            model = answer.get("model") or completion.model
+            results = [_result(choice, model) for choice in answer.get("choices") or ()]
+            usage = _usage(answer.get("usage"))
         except Exception as exc:
             raise self._translate(exc) from None
         if not results:
@@ -125,23 +134,30 @@ class OpenAIProvider:
         return first
 
     def stream(self, completion: Completion) -> Iterator[Chunk]:
-        """Stream the answer; usage is always requested (and forwarded last)."""
+        """Stream the answer; usage is always requested (and forwarded last).
+
+        As :meth:`complete`, through ``client.post``: the SDK's ``Stream`` parses the
+        Server-Sent Events and raises an error event, each event's JSON is read as is.
+        """
+        import openai
+
         client = self.client()
         parameters = dict(completion.parameters)
         parameters["stream_options"] = {**parameters.get("stream_options", {}), "include_usage": True}
         upstream = None
         try:
-            upstream = client.chat.completions.create(
-                model=completion.model, messages=completion.messages, stream=True,
-                timeout=self._timeout(), **parameters)
+            upstream = client.post("/chat/completions", cast_to=object, stream=True,
+                                   stream_cls=openai.Stream[object], options={"timeout": self._timeout()},
+                                   body={"model": completion.model, "messages": completion.messages,
+                                         "stream": True, **parameters})
             for event in upstream:
-                for choice in event.choices:
-                    delta = choice.delta
-                    tool_calls = ([call.model_dump(exclude_none=True) for call in delta.tool_calls]
-                                  if delta and delta.tool_calls else None)
-                    yield Chunk(text=(delta.content or "") if delta else "", index=choice.index,
-                                finish_reason=choice.finish_reason, tool_calls=tool_calls)
-                usage = _usage(event.usage)
+                for choice in event.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    tool_calls = delta.get("tool_calls")
+                    yield Chunk(text=delta.get("content") or "", index=choice.get("index", 0),
+                                finish_reason=choice.get("finish_reason"),
+                                tool_calls=[_without_none(call) for call in tool_calls] if tool_calls else None)
+                usage = _usage(event.get("usage"))
                 if usage is not None:
                     yield Chunk(usage=usage)
         except GeneratorExit:
@@ -180,20 +196,31 @@ class OpenAIProvider:
                              code="provider_bad_response")
 
 
-def _result(choice: Any, model: str) -> Result:
-    message = choice.message
-    tool_calls = ([call.model_dump(exclude_none=True) for call in message.tool_calls]
-                  if message.tool_calls else None)
-    return Result(text=message.content or "", model=model, finish_reason=choice.finish_reason or "stop",
-                  tool_calls=tool_calls)
+def _result(choice: dict[str, Any], model: str) -> Result:
+    """One choice of an answer's JSON."""
+    message = choice["message"]
+    tool_calls = message.get("tool_calls")
+    return Result(text=message.get("content") or "", model=model,
+                  finish_reason=choice.get("finish_reason") or "stop",
+                  tool_calls=[_without_none(call) for call in tool_calls] if tool_calls else None)
 
 
-def _usage(usage: Any) -> Usage | None:
+def _without_none(value: Any) -> Any:
+    """``value`` without null fields, at any depth (as the SDK's ``model_dump(exclude_none=True)``)."""
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
+    return value
+
+
+def _usage(usage: dict[str, Any] | None) -> Usage | None:
+    """The ``usage`` object of an answer or of a stream's last event."""
     if usage is None:
         return None
-    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0
-    return Usage(prompt_tokens=usage.prompt_tokens or 0, completion_tokens=usage.completion_tokens or 0,
-                 cached_tokens=cached)
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(prompt_tokens=usage.get("prompt_tokens") or 0,
+                 completion_tokens=usage.get("completion_tokens") or 0, cached_tokens=cached)
 
 
 def _seconds(value: str | None) -> float | None:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from limits.storage import storage_from_string
 
-from gateway.limit_storage import DynamoDBStorage, SQLiteStorage
+from gateway.limit_storage import DynamoDBStorage, SQLiteStorage, batch
 from tests.contract.conftest import ENDPOINT_VARIABLES, FAKE_AWS
 from tests.fakes import servers
 
@@ -122,3 +122,17 @@ def test_unreachable_dynamodb_raises_a_botocore_error(monkeypatch):
     assert storage.check() is False
     with pytest.raises(EndpointConnectionError):
         storage.incr("k", 60)
+
+
+def test_a_batch_counts_all_of_its_increments_or_none(storage):
+    """SQLite groups a batch in one transaction; other storages count each call as it comes."""
+    key_a, key_b = f"batch-a-{uuid.uuid4().hex}", f"batch-b-{uuid.uuid4().hex}"
+    with batch(storage):
+        assert storage.incr(key_a, 60) == 1
+        assert storage.incr(key_b, 3600, 5) == 5
+    assert (storage.get(key_a), storage.get(key_b)) == (1, 5)
+    with pytest.raises(RuntimeError), batch(storage):
+        storage.incr(key_a, 60)
+        raise RuntimeError("the request failed between two increments")
+    expected = 1 if isinstance(storage, SQLiteStorage) else 2
+    assert storage.get(key_a) == expected

@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from gateway import hookimpl, hookspecs
 from gateway.config import load_settings
 from gateway.errors import ConfigError, InvalidRequest
-from gateway.plugins import BUILTIN_PLUGINS, build_plugin_manager
+from gateway.plugins import BUILTIN_PLUGINS, build_plugin_manager, installed_entry_points
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
@@ -176,3 +177,11 @@ def test_a_plugin_authenticator_overrides_the_builtin(tmp_path):
                                       json={"model": "echo", "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 200
     assert app.extensions["gateway"].store.records_for_user("partner")[0].api_key_id == "p1"
+
+
+def test_installed_entry_points_finds_what_importlib_metadata_finds():
+    for group in ("ai_gateway", "console_scripts"):
+        ours = {(ep.name, ep.value) for ep in installed_entry_points(group)}
+        assert ours == {(ep.name, ep.value) for ep in metadata.entry_points(group=group)}
+    assert {ep.name for ep in installed_entry_points("console_scripts")} >= {"gateway", "pytest"}
+    assert installed_entry_points("no-such-group-anywhere") == []
