@@ -299,7 +299,15 @@ def translate_error(exc: Exception) -> ProviderError:
 
 @hookimpl
 def gateway_register_providers(gateway):
-    """Register the Bedrock provider unless ``plugin_settings.bedrock_provider.enabled`` is false."""
+    """Register the Bedrock provider unless ``plugin_settings.bedrock_provider.enabled`` is false;
+    an endpoint override the settings do not allow stops start-up (``gateway/upstreams.py``)."""
+    import os
+
+    from gateway.upstreams import check_upstream_url
+
     if gateway.settings.plugin_config("bedrock_provider").get("enabled", True) is False:
         return None
+    for variable in ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL"):
+        if os.environ.get(variable):
+            check_upstream_url(os.environ[variable], gateway.settings, f"bedrock_provider {variable}")
     return [BedrockProvider(gateway)]
