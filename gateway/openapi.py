@@ -160,12 +160,19 @@ class KeyView(Schema):
     permissions = f.List(f.String(metadata={"enum": list(PERMISSIONS)}), required=True)
     active = f.Boolean(required=True)
     created_at = f.Float(required=True)
+    expires_at = f.Float(required=True, allow_none=True)
+    name = f.String(required=True)
+    requests_per_minute = f.Integer(required=True, allow_none=True)
+    requests_per_hour = f.Integer(required=True, allow_none=True)
+    allowed_models = f.List(f.String(), required=True, allow_none=True)
+    last_used_at = f.Float(required=True, allow_none=True)
 
 
 class NewKey(KeyView):
-    """A created or rotated key: the plaintext, shown this once."""
+    """A created or rotated key: the plaintext, shown this once (a rotation names the key it replaces)."""
 
     key = f.String(required=True)
+    replaces = f.Nested(KeyView)
 
 
 class KeyListing(Schema):
@@ -181,11 +188,22 @@ class ProductAnswer(Schema):
     created = f.Boolean(required=True)
 
 
-class UsageQuery(Schema):
-    """``from``/``to`` (ISO 8601 or epoch seconds; ``to`` exclusive) and ``group_by``."""
+#: ``from``/``to``: an ISO 8601 date or date-time, or epoch seconds.
+INSTANT = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"},
+                     {"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,6})?$"}]}
 
-    from_ = f.String(data_key="from", metadata={"description": "Start: ISO 8601 date/time or epoch seconds."})
-    to = f.String(metadata={"description": "End (exclusive): ISO 8601 date/time or epoch seconds."})
+
+class WindowQuery(Schema):
+    """The window: ``from`` and ``to`` (exclusive; a date alone includes that day), at most 400 days,
+    ``from`` before ``to``. Default: the last 7 days."""
+
+    from_ = f.String(data_key="from", metadata={"description": "Start.", **INSTANT})
+    to = f.String(metadata={"description": "End (exclusive).", **INSTANT})
+
+
+class UsageQuery(WindowQuery):
+    """The window and ``group_by``."""
+
     group_by = f.String(metadata={"enum": ["model", "provider", "day"]})
 
 
@@ -202,13 +220,6 @@ class AdminUsageQuery(UsageQuery):
     user = f.String(required=True)
 
 
-class MetricsQuery(Schema):
-    """The metrics window."""
-
-    from_ = f.String(data_key="from")
-    to = f.String()
-
-
 class KeyListQuery(Schema):
     """Keys of one user."""
 
@@ -219,7 +230,7 @@ class JsonRpcMessage(Schema):
     """One JSON-RPC 2.0 message (MCP, Streamable HTTP)."""
 
     jsonrpc = f.String(required=True, metadata={"enum": ["2.0"]})
-    id = f.Raw(metadata={"type": ["string", "integer"]})
+    id = f.Raw(metadata={"type": ["string", "number"]})
     method = f.String(required=True)
     params = f.Dict()
 
@@ -231,6 +242,15 @@ class JsonRpcAnswer(Schema):
     id = f.Raw(allow_none=True)
     result = f.Raw()
     error = f.Dict()
+
+
+#: What the schemas check across fields (``@validates_schema``), in JSON Schema's words.
+CROSS_FIELD_RULES = {
+    "Message": {"anyOf": [
+        {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+        {"required": ["tool_calls"], "properties": {"tool_calls": {"minItems": 1}}}]},
+    "KeyChange": {"minProperties": 1},
+}
 
 
 def _json(schema: str) -> dict:
@@ -292,7 +312,7 @@ def paths() -> dict[str, dict[str, dict]]:
         f"{admin}/usage": {"get": _operation("Any user's usage (admin).", _ok("UsageReport"), READ_ERRORS,
                                              query="AdminUsageQuery")},
         f"{admin}/metrics": {"get": _operation("Gateway metrics (admin).", _ok("MetricsReport"), READ_ERRORS,
-                                               query="MetricsQuery")},
+                                               query="WindowQuery")},
         f"{admin}/keys": {
             "get": _operation("List keys (admin).", _ok("KeyListing"), READ_ERRORS, query="KeyListQuery"),
             "post": _operation("Create a key; its plaintext is shown once (admin).",
@@ -307,7 +327,8 @@ def paths() -> dict[str, dict[str, dict]]:
             "Issue a new key for the same owner; the old one expires after the grace period (admin).",
             _ok("NewKey", "Created.", 201), (401, 403, 404, 429, 503), path=("key_id",))},
         f"{admin}/catalog/products/{{product_id}}": {
-            "put": _operation("Create or replace a product (admin).",
+            "put": _operation("Create or replace a product (admin); the id comes from the URL (a "
+                              "productId in the body must equal it).",
                               {**_ok("ProductAnswer", "Replaced."), **_ok("ProductAnswer", "Created.", 201)},
                               WRITE_ERRORS, body="Product", path=("product_id",)),
             "delete": _operation("Delete a product (admin).", _ok(None, "Deleted.", 204),
@@ -337,7 +358,7 @@ def build_document(app) -> dict:
 
     from gateway.api.admin import KeyChangeSchema, KeyCreateSchema
     from gateway.catalog import ProductSchema
-    from gateway.schemas import ChatCompletionSchema, NativeCompletionSchema
+    from gateway.schemas import ChatCompletionSchema, MessageSchema, NativeCompletionSchema
 
     spec = APISpec(title="AI Model Gateway", version="1", openapi_version="3.1.0",
                    plugins=[MarshmallowPlugin(schema_name_resolver=lambda schema: None)],
@@ -347,9 +368,10 @@ def build_document(app) -> dict:
     spec.components.header("CorrelationId", {"description": "Yours if you sent one, else a new id.",
                                               "schema": {"type": "string"}, "required": True})
     schemas = {
-        "ErrorEnvelope": ErrorEnvelope, "ChatCompletionRequest": ChatCompletionSchema,
+        "Message": MessageSchema, "ErrorEnvelope": ErrorEnvelope, "ChatCompletionRequest": ChatCompletionSchema,
         "NativeCompletionRequest": NativeCompletionSchema, "KeyCreate": KeyCreateSchema(exclude=("active",)),
-        "KeyChange": KeyChangeSchema, "Product": ProductSchema, "ChatCompletionAnswer": ChatCompletionAnswer,
+        "KeyChange": KeyChangeSchema, "Product": ProductSchema(exclude=("product_id",)),
+        "ChatCompletionAnswer": ChatCompletionAnswer,
         "NativeCompletionAnswer": NativeCompletionAnswer, "ModelList": ModelList, "Health": Health,
         "UsageReport": UsageReport, "MetricsReport": MetricsReport, "KeyView": KeyView, "NewKey": NewKey,
         "KeyListing": KeyListing, "ProductAnswer": ProductAnswer, "JsonRpcMessage": JsonRpcMessage,
@@ -369,9 +391,27 @@ def build_document(app) -> dict:
         if path in served:
                 spec.path(path=path, operations=operations)
     document = spec.to_dict()
-    document["components"]["schemas"]["ChatCompletionRequest"]["description"] = (
-        f"Bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes; unknown fields are refused.")
+    for name, rules in CROSS_FIELD_RULES.items():
+        document["components"]["schemas"][name].update(rules)
+    _apply_limits(document["components"]["schemas"], app)
     return document
+
+
+def _apply_limits(schemas: dict, app) -> None:
+    """State this app's limits in the request schemas: body size, messages, text length, max_tokens
+    (the largest tier's; a key of a smaller tier gets a 400 above its own)."""
+    settings = app.extensions["gateway"].settings
+    largest = max(settings.tier(tier).tokens_per_minute for tier in TIERS)
+    for name in ("ChatCompletionRequest", "NativeCompletionRequest"):
+        request = schemas[name]
+        request["description"] = (f"Bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes; unknown "
+                                  "fields are refused; max_tokens is limited to the key's tier's tokens per minute.")
+        request["properties"]["messages"]["maxItems"] = settings.max_messages
+        for field in ("max_tokens", "max_completion_tokens"):
+            request["properties"][field]["maximum"] = largest
+    content = schemas["Message"]["properties"]["content"]["anyOf"]
+    content[0]["maxLength"] = settings.max_message_chars
+    content[2]["items"]["then"]["properties"]["text"]["maxLength"] = settings.max_message_chars
 
 
 @blueprint.get("/openapi.json")

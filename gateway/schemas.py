@@ -14,6 +14,8 @@ from marshmallow import fields as f
 from gateway.errors import InvalidRequest
 from gateway.types import Completion
 
+#: The largest token count any provider accepts (a 32-bit integer).
+INT32 = 2**31 - 1
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -141,11 +143,11 @@ class ChatCompletionSchema(Schema):
     stream = f.Boolean(load_default=False)
     temperature = f.Float(validate=validate.Range(min=0, max=2))
     top_p = f.Float(validate=validate.Range(min=0, max=1))
-    max_tokens = f.Integer(validate=validate.Range(min=1))
-    max_completion_tokens = f.Integer(validate=validate.Range(min=1))
+    max_tokens = f.Integer(validate=validate.Range(min=1, max=INT32))
+    max_completion_tokens = f.Integer(validate=validate.Range(min=1, max=INT32))
     stop = StopField(metadata={"anyOf": [{"type": "string"}, {"type": "array", "maxItems": 4,
                                                                 "items": {"type": "string"}}]})
-    seed = f.Integer()
+    seed = f.Integer(validate=validate.Range(min=-(2**63), max=2**63 - 1))
     n = f.Integer(validate=validate.Range(min=1, max=16))
     presence_penalty = f.Float(validate=validate.Range(min=-2, max=2))
     frequency_penalty = f.Float(validate=validate.Range(min=-2, max=2))
@@ -163,7 +165,7 @@ class ChatCompletionSchema(Schema):
     top_logprobs = f.Integer(validate=validate.Range(min=0, max=20))
     parallel_tool_calls = f.Boolean()
     stream_options = f.Dict()
-    metadata = f.Dict(keys=f.String(), values=f.Raw())
+    metadata = f.Dict(keys=f.String(), values=f.Raw(allow_none=True))
 
 
 class McpOptionsSchema(Schema):
@@ -191,7 +193,7 @@ def _flatten(messages: Any, prefix: str = "") -> list[str]:
         return out
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
         text = " ".join(messages)
-        return [f"{prefix}: {'unknown field' if text == 'Unknown field.' else text}"]
+        return [f"{prefix}: {'unknown field' if text == 'Unknown field.' else text.rstrip('.')}"]
     return [f"{prefix}: {messages}"]
 
 
