@@ -248,7 +248,8 @@ class JsonRpcAnswer(Schema):
 CROSS_FIELD_RULES = {
     "Message": {"anyOf": [
         {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
-        {"required": ["tool_calls"], "properties": {"tool_calls": {"minItems": 1}}}]},
+        {"required": ["tool_calls"], "properties": {"tool_calls": {"minItems": 1}}}],
+        "if": {"properties": {"role": {"const": "tool"}}}, "then": {"required": ["tool_call_id"]}},
     "KeyChange": {"minProperties": 1},
 }
 

@@ -108,13 +108,15 @@ class MessageSchema(Schema):
     content = MessageContent(required=False, allow_none=True, metadata=_CONTENT_DOC)
     name = f.String()
     tool_calls = f.List(f.Nested(ToolCallSchema))
-    tool_call_id = f.String()
+    tool_call_id = f.String(validate=validate.Length(min=1, max=256))
     refusal = f.String(allow_none=True)
 
     @validates_schema
     def _content_present(self, data, **kwargs):
         if data.get("content") is None and not data.get("tool_calls"):
             raise ValidationError("A message needs content (or tool_calls).", "content")
+        if data.get("role") == "tool" and "tool_call_id" not in data:
+            raise ValidationError("A tool message needs the tool_call_id it answers.", "tool_call_id")
 
 
 #: Parameters passed through to the provider unchanged.
