@@ -77,12 +77,17 @@ class ChatChoice(Schema):
     logprobs = f.Raw(allow_none=True)
 
 
-class ChatCompletionAnswer(Schema):
-    """OpenAI's ``chat.completion``."""
+class OpenAIObject(Schema):
+    """What every OpenAI object starts with."""
 
     id = f.String(required=True)
     object = f.String(required=True)
     created = f.Integer(required=True)
+
+
+class ChatCompletionAnswer(OpenAIObject):
+    """OpenAI's ``chat.completion``."""
+
     model = f.String(required=True)
     choices = f.List(f.Nested(ChatChoice), required=True)
     usage = f.Nested(UsageCounts, required=True)
@@ -104,12 +109,9 @@ class NativeCompletionAnswer(Schema):
     mcp_context = f.Dict(allow_none=True)
 
 
-class ModelEntry(Schema):
+class ModelEntry(OpenAIObject):
     """One model in ``GET /v1/models``."""
 
-    id = f.String(required=True)
-    object = f.String(required=True)
-    created = f.Integer(required=True)
     owned_by = f.String(required=True)
     aliases = f.List(f.String())
 
