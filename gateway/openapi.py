@@ -190,8 +190,9 @@ class ProductAnswer(Schema):
     created = f.Boolean(required=True)
 
 
-#: ``from``/``to``: an ISO 8601 date or date-time, or epoch seconds.
-INSTANT = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"},
+#: ``from``/``to``: an ISO 8601 date or date-time, epoch seconds, or empty (the default).
+INSTANT = {"anyOf": [{"type": "string", "maxLength": 0},
+                     {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"},
                      {"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,6})?$"}]}
 
 
