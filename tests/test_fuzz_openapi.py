@@ -25,7 +25,7 @@ from schemathesis import GenerationMode
 from gateway.testing import issue_key, make_app
 from gateway.types import PERMISSIONS
 
-FUZZ_EXAMPLES = 10
+FUZZ_EXAMPLES = 8
 SLOW_EXAMPLES = 100
 WRONG_KEY_EXAMPLES = 5
 #: Operations whose parameters have rules across fields JSON Schema cannot state (``from`` before
