@@ -153,21 +153,30 @@ class MetricsReport(Schema):
     to = f.String(required=True)
 
 
-class KeyView(Schema):
-    """A key as the admin API shows it (never its hash)."""
+#: Field types of the stored key, as annotated on ``ApiKey``, and their marshmallow fields.
+_KEY_FIELD_TYPES = {"str": f.String, "float": f.Float, "int": f.Integer, "bool": f.Boolean,
+                    "list[str]": lambda **options: f.List(f.String(), **options)}
 
-    key_id = f.String(required=True)
-    user_id = f.String(required=True)
-    tier = f.String(required=True, metadata={"enum": list(TIERS)})
-    permissions = f.List(f.String(metadata={"enum": list(PERMISSIONS)}), required=True)
-    active = f.Boolean(required=True)
-    created_at = f.Float(required=True)
-    expires_at = f.Float(required=True, allow_none=True)
-    name = f.String(required=True)
-    requests_per_minute = f.Integer(required=True, allow_none=True)
-    requests_per_hour = f.Integer(required=True, allow_none=True)
-    allowed_models = f.List(f.String(), required=True, allow_none=True)
-    last_used_at = f.Float(required=True, allow_none=True)
+
+def _key_view_fields() -> dict[str, f.Field]:
+    """Every field of a stored key but its hash, typed from ``ApiKey`` itself: the document follows
+    the store's record without a second list to keep in step."""
+    from dataclasses import fields as dataclass_fields
+
+    from gateway.store.base import ApiKey
+
+    view = {}
+    for field in dataclass_fields(ApiKey):
+        if field.name == "key_hash":
+            continue
+        base, _, rest = str(field.type).partition(" | ")
+        view[field.name] = _KEY_FIELD_TYPES[base](required=True, allow_none=rest == "None")
+    view["tier"] = f.String(required=True, metadata={"enum": list(TIERS)})
+    view["permissions"] = f.List(f.String(metadata={"enum": list(PERMISSIONS)}), required=True)
+    return view
+
+
+KeyView = Schema.from_dict(_key_view_fields(), name="KeyView")
 
 
 class NewKey(KeyView):
