@@ -72,6 +72,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     http.install(app, settings)
     gateway.limiter.install(app)
 
+    from gateway import openapi
     from gateway.api import admin, dashboard, health, native, openai_compat, usage
 
     app.register_blueprint(health.blueprint)
@@ -80,6 +81,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     app.register_blueprint(usage.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(openapi.blueprint)
     pm.hook.gateway_register_blueprints(app=app, gateway=gateway)
     logger.info("gateway ready", extra={"stage": settings.stage, "store": settings.store,
                                         "providers": sorted(gateway.providers)})

@@ -108,6 +108,9 @@ class SettingsSchema(Schema):
     key_pepper = f.String(validate=validate.Length(min=16))
     key_cache_ttl = f.Float(validate=validate.Range(min=0))
     max_body_bytes = f.Integer(validate=validate.Range(min=1024))
+    max_messages = f.Integer(validate=validate.Range(min=1, max=2048))
+    max_message_chars = f.Integer(validate=validate.Range(min=1))
+    allowed_upstream_hosts = CommaList(f.String(validate=validate.Length(min=1)))
     cors_origins = CommaList(f.String())
     plugins = CommaList(f.String())
     disable_plugins = CommaList(f.String())
@@ -168,6 +171,12 @@ class Settings:
     key_pepper: str = DEV_PEPPER
     key_cache_ttl: float = 30.0
     max_body_bytes: int = 1024 * 1024
+    #: Messages one completion may carry, and characters of text one message may hold (400 beyond).
+    max_messages: int = 512
+    max_message_chars: int = 200_000
+    #: Hosts a configured upstream URL may name besides https ones (plain http, private addresses);
+    #: loopback is allowed without listing only in the dev stage (gateway/upstreams.py).
+    allowed_upstream_hosts: list[str] = field(default_factory=list)
     cors_origins: list[str] = field(default_factory=list)
     plugins: list[str] = field(default_factory=list)
     disable_plugins: list[str] = field(default_factory=list)

@@ -145,7 +145,7 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         caller = authenticate(gateway, request, "completions")
         record.user_id, record.api_key_id, record.tier = caller.user_id, caller.key_id, caller.tier
         gateway.limiter.hit(caller)
-        completion = load_completion(schema, read_json_body())
+        completion = load_completion(schema, read_json_body(), gateway.settings)
         record.model = completion.model
         gateway.limiter.check_spend(caller, completion)
         enrich(gateway, completion, caller)

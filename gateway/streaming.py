@@ -136,4 +136,4 @@ def render_sse(chunks: MeteredStream, *, completion_id: str, created: int, model
 def sse_response(events: Iterator[bytes]) -> Response:
     """A ``text/event-stream`` response that proxies do not buffer."""
     return Response(events, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

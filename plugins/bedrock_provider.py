@@ -56,7 +56,8 @@ def _text_blocks(content: Any) -> list[dict]:
         if part.get("type") != "text":
             raise UpstreamRejected(f"Bedrock models through this gateway take text content only, "
                                    f"not '{part.get('type')}' parts.")
-        blocks.append({"text": part.get("text", "")})
+        if part.get("text"):  # Converse refuses empty text blocks; an empty part says nothing
+            blocks.append({"text": part["text"]})
     return blocks
 
 
@@ -74,7 +75,7 @@ def to_converse_messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
 
     System/developer messages become system blocks; tool results become user
     ``toolResult`` blocks; consecutive messages of one role merge (Converse wants
-    user and assistant to alternate).
+    user and assistant to alternate); empty text is left out (Converse refuses it).
     """
     system: list[dict] = []
     turns: list[dict] = []
@@ -90,6 +91,8 @@ def to_converse_messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
         else:
             blocks = _text_blocks(message.get("content"))
             blocks += [_tool_use(call) for call in message.get("tool_calls") or ()]
+        if not blocks:  # an empty message (content ""): Converse refuses empty content
+            continue
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
@@ -97,14 +100,18 @@ def to_converse_messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
     return system, turns
 
 
+def _tool_spec(function: dict) -> dict:
+    spec = {"name": function["name"],
+            "inputSchema": {"json": function.get("parameters", {"type": "object", "properties": {}})}}
+    if function.get("description"):  # Converse refuses an empty description; it is optional
+        spec["description"] = function["description"]
+    return spec
+
+
 def _tool_config(tools: list[dict], choice: Any) -> dict | None:
     if not tools or choice == "none":
         return None
-    specs = [{"toolSpec": {"name": tool["function"]["name"],
-                           "description": tool["function"].get("description", ""),
-                           "inputSchema": {"json": tool["function"].get("parameters",
-                                                                        {"type": "object", "properties": {}})}}}
-             for tool in tools]
+    specs = [{"toolSpec": _tool_spec(tool["function"])} for tool in tools]
     config: dict = {"tools": specs}
     if choice == "required":
         config["toolChoice"] = {"any": {}}
@@ -125,6 +132,9 @@ def to_converse_request(completion: Completion) -> dict:
         raise UpstreamRejected(f"Bedrock models do not support {', '.join(refused)}; "
                                "remove it or choose another model.")
     system, messages = to_converse_messages(completion.messages)
+    if not messages:
+        raise UpstreamRejected("Bedrock models need at least one user or assistant message, "
+                               "not only system messages.")
     request: dict = {"modelId": completion.model, "messages": messages}
     if system:
         request["system"] = system
@@ -138,7 +148,9 @@ def to_converse_request(completion: Completion) -> dict:
         inference["topP"] = parameters["top_p"]
     if "stop" in parameters:
         stop = parameters["stop"]
-        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        sequences = [sequence for sequence in ([stop] if isinstance(stop, str) else stop) if sequence]
+        if sequences:  # an empty stop sequence stops nothing, and Converse refuses it
+            inference["stopSequences"] = sequences
     if inference:
         request["inferenceConfig"] = inference
     tool_config = _tool_config(parameters.get("tools") or [], parameters.get("tool_choice", "auto"))
@@ -299,7 +311,15 @@ def translate_error(exc: Exception) -> ProviderError:
 
 @hookimpl
 def gateway_register_providers(gateway):
-    """Register the Bedrock provider unless ``plugin_settings.bedrock_provider.enabled`` is false."""
+    """Register the Bedrock provider unless ``plugin_settings.bedrock_provider.enabled`` is false;
+    an endpoint override the settings do not allow stops start-up (``gateway/upstreams.py``)."""
+    import os
+
+    from gateway.upstreams import check_upstream_url
+
     if gateway.settings.plugin_config("bedrock_provider").get("enabled", True) is False:
         return None
+    for variable in ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL"):
+        if os.environ.get(variable):
+            check_upstream_url(os.environ[variable], gateway.settings, f"bedrock_provider {variable}")
     return [BedrockProvider(gateway)]

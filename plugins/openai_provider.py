@@ -247,8 +247,16 @@ def upstream_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @hookimpl
 def gateway_register_providers(gateway):
-    """Register one provider per configured upstream unless ``openai_provider_enabled`` is off."""
+    """Register one provider per configured upstream unless ``openai_provider_enabled`` is off;
+    an upstream URL the settings do not allow stops start-up (``gateway/upstreams.py``)."""
     if not gateway.settings.openai_provider_enabled:
         return None
+    from gateway.upstreams import check_upstream_url
+
     config = gateway.settings.plugin_config("openai_provider")
-    return [OpenAIProvider(name, upstream, gateway) for name, upstream in upstream_configs(config).items()]
+    upstreams = upstream_configs(config)
+    for name, upstream in upstreams.items():
+        for setting in ("base_url", "azure_endpoint"):
+            if upstream.get(setting):
+                check_upstream_url(upstream[setting], gateway.settings, f"openai_provider {name} {setting}")
+    return [OpenAIProvider(name, upstream, gateway) for name, upstream in upstreams.items()]

@@ -1,10 +1,15 @@
 """Shared fixtures: the gateway's own test helpers (``gateway.testing``) plus a few of ours."""
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
 pytest.register_assert_rewrite("gateway.testing")
 
+from gateway.config import DEV_PEPPER  # noqa: E402
+from gateway.logs import JSONFormatter  # noqa: E402
 from gateway.testing import issue_key, make_app, serve  # noqa: E402
 from tests.fakes.bedrock_server import FakeBedrock  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
@@ -95,3 +100,34 @@ def upstreams_app(tmp_path, fake_openai, fake_bedrock, monkeypatch):
         return make_app(tmp_path, config)
 
     return build
+
+
+class SecretSweep(logging.Handler):
+    """Looks at every log record of the session for a gateway key, the dev pepper or the fakes'
+    provider key (the secrets every test uses); keeps only the offending lines."""
+
+    PATTERN = re.compile(r"gw_(?:test|live)_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}|"
+                         + "|".join(map(re.escape, (DEV_PEPPER, "sk-test-upstream-secret"))))
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.records = 0
+        self.leaks: list[str] = []
+        self.formatter = JSONFormatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records += 1
+        line = self.formatter.format(record)
+        if self.PATTERN.search(line):
+            self.leaks.append(line[:500])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log_line():
+    """Security list item 11: no API key, pepper or provider secret in any log line of the suite."""
+    sweep = SecretSweep()
+    root = logging.getLogger()
+    root.addHandler(sweep)
+    yield sweep
+    root.removeHandler(sweep)
+    assert sweep.leaks == [], f"secrets in {len(sweep.leaks)} of {sweep.records} log lines: {sweep.leaks[:3]}"

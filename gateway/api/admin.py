@@ -26,6 +26,10 @@ PREFIX = "/api/v1/admin"
 blueprint = Blueprint("admin", __name__, url_prefix=f"{PREFIX}/keys")
 
 
+#: The largest per-key rate a store can hold (SQLite and DynamoDB integers; far above any real limit).
+MAX_RATE = 2**31 - 1
+
+
 def _future(value: float) -> None:
     if value <= time.time():
         raise ValidationError("Must be in the future (epoch seconds).")
@@ -42,8 +46,8 @@ class KeyChangeSchema(Schema):
     active = f.Boolean()
     name = f.String(validate=validate.Length(max=128))
     expires_at = f.Float(allow_none=True, validate=_future)
-    requests_per_minute = f.Integer(allow_none=True, validate=validate.Range(min=1))
-    requests_per_hour = f.Integer(allow_none=True, validate=validate.Range(min=1))
+    requests_per_minute = f.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_RATE))
+    requests_per_hour = f.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_RATE))
     allowed_models = f.List(f.String(validate=validate.Length(min=1, max=256)), allow_none=True)
     mcp_context = f.Boolean(allow_none=True)
 
