@@ -369,9 +369,9 @@ def build_document(app) -> dict:
     from apispec import APISpec
     from apispec.ext.marshmallow import MarshmallowPlugin
 
-    from gateway.api.admin import KeyChangeSchema, KeyCreateSchema
     from gateway.catalog import ProductSchema
     from gateway.schemas import ChatCompletionSchema, MessageSchema, NativeCompletionSchema
+    from plugins.apikey_admin import KeyChangeSchema, KeyCreateSchema
 
     spec = APISpec(title="AI Model Gateway", version="1", openapi_version="3.1.0",
                    plugins=[MarshmallowPlugin(schema_name_resolver=lambda schema: None)],

@@ -179,7 +179,8 @@ def gateway_enrich_request(completion, caller):
 
 @hookimpl
 def gateway_register_blueprints(app, gateway):
-    """Throttle failed authentications per client address (429), with flask-limiter.
+    """Add the key admin API (``plugins.apikey_admin``) and throttle failed authentications
+    per client address (429), with flask-limiter.
 
     Only 401 answers count (``deduct_when``); requests without a credential are not
     checked. The counters share the limits storage, so the throttle holds across
@@ -187,6 +188,10 @@ def gateway_register_blueprints(app, gateway):
     """
     from flask_limiter import Limiter, RateLimitExceeded
     from flask_limiter.util import get_remote_address
+
+    from plugins import apikey_admin
+
+    app.register_blueprint(apikey_admin.blueprint)
 
     # Answer with the envelope built by _too_many_failures (the generic HTTP handler would not).
     app.register_error_handler(RateLimitExceeded, lambda exc: exc.get_response())
@@ -204,7 +209,8 @@ def _too_many_failures(limit) -> Response:
                           {"Retry-After": str(max(1, int(limit.reset_at - time.time())))})
 
 
-def _public(key: ApiKey) -> dict:
+def public(key: ApiKey) -> dict:
+    """A key as the admin API and the CLI show it: every field but the hash."""
     row = asdict(key)
     del row["key_hash"]
     return row
@@ -237,7 +243,7 @@ def gateway_register_commands(cli):
                                      f"choose from {', '.join(PERMISSIONS)}", param_hint="--permissions")
         plaintext, key = create_key(current_gateway(), user_id, tier, wanted, name)
         if as_json:
-            click.echo(json.dumps({"key": plaintext, **_public(key)}))
+            click.echo(json.dumps({"key": plaintext, **public(key)}))
         else:
             click.echo(f"key id {key.key_id} for {user_id} ({tier}): {plaintext}")
             click.echo("Store it now: the gateway keeps only its hash and cannot show it again.")
@@ -250,7 +256,7 @@ def gateway_register_commands(cli):
         """List keys (never their secrets)."""
         from gateway.app import current_gateway
 
-        rows = [_public(k) for k in current_gateway().store.list_keys(user_id)]
+        rows = [public(k) for k in current_gateway().store.list_keys(user_id)]
         if as_json:
             click.echo(json.dumps(rows))
             return
@@ -284,7 +290,7 @@ def gateway_register_commands(cli):
             raise click.ClickException(f"no key with id {key_id!r} (see 'gateway keys list')")
         plaintext, key = rotated
         if as_json:
-            click.echo(json.dumps({"key": plaintext, "replaces": key_id, **_public(key)}))
+            click.echo(json.dumps({"key": plaintext, "replaces": key_id, **public(key)}))
         else:
             grace = gateway.settings.key_rotation_grace_seconds
             click.echo(f"key id {key.key_id} replaces {key_id} (which works {grace:.0f} s more): {plaintext}")
