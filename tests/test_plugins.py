@@ -185,3 +185,23 @@ def test_installed_entry_points_finds_what_importlib_metadata_finds():
         assert ours == {(ep.name, ep.value) for ep in metadata.entry_points(group=group)}
     assert {ep.name for ep in installed_entry_points("console_scripts")} >= {"gateway", "pytest"}
     assert installed_entry_points("no-such-group-anywhere") == []
+
+
+def test_the_gateway_runs_without_the_apikey_plugin(tmp_path):
+    """The core does not depend on the built-in key plugin: another authenticator can replace it."""
+    from gateway.types import Caller
+
+    class Partner:
+        @hookimpl
+        def gateway_authenticate(self, request):
+            if request.headers.get("X-Partner") == "p1":
+                return Caller(user_id="partner", key_id="p1", tier="basic",
+                              permissions=frozenset({"completions", "admin"}))
+            return None
+
+    app = make_app(tmp_path, {"disable_plugins": ["apikey"]}, plugins=(Partner(),))
+    client = app.test_client()
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "x"}]}
+    assert client.post(CHAT, json=chat, headers={"X-Partner": "p1"}).status_code == 200
+    assert client.get("/api/v1/admin/keys", headers={"X-Partner": "p1"}).status_code == 404  # the plugin's routes
+    assert client.get("/api/v1/admin/keys").status_code == 401  # the core's guard still holds
