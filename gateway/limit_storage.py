@@ -112,14 +112,19 @@ class SQLiteStorage(_WindowCounters, Storage):
         """What a broken or unreadable file raises."""
         return sqlite3.Error
 
+    #: Threads opening their first connection at once would race to switch a new file to WAL
+    #: (SQLite answers "database is locked" to that without waiting): one at a time per process.
+    _opening = threading.Lock()
+
     def _db(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SQLITE_SCHEMA)
+            with self._opening:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_SQLITE_SCHEMA)
             self._local.conn = conn
         return conn
 

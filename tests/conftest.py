@@ -10,7 +10,7 @@ pytest.register_assert_rewrite("gateway.testing")
 
 from gateway.config import DEV_PEPPER  # noqa: E402
 from gateway.logs import JSONFormatter  # noqa: E402
-from gateway.testing import issue_key, make_app, serve  # noqa: E402
+from gateway.testing import make_app, serve  # noqa: E402
 from tests.fakes.bedrock_server import FakeBedrock  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 
@@ -35,15 +35,15 @@ def gateway(app):
 
 
 @pytest.fixture
-def client(app):
-    """Flask's test client."""
-    return app.test_client()
+def client(gateway_client):
+    """Flask's test client (``gateway.testing``'s, under the short name these tests use)."""
+    return gateway_client
 
 
 @pytest.fixture
-def key(app):
-    """A free-tier key with the completions permission."""
-    return issue_key(app)
+def key(api_key):
+    """A free-tier key with the completions permission (``gateway.testing``'s ``api_key``)."""
+    return api_key
 
 
 @pytest.fixture

@@ -125,20 +125,27 @@ class SQLiteStore:
         self._local = threading.local()
         self._initialised = False
 
+    #: Threads opening their first connection at once would race to switch a new file to WAL
+    #: and create the schema (SQLite answers "database is locked" without waiting): one at a time.
+    _opening = threading.Lock()
+
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        if not self._initialised:
-            conn.executescript(SCHEMA)
-            _migrate(conn)
-            self._initialised = True
+        if conn is not None and self._initialised:
+            return conn
+        with self._opening:
+            if conn is None:
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._local.conn = conn
+            if not self._initialised:
+                conn.executescript(SCHEMA)
+                _migrate(conn)
+                self._initialised = True
         return conn
 
     def init(self) -> None:
