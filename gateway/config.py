@@ -192,7 +192,7 @@ class Settings:
     rate_limit_storage_uri: str = ""
     #: Counter store unreachable: "closed" answers 503, "open" serves and logs a warning.
     rate_limit_fail_mode: str = "closed"
-    #: Failed authentications allowed per client address (a flask-limiter limit string).
+    #: Failed authentications allowed per client address (a ``limits`` limit string such as "20/minute").
     failed_auth_limit: str = "20/minute"
     #: How long a rotated-out key keeps working, in seconds.
     key_rotation_grace_seconds: float = 86_400.0

@@ -2,7 +2,7 @@
 
 Importing this module registers the URI schemes with ``limits`` (its storage
 registry is keyed by ``STORAGE_SCHEME``), so ``limits.storage.storage_from_string``
-and flask-limiter's ``storage_uri`` accept them:
+accepts them:
 
 - ``sqlite:///path/to/counters.db`` — the local default. Every gunicorn worker of
   ``gateway serve`` opens the same file, so limits are exact across workers. Each

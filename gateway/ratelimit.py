@@ -10,8 +10,8 @@ check, so no storage ever admits more than the limit).
 flask-limiter's route decorators do not fit these limits: they are chosen per
 *authenticated caller* (known only inside the pipeline) and token and spend
 counts are only known after the provider answered. So this module drives
-``limits`` directly, as flask-limiter does internally; flask-limiter itself
-throttles failed authentications per client address (``plugins.apikey``).
+``limits`` directly, as flask-limiter does internally (so does the throttle on
+failed authentications per client address, ``plugins.failed_auth``).
 """
 from __future__ import annotations
 

@@ -16,13 +16,10 @@ import time
 from dataclasses import asdict
 
 import click
-from flask import Response
-from flask import request as flask_request
 from flask.cli import with_appcontext
 
 from gateway import hookimpl
 from gateway.errors import AuthenticationError, PermissionDenied
-from gateway.http import error_response
 from gateway.store.base import ApiKey
 from gateway.types import PERMISSIONS, TIERS, Caller
 
@@ -180,33 +177,12 @@ def gateway_enrich_request(completion, caller):
 @hookimpl
 def gateway_register_blueprints(app, gateway):
     """Add the key admin API (``plugins.apikey_admin``) and throttle failed authentications
-    per client address (429), with flask-limiter.
-
-    Only 401 answers count (``deduct_when``); requests without a credential are not
-    checked. The counters share the limits storage, so the throttle holds across
-    instances. It fails open: keys are long random secrets, the throttle only slows guessing.
-    """
-    from flask_limiter import Limiter, RateLimitExceeded
-    from flask_limiter.util import get_remote_address
-
+    per client address (``plugins.failed_auth``: 429 after ``failed_auth_limit`` wrong keys)."""
     from plugins import apikey_admin
+    from plugins.failed_auth import FailedAuthThrottle
 
     app.register_blueprint(apikey_admin.blueprint)
-
-    # Answer with the envelope built by _too_many_failures (the generic HTTP handler would not).
-    app.register_error_handler(RateLimitExceeded, lambda exc: exc.get_response())
-    Limiter(get_remote_address, app=app, storage_uri=gateway.settings.limit_storage_uri(),
-            application_limits=[gateway.settings.failed_auth_limit],
-            application_limits_deduct_when=lambda response: response.status_code == 401,
-            application_limits_exempt_when=lambda: presented_key(flask_request) is None,
-            on_breach=_too_many_failures, headers_enabled=False, swallow_errors=True,
-            key_prefix="failed-auth")
-
-
-def _too_many_failures(limit) -> Response:
-    return error_response(429, "Too many failed authentication attempts from this address; retry "
-                          "after the time in Retry-After.", "rate_limit_error", "too_many_failed_attempts",
-                          {"Retry-After": str(max(1, int(limit.reset_at - time.time())))})
+    FailedAuthThrottle(gateway.limiter.storage, gateway.settings.failed_auth_limit, presented_key).install(app)
 
 
 def public(key: ApiKey) -> dict:

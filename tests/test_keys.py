@@ -179,6 +179,28 @@ def test_failed_attempts_per_address_are_throttled(tmp_path):
     assert client.get("/health", environ_base=attacker).status_code == 200
 
 
+def test_failed_attempt_throttle_fails_open_when_its_counters_are_down(tmp_path, monkeypatch):
+    app = make_app(tmp_path, {"failed_auth_limit": "1/minute", "rate_limit_fail_mode": "open"})
+    client, good = app.test_client(), issue_key(app)
+    storage = app.extensions["gateway"].limiter.storage
+
+    def down(*args, **kwargs):
+        raise ConnectionError("counters unreachable")
+
+    for operation in ("get", "incr", "get_expiry"):
+        monkeypatch.setattr(storage, operation, down)
+    bad = good[:-4] + "AAAA"
+    assert [client.post(CHAT, json=body(), headers={"X-API-Key": bad}).status_code for _ in range(3)] == [401] * 3
+    assert client.post(CHAT, json=body(), headers={"X-API-Key": good}).status_code == 200
+
+
+def test_requests_without_a_key_are_not_counted_as_failed_attempts(tmp_path):
+    app = make_app(tmp_path, {"failed_auth_limit": "1/minute"})
+    client, good = app.test_client(), issue_key(app)
+    assert [client.post(CHAT, json=body()).status_code for _ in range(3)] == [401] * 3
+    assert client.post(CHAT, json=body(), headers={"X-API-Key": good}).status_code == 200
+
+
 def test_successes_do_not_count_as_failed_attempts(tmp_path):
     app = make_app(tmp_path, {"failed_auth_limit": "2/minute"})
     client, key = app.test_client(), issue_key(app, requests_per_minute=100)
