@@ -2,6 +2,7 @@
 
 Plugin authors write ``from gateway import hookimpl``.
 """
+import gateway.limits_import  # noqa: F401  (first, before any module imports limits)
 import gateway.marshmallow_import  # noqa: F401  (first, before any module imports marshmallow)
 from gateway.hookspecs import hookimpl
 
