@@ -64,7 +64,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     gateway = Gateway(settings, pm, open_store(settings))
     gateway.load_providers()
 
-    app = Flask("gateway")
+    app = http.GatewayFlask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["DEBUG"] = False
     app.json.sort_keys = False
@@ -72,7 +72,6 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     http.install(app, settings)
     gateway.limiter.install(app)
 
-    from gateway import openapi
     from gateway.api import admin, dashboard, health, native, openai_compat, usage
 
     app.register_blueprint(health.blueprint)
@@ -81,7 +80,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     app.register_blueprint(usage.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(admin.blueprint)
-    app.register_blueprint(openapi.blueprint)
+    # Loaded by its first request: building the document needs apispec and every schema.
+    app.add_url_rule("/openapi.json", "openapi", http.LazyView("gateway.openapi.openapi_document"))
     pm.hook.gateway_register_blueprints(app=app, gateway=gateway)
     logger.info("gateway ready", extra={"stage": settings.stage, "store": settings.store,
                                         "providers": sorted(gateway.providers)})

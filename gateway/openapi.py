@@ -3,20 +3,20 @@
 Request bodies come from the schemas that validate them (``gateway/schemas.py``, the key
 admin and catalog schemas), so the document and the validation cannot drift apart.
 Answers are described by the small schemas below, which exist only for the document.
-apispec loads on the first request for the document, which is then kept per app: a
-cold start pays nothing for it.
+This module (and apispec) loads on the first request for the document (``gateway.app``
+routes it through ``http.LazyView``), which is then kept per app: a cold start pays
+nothing for it.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import current_app, jsonify
 from marshmallow import Schema
 from marshmallow import fields as f
 
 from gateway.types import PERMISSIONS, TIERS
 
-blueprint = Blueprint("openapi", __name__)
 _DOCUMENT = "openapi.document"
 
 #: Each error status, what it means; every one answers the JSON error envelope.
@@ -427,7 +427,6 @@ def _apply_limits(schemas: dict, app) -> None:
     content[2]["items"]["then"]["properties"]["text"]["maxLength"] = settings.max_message_chars
 
 
-@blueprint.get("/openapi.json")
 def openapi_document():
     """The OpenAPI document, built on the first request and kept for the app's life."""
     extensions = current_app.extensions

@@ -5,10 +5,12 @@ file row is validated, stores it (201 when new, 200 when replaced) and drops thi
 process's cached catalog reads, so search and context injection see the change at once
 (other worker processes see it within ``catalog_cache_ttl`` seconds).
 ``DELETE`` answers 204, or 404 when there was no such product.
+
+``plugins.mcp`` routes these views (loaded on their first request).
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify, request
 
 from gateway import pipeline
 from gateway.app import current_gateway
@@ -17,10 +19,7 @@ from gateway.errors import InvalidRequest, NotFound
 from gateway.http import read_json_body
 from plugins.catalog_search import catalog_search, public_product
 
-blueprint = Blueprint("catalog_admin", __name__, url_prefix="/api/v1/admin/catalog")
 
-
-@blueprint.put("/products/<product_id>")
 def upsert_product(product_id: str):
     """Create or replace a product; the body is one catalog row (``productId`` may be left out)."""
     gateway = current_gateway()
@@ -42,7 +41,6 @@ def upsert_product(product_id: str):
     return response
 
 
-@blueprint.delete("/products/<product_id>")
 def delete_product(product_id: str):
     """Delete a product: 204, or 404 when there is none with this id."""
     gateway = current_gateway()

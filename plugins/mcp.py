@@ -15,8 +15,7 @@ from flask import has_request_context, request
 
 from gateway import hookimpl, metrics
 from gateway.errors import InvalidRequest
-from plugins.catalog_context import context_message, estimate_tokens
-from plugins.catalog_search import catalog_search
+from gateway.http import LazyView
 from plugins.echo_provider import message_text
 
 logger = logging.getLogger(__name__)
@@ -69,6 +68,10 @@ def gateway_enrich_request(completion, caller, gateway):
     wanted = requested_products(completion, gateway, caller)
     if not wanted:
         return
+    # Loaded on first use: a cold start whose first completion injects nothing never pays for them.
+    from plugins.catalog_context import context_message, estimate_tokens
+    from plugins.catalog_search import catalog_search
+
     last_user = next((m for m in reversed(completion.messages) if m["role"] == "user"), None)
     text = message_text(last_user) if last_user else ""
     try:
@@ -91,8 +94,9 @@ def gateway_enrich_request(completion, caller, gateway):
 
 @hookimpl
 def gateway_register_blueprints(app):
-    """Serve ``POST /mcp`` and the catalog admin endpoints."""
-    from plugins import catalog_admin, mcp_server
-
-    app.register_blueprint(mcp_server.blueprint)
-    app.register_blueprint(catalog_admin.blueprint)
+    """Serve ``POST /mcp`` (``plugins.mcp_server``) and the catalog admin endpoints
+    (``plugins.catalog_admin``), each module loaded by its route's first request."""
+    products = "/api/v1/admin/catalog/products/<product_id>"
+    app.add_url_rule("/mcp", "mcp", LazyView("plugins.mcp_server.mcp_endpoint"), methods=["POST"])
+    app.add_url_rule(products, "catalog_upsert", LazyView("plugins.catalog_admin.upsert_product"), methods=["PUT"])
+    app.add_url_rule(products, "catalog_delete", LazyView("plugins.catalog_admin.delete_product"), methods=["DELETE"])

@@ -30,7 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, g, request
+from flask import Response, g, request
 
 from gateway import pipeline
 from gateway.app import current_gateway
@@ -40,7 +40,6 @@ from plugins.catalog_search import catalog_search
 from plugins.mcp_tools import TOOLS, call_tool
 
 logger = logging.getLogger(__name__)
-blueprint = Blueprint("mcp", __name__)
 
 MODERN_VERSIONS = ("2026-07-28",)
 HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
@@ -258,7 +257,6 @@ HANDSHAKE_METHODS = {"initialize": _initialize, "ping": _ping, "tools/list": _li
                      "tools/call": _call_tool}
 
 
-@blueprint.post("/mcp")
 def mcp_endpoint():
     """One JSON-RPC message in, one JSON answer out (202 with no body for a notification)."""
     gateway = current_gateway()
