@@ -91,3 +91,8 @@ def test_non_dev_stage_refuses_the_development_pepper():
     with pytest.raises(ConfigError, match="GATEWAY_KEY_PEPPER"):
         load_settings({"stage": "prod"}, environ={})
     assert load_settings({"stage": "prod", "key_pepper": "s" * 32}, environ={}).key_pepper != DEV_PEPPER
+
+
+def test_settings_never_print_their_secrets():
+    settings = load_settings({"key_pepper": "a-pepper-that-must-stay-hidden"}, environ={})
+    assert "a-pepper-that-must-stay-hidden" not in repr(settings) + str(settings)
