@@ -1,6 +1,6 @@
 """Cold start as Lambda pays it: a fresh process imports Zappa's handler and the app, and serves one request.
 
-    .venv/bin/python bench/coldstart.py [--runs 9] [--write bench/RESULTS.md]
+    .venv/bin/python bench/coldstart.py [--runs 9] [--package dist/ai-gateway-dev.zip] [--write bench/RESULTS.md]
 
 Two apps under the same handler and the same generated ``zappa_settings.py``:
 the gateway (dev stage's Lambda environment, SQLite instead of DynamoDB) serving its
@@ -10,22 +10,32 @@ app the median CPU seconds from process start to the first answer is reported (t
 ratio, target at most 1.3, is on these: CPU time is what a Lambda vCPU pays and,
 unlike wall time, barely moves when other processes share this machine's cores),
 with the wall-clock medians beside them.
+
+By default both run from this checkout in the development virtualenv. With
+``--package`` (``make package`` builds it) both run from that unzipped Zappa package
+and the runtime's own boto3 stack, nothing else on ``sys.path``: what Lambda runs.
+The development virtualenv holds about 150 distributions against the package's 58,
+and the gateway scans installed distributions for plugin entry points, so the
+packaged figure is the one that stands for Lambda.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.deploy.lambda_harness import (  # noqa: E402
+    LAMBDA_RUNTIME,
     create_key_for,
     generate_settings,
     local_environment,
@@ -60,18 +70,36 @@ def prepare(work: Path) -> dict[str, tuple[Path, list[dict], dict[str, str]]]:
     return {
         "gateway": (gateway_dir, [proxy_event("POST", "/v1/chat/completions", chat, {"X-API-Key": key})],
                     environment),
-        "hello-world": (hello_dir, [proxy_event("GET", "/")], {}),
+        "hello-world": (hello_dir, [proxy_event("GET", "/")], dict(LAMBDA_RUNTIME)),
     }
 
 
-def measure(runs: int) -> dict[str, dict[str, list[float]]]:
+#: What the Lambda Python runtime provides besides the standard library (the package leaves them out).
+RUNTIME_LIBRARIES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "six.py", "urllib3")
+
+
+def lambda_layout(package: Path, work: Path) -> list[Path]:
+    """Unzip ``package`` and link the runtime's libraries beside it; returns the ``sys.path`` to run with."""
+    task, runtime = work / "task", work / "runtime"
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(task)
+    runtime.mkdir()
+    site_packages = Path(next(p for p in sys.path if p.endswith("site-packages")))
+    for name in RUNTIME_LIBRARIES:
+        if not (task / name).exists():
+            os.symlink(site_packages / name, runtime / name)
+    return [task, runtime]
+
+
+def measure(runs: int, package: Path | None = None) -> dict[str, dict[str, list[float]]]:
     """CPU and wall seconds to the first answer of ``runs`` fresh processes per app."""
     seconds: dict[str, dict[str, list[float]]] = {name: {"cpu": [], "wall": []} for name in ("gateway", "hello-world")}
     with tempfile.TemporaryDirectory() as scratch:
         apps = prepare(Path(scratch))
+        code_paths = lambda_layout(package, Path(scratch)) if package else None
         for _ in range(runs):
             for name, (directory, events, environment) in apps.items():
-                output, _ = run_events(directory, events, environment)
+                output, _ = run_events(directory, events, environment, code_paths=code_paths)
                 status = output["answers"][0]["statusCode"]
                 if status != 200:
                     raise SystemExit(f"{name}: first answer was {status}: {output['answers'][0]['body']}")
@@ -80,7 +108,7 @@ def measure(runs: int) -> dict[str, dict[str, list[float]]]:
     return seconds
 
 
-def report(seconds: dict[str, dict[str, list[float]]], label: str) -> str:
+def report(seconds: dict[str, dict[str, list[float]]], label: str, package: Path | None = None) -> str:
     """A Markdown section with the medians, spreads and the ratio."""
 
     def ms(values: list[float]) -> str:
@@ -90,9 +118,10 @@ def report(seconds: dict[str, dict[str, list[float]]], label: str) -> str:
     rows = "\n".join(f"| {name} | {ms(v['cpu'])} | {min(v['cpu']) * 1000:.0f}–{max(v['cpu']) * 1000:.0f} | "
                      f"{ms(v['wall'])} |" for name, v in seconds.items())
     runs = len(seconds["gateway"]["cpu"])
+    source = f"from the package `{package.name}`" if package else f"interpreter `{sys.prefix}`"
     return (f"## {label} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
-            f"Python {platform.python_version()} on {platform.machine()}, {runs} runs each, interpreter "
-            f"`{sys.prefix}`; milliseconds from process start to the handler's first answer:\n\n"
+            f"Python {platform.python_version()} on {platform.machine()}, {runs} runs each, "
+            f"{source}; milliseconds from process start to the handler's first answer:\n\n"
             "| app | CPU median | CPU min–max | wall median |\n|---|---|---|---|\n" + rows + "\n\n"
             f"Ratio gateway / hello-world (CPU medians): **{ratio:.2f}** (target at most {TARGET}).\n")
 
@@ -102,9 +131,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--write", type=Path, help="append the result to this Markdown file")
     parser.add_argument("--label", default="Cold start", help="the section title in the report")
+    parser.add_argument("--package", type=Path, help="run both apps from this `zappa package` zip, as Lambda does")
     args = parser.parse_args()
-    seconds = measure(args.runs)
-    text = report(seconds, args.label)
+    seconds = measure(args.runs, args.package)
+    text = report(seconds, args.label, args.package)
     print(text)
     print(json.dumps(seconds))
     if args.write:

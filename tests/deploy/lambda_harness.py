@@ -47,13 +47,21 @@ def stage_environment(stage: str) -> dict[str, str]:
     return dict(settings[name]["aws_environment_variables"])
 
 
+#: What the Lambda runtime sets in every function's environment (the gateway reads the name to
+#: know it is on Lambda: request-log writes then finish inside the request).
+LAMBDA_RUNTIME = {"AWS_LAMBDA_FUNCTION_NAME": "ai-gateway-dev", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+                  "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11", "AWS_REGION": "us-east-1"}
+
+
 def local_environment(stage: str, sqlite_path: Path) -> dict[str, str]:
-    """The stage's Lambda environment, on a SQLite file and without the SSM path, secret and
-    DynamoDB response cache (they need AWS); rate-limit counters follow the store to SQLite."""
+    """The stage's Lambda environment (with the variables the Lambda runtime adds), on a SQLite
+    file and without the SSM path, secret and DynamoDB response cache (they need AWS);
+    rate-limit counters follow the store to SQLite."""
     environment = stage_environment(stage)
     for remote in ("GATEWAY_SSM_PATH", "GATEWAY_SECRET_ID", "GATEWAY_RESPONSE_CACHE"):
         environment.pop(remote, None)
-    return {**environment, "GATEWAY_STORE": "sqlite", "GATEWAY_SQLITE_PATH": str(sqlite_path)}
+    return {**environment, **LAMBDA_RUNTIME, "GATEWAY_STORE": "sqlite", "GATEWAY_SQLITE_PATH": str(sqlite_path)}
+
 
 
 #: The zappa CLI asks pypi.org for a newer version on every command; send that to a closed local port.
@@ -87,14 +95,21 @@ def create_key_for(environment: dict[str, str], user: str, tier: str = "free") -
 
 
 def run_events(settings_dir: Path, events: list[dict], environment: dict[str, str],
-               timeout: float = 120) -> tuple[dict, str]:
-    """Feed ``events`` to a fresh handler process; returns (driver output, its stdout + stderr)."""
+               timeout: float = 120, code_paths: list[Path] | None = None) -> tuple[dict, str]:
+    """Feed ``events`` to a fresh handler process; returns (driver output, its stdout + stderr).
+
+    By default the process runs this checkout in the development virtualenv. With
+    ``code_paths`` (an unzipped ``zappa package`` and the runtime's own libraries, as
+    Lambda lays them out) it sees only those and the standard library (``python -S``).
+    """
     events_file, answers_file = settings_dir / "events.json", settings_dir / "answers.json"
     events_file.write_text(json.dumps(events))
-    done = subprocess.run([sys.executable, str(DRIVER), str(settings_dir), str(events_file), str(answers_file)],
+    isolation = ["-S"] if code_paths else []
+    done = subprocess.run([sys.executable, *isolation, str(DRIVER), str(settings_dir), str(events_file),
+                           str(answers_file)],
                           capture_output=True, text=True, timeout=timeout, cwd=settings_dir,
                           env={**base_environment(settings_dir), **environment,
-                               "PYTHONPATH": str(ROOT)})
+                               "PYTHONPATH": os.pathsep.join(map(str, code_paths or [ROOT]))})
     if done.returncode != 0:
         raise RuntimeError(f"lambda driver failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(answers_file.read_text()), done.stdout + done.stderr

@@ -1,7 +1,10 @@
 """A cold start imports no heavy SDK: openai and boto3 load where first used, not with the app.
 
 (On Lambda Zappa's handler imports boto3 itself; the gateway must not add openai, and
-must not need boto3 unless the DynamoDB store or remote settings are configured.)
+must not need boto3 unless the DynamoDB store or remote settings are configured. The
+metrics library, aws-lambda-powertools, imports the ``botocore`` package itself, whose
+``__init__`` is light, to register a user-agent hook: botocore's sessions and clients
+stay unloaded.)
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ app = gateway.wsgi.app
 key = create_key(app.extensions["gateway"], "cold", "free")[0]
 answer = app.test_client().post("/v1/chat/completions", headers={"X-API-Key": key},
                                 json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
-heavy = sorted({name.split(".")[0] for name in sys.modules} & {"openai", "boto3", "botocore", "httpx", "pydantic"})
+heavy = sorted(({name.split(".")[0] for name in sys.modules} & {"openai", "boto3", "httpx", "pydantic"})
+               | ({"botocore.session", "botocore.client"} & set(sys.modules)))
 print("PROBE " + json.dumps({"status": answer.status_code, "heavy": heavy}))
 """
 

@@ -32,7 +32,8 @@ def test_zappa_package_dev(tmp_path):
         settings = archive.read("zappa_settings.py").decode()
     assert {"handler.py", "zappa_settings.py", "gateway/wsgi.py", "gateway/ssm.py", "plugins/echo_provider.py",
             "zappa/handler.py", "flask/app.py", "marshmallow/schema.py"} <= names
-    for left_out in ("tests/", "bench/", "cloudformation/", "docs/", ".ci/", "boto3/", "botocore/", "gunicorn/"):
+    for left_out in ("tests/", "bench/", "cloudformation/", "docs/", ".ci/", ".hypothesis/", "examples/", "dist/",
+                     "boto3/", "botocore/", "gunicorn/"):
         assert not any(name.startswith(left_out) for name in names), left_out
     assert "APP_MODULE='gateway.wsgi'" in settings and "DEBUG=False" in settings
     assert unzipped < LAMBDA_UNZIPPED_LIMIT
