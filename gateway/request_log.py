@@ -42,14 +42,14 @@ class RequestLogWriter:
     """Stores records with their retention deadline, in the caller's thread or a background one."""
 
     def __init__(self, store: Any, retention_days: int, *, background: bool, queue_size: int = 10_000,
-                 on_record: Callable[[UsageRecord], None] | None = None,
+                 on_records: Callable[[list[UsageRecord]], None] | None = None,
                  on_fallback: Callable[[], None] | None = None):
-        """``on_record`` sees every record before it is stored (the metrics); ``on_fallback`` is
-        called when the store refused one."""
+        """``on_records`` sees every batch of records before it is stored (the metrics);
+        ``on_fallback`` is called for each record the store refused."""
         self.store = store
         self.retention = retention_days * DAY
         self.background = background
-        self.on_record = on_record
+        self.on_records = on_records
         self.on_fallback = on_fallback
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
@@ -121,9 +121,9 @@ class RequestLogWriter:
 
     def write(self, record: UsageRecord) -> None:
         """Store ``record``; retry once, then keep it in a log line and count the fallback."""
-        if self.on_record is not None:
+        if self.on_records is not None:
             try:
-                self.on_record(record)
+                self.on_records([record])
             except Exception:  # metrics never cost a record
                 logger.exception("request metrics failed")
         expires_at = int(record.timestamp) + self.retention
@@ -170,7 +170,7 @@ def writer_for(gateway) -> RequestLogWriter:
         writer = gateway.state.setdefault(_WRITER, RequestLogWriter(
             gateway.store, settings.request_log_retention_days, background=background,
             queue_size=settings.request_log_queue_size,
-            on_record=lambda record: metrics.emit_request(gateway, record),
+            on_records=lambda records: metrics.emit_requests(gateway, records),
             on_fallback=lambda: metrics.count_request_log_fallback(gateway)))
     return writer
 
