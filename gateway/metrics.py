@@ -5,16 +5,19 @@ request path. The lines are built by aws-lambda-powertools' ``EphemeralMetrics``
 (one isolated metric set per line, safe across threads; its shared ``Metrics``
 class is not), imported on first use so that importing the gateway stays cheap.
 
-Every completion's record becomes one line with the dimensions Stage, Provider,
-Model and Tier, stamped with the request's time and written by the request log writer
-(so off the critical path where the host allows); an authentication failure (no caller, so no record) is counted by
-:func:`count_auth_failure` where the pipeline raises it.
+Completions are counted from their records, by the request log writer (so off the
+critical path where the host allows), one batch at a time: the records of a batch that
+share the dimensions Stage, Provider, Model and Tier and the same minute go out as one
+line in which each metric holds one value per record (EMF takes a list of values), stamped
+with the earliest record's time. An authentication failure (no caller, so no record) is
+counted by :func:`count_auth_failure` where the pipeline raises it.
 """
 from __future__ import annotations
 
 import json
 import sys
 import threading
+from collections.abc import Iterable
 
 from gateway import metric_names as names
 from gateway.types import UsageRecord
@@ -24,13 +27,21 @@ REQUEST_LOG_FALLBACKS = "RequestLogFallbacks"
 #: Counted when context injection could not read the catalog and the completion went on without it.
 CATALOG_UNAVAILABLE = "CatalogUnavailable"
 UNKNOWN = "unknown"
+#: The most values of one metric in one line (EMF's limit).
+VALUES_PER_LINE = 100
 _write_lock = threading.Lock()
 
 
 def _emit(gateway, dimensions: dict[str, str], values: list[tuple[str, str, float]],
           timestamp: float | None = None) -> None:
     """Write one EMF line with ``(name, unit, value)`` metrics under ``dimensions``, and also under
-    Stage alone (the roll-up the stage-wide alarms read)."""
+    Stage alone (the roll-up the stage-wide alarms read); a name given again adds a value to its list.
+
+    The value lists are built here and handed to ``serialize_metric_set``: powertools'
+    ``add_metric`` would append them too, but formats the whole list into a debug message on
+    every call (and prints the set by itself at 100 values), so a line of many values would cost
+    more per value than a line of one. Names and units are this module's constants.
+    """
     if not gateway.settings.metrics_emf:
         return
     from aws_lambda_powertools.metrics import EphemeralMetrics
@@ -42,20 +53,24 @@ def _emit(gateway, dimensions: dict[str, str], values: list[tuple[str, str, floa
         metric_set.add_dimension(name=name, value=value or UNKNOWN)
     if len(dimensions) > 1:
         metric_set.add_dimensions(**{names.STAGE: dimensions[names.STAGE]})
+    metrics: dict[str, dict] = {}
     for name, unit, value in values:
-        metric_set.add_metric(name=name, unit=unit, value=value)
-    line = json.dumps(metric_set.serialize_metric_set(), separators=(",", ":"))
+        metric = metrics.get(name)
+        if metric is None:
+            metrics[name] = {"Unit": unit, "Value": [float(value)]}
+        else:
+            metric["Value"].append(float(value))
+    line = json.dumps(metric_set.serialize_metric_set(metrics=metrics), separators=(",", ":"))
     with _write_lock:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
 
-def emit_request(gateway, record: UsageRecord) -> None:
-    """The metrics of one completion: requests, errors, latencies, tokens, cost, cache hits, rate limits."""
-    failed = record.status >= 400
+def _request_values(record: UsageRecord) -> list[tuple[str, str, float]]:
+    """One completion's metrics: requests, errors, latencies, tokens, cost, cache hits, rate limits."""
     values = [
         (names.REQUESTS, "Count", 1),
-        (names.ERRORS, "Count", 1 if failed else 0),
+        (names.ERRORS, "Count", 1 if record.status >= 400 else 0),
         (names.LATENCY, "Milliseconds", round(record.latency_ms, 3)),
         (names.TOKENS, "Count", record.tokens),
         (names.COST, "None", record.cost),
@@ -64,8 +79,30 @@ def emit_request(gateway, record: UsageRecord) -> None:
     ]
     if record.upstream_latency_ms:
         values.append((names.PROVIDER_LATENCY, "Milliseconds", round(record.upstream_latency_ms, 3)))
-    _emit(gateway, {names.STAGE: gateway.settings.stage, names.PROVIDER: record.provider,
-                    names.MODEL: record.model, names.TIER: record.tier}, values, record.timestamp)
+    return values
+
+
+def emit_requests(gateway, records: Iterable[UsageRecord]) -> None:
+    """The metrics of completions: one line per Provider, Model, Tier and minute (at most
+    ``VALUES_PER_LINE`` records), each record's values kept, the line stamped with its earliest time.
+
+    Grouping by minute keeps every value in the minute its request happened, as a line per
+    record did (CloudWatch aggregates standard-resolution metrics by the line's minute).
+    """
+    if not gateway.settings.metrics_emf:
+        return
+    groups: dict[tuple[str, str, str, int], list[UsageRecord]] = {}
+    for record in records:
+        key = (record.provider or UNKNOWN, record.model or UNKNOWN, record.tier or UNKNOWN,
+               int(record.timestamp // 60))
+        groups.setdefault(key, []).append(record)
+    stage = gateway.settings.stage
+    for (provider, model, tier, _minute), group in groups.items():
+        dimensions = {names.STAGE: stage, names.PROVIDER: provider, names.MODEL: model, names.TIER: tier}
+        for start in range(0, len(group), VALUES_PER_LINE):
+            line = group[start:start + VALUES_PER_LINE]
+            _emit(gateway, dimensions, [value for record in line for value in _request_values(record)],
+                  min(record.timestamp for record in line))
 
 
 def count_auth_failure(gateway) -> None:

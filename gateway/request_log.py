@@ -4,8 +4,16 @@ On Lambda the process may freeze as soon as the response is returned, so writes
 complete inside the request. Elsewhere (gunicorn, ``gateway serve``) records go
 through a bounded queue to one background thread per process. Nothing is dropped:
 a full queue, or a writer already shut down, writes in the caller's thread instead;
-``close`` (registered with ``atexit``) drains the queue. A write the store refuses
-is retried once, then the record is written as a structured log line and counted.
+``close`` (registered with ``atexit``) drains the queue.
+
+The thread writes in batches but never waits to fill one: it blocks for a record,
+takes whatever else is already queued (at most ``BATCH_SIZE``), emits their metrics
+in one pass and stores them with one ``put_records``. At low load a batch is one
+record, written with ``put_record`` as in the caller's thread.
+
+A record the store refuses is retried once, then written as a structured log line
+and counted. A batch the store refuses is written again record by record that way,
+so a bad record cannot take the good ones with it.
 
 The standard library's queue and thread are enough here; no maintained library
 offers a write-behind buffer with these guarantees for an arbitrary store.
@@ -29,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 DAY = 86_400
 PURGE_INTERVAL = 3600.0
+#: The most records the background thread takes from the queue for one store call.
+BATCH_SIZE = 100
 _STOP = object()
 _WRITER = "request_log.writer"
 
@@ -42,14 +52,14 @@ class RequestLogWriter:
     """Stores records with their retention deadline, in the caller's thread or a background one."""
 
     def __init__(self, store: Any, retention_days: int, *, background: bool, queue_size: int = 10_000,
-                 on_record: Callable[[UsageRecord], None] | None = None,
+                 on_records: Callable[[list[UsageRecord]], None] | None = None,
                  on_fallback: Callable[[], None] | None = None):
-        """``on_record`` sees every record before it is stored (the metrics); ``on_fallback`` is
-        called when the store refused one."""
+        """``on_records`` sees every batch of records before it is stored (the metrics);
+        ``on_fallback`` is called for each record the store refused."""
         self.store = store
         self.retention = retention_days * DAY
         self.background = background
-        self.on_record = on_record
+        self.on_records = on_records
         self.on_fallback = on_fallback
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
@@ -84,16 +94,27 @@ class RequestLogWriter:
         return True
 
     def _run(self) -> None:
+        """Block for a record, add what is already queued (up to the stop marker or ``BATCH_SIZE``),
+        write them as one batch; every item taken is marked done, so ``flush`` stays exact."""
         while True:
-            item = self._queue.get()
+            batch = [self._queue.get()]
+            while batch[-1] is not _STOP and len(batch) < BATCH_SIZE:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is _STOP
+            records = batch[:-1] if stop else batch
             try:
-                if item is _STOP:
-                    return
-                self.write(item)
-            except Exception:  # the thread must outlive any one record, or the queue would stall
-                logger.exception("request log writer failed", extra={"record": asdict(item)})
+                if records:
+                    self._write_batch(records)
+            except Exception:  # the thread must outlive any one batch, or the queue would stall
+                logger.exception("request log writer failed", extra={"records": [asdict(r) for r in records]})
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            if stop:
+                return
 
     def flush(self) -> None:
         """Wait until every queued record is written."""
@@ -116,33 +137,59 @@ class RequestLogWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not _STOP:
-                self.write(item)
+            try:
+                if item is not _STOP:
+                    self.write(item)
+            finally:
+                self._queue.task_done()
 
     def write(self, record: UsageRecord) -> None:
-        """Store ``record``; retry once, then keep it in a log line and count the fallback."""
-        if self.on_record is not None:
+        """Store ``record`` in the caller's thread; retry once, then keep it in a log line and
+        count the fallback."""
+        self._write_batch([record])
+
+    def _write_batch(self, records: list[UsageRecord]) -> None:
+        """Emit the records' metrics, then store them: one ``put_records`` for several, else (one
+        record, or a refused batch) each alone."""
+        if self.on_records is not None:
             try:
-                self.on_record(record)
+                self.on_records(records)
             except Exception:  # metrics never cost a record
                 logger.exception("request metrics failed")
-        expires_at = int(record.timestamp) + self.retention
+        items = [(record, int(record.timestamp) + self.retention) for record in records]
+        if len(items) == 1 or not self._put_together(items):
+            for record, expires_at in items:
+                self._put_alone(record, expires_at)
+        self._purge_when_due()
+
+    def _put_together(self, items: list[tuple[UsageRecord, int]]) -> bool:
+        """Store the batch in one ``put_records``; False when the store refused it."""
+        try:
+            self.store.put_records(items)
+        except Exception as exc:  # each record gets its own chance: a bad one must not cost the rest
+            logger.warning("request log batch write failed; writing its records one by one",
+                           extra={"error": type(exc).__name__, "batch_size": len(items)})
+            return False
+        return True
+
+    def _put_alone(self, record: UsageRecord, expires_at: int) -> None:
+        """Store one record; retry once, then keep it in a log line and count the fallback."""
         failure: Exception | None = None
         for _attempt in range(2):
             try:
                 self.store.put_record(record, expires_at)
-                break
+                return
             except Exception as exc:  # any store failure: retry, then keep the record in the log
                 failure = exc
-        else:
-            logger.error("request log write failed; record kept in this line",
-                         extra={"event": "request_log_fallback", "error": type(failure).__name__,
-                                "correlation_id": record.correlation_id,
-                                "record": {**asdict(record), "expiration_timestamp": expires_at}})
-            if self.on_fallback is not None:
+        logger.error("request log write failed; record kept in this line",
+                     extra={"event": "request_log_fallback", "error": type(failure).__name__,
+                            "correlation_id": record.correlation_id,
+                            "record": {**asdict(record), "expiration_timestamp": expires_at}})
+        if self.on_fallback is not None:
+            try:
                 self.on_fallback()
-            return
-        self._purge_when_due()
+            except Exception:  # a failing counter must not stop the batch's other records
+                logger.exception("request log fallback metric failed")
 
     def _purge_when_due(self) -> None:
         now = time.monotonic()
@@ -161,7 +208,7 @@ class RequestLogWriter:
 def writer_for(gateway) -> RequestLogWriter:
     """This app's writer, built on first use: background unless on Lambda or told otherwise
     (``request_log_writes``). It also emits each record's metrics, so they too leave the
-    request's critical path."""
+    request's critical path, and go out one line per batch and dimensions."""
     writer = gateway.state.get(_WRITER)
     if writer is None:
         settings = gateway.settings
@@ -170,7 +217,7 @@ def writer_for(gateway) -> RequestLogWriter:
         writer = gateway.state.setdefault(_WRITER, RequestLogWriter(
             gateway.store, settings.request_log_retention_days, background=background,
             queue_size=settings.request_log_queue_size,
-            on_record=lambda record: metrics.emit_request(gateway, record),
+            on_records=lambda records: metrics.emit_requests(gateway, records),
             on_fallback=lambda: metrics.count_request_log_fallback(gateway)))
     return writer
 

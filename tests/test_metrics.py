@@ -4,13 +4,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
 from gateway import metric_names as names
+from gateway import metrics
 from gateway.errors import ProviderError
 from gateway.metrics import REQUEST_LOG_FALLBACKS
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
+from gateway.types import UsageRecord
 
 CHAT = "/v1/chat/completions"
 PEPPER = "staging-pepper-0123456789abcdef"
@@ -128,16 +131,91 @@ def test_with_background_writes_the_metrics_leave_the_request_thread_too(tmp_pat
 
     app = make_app(tmp_path, {"request_log_writes": "background"})
     threads = []
-    original = metrics.emit_request
+    original = metrics.emit_requests
 
-    def spy(gateway, record):
+    def spy(gateway, records):
         threads.append(threading.current_thread().name)
-        original(gateway, record)
+        original(gateway, records)
 
-    monkeypatch.setattr(metrics, "emit_request", spy)
+    monkeypatch.setattr(metrics, "emit_requests", spy)
     capsys.readouterr()
     ask(app.test_client(), issue_key(app), model="echo")
     writer_for(app.extensions["gateway"]).close()
     assert threads == ["request-log-writer"]
     [line] = emf_lines(capsys)
     assert line["Provider"] == "echo" and line["Requests"] == [1.0]
+
+
+#: A whole minute a little in the past (CloudWatch skips lines older than 14 days; powertools warns).
+MINUTE = float(int(time.time()) // 60 * 60 - 600)
+
+
+def _record(n: int, timestamp: float = MINUTE, **fields) -> UsageRecord:
+    defaults = {"provider": "openai", "model": "gpt-4o-mini", "tier": "basic"}
+    return UsageRecord(request_id=f"r{n}", correlation_id=f"c{n}", timestamp=timestamp, user_id="u",
+                       **{**defaults, **fields})
+
+
+def test_a_batch_sharing_dimensions_is_one_line_with_every_records_values(tmp_path, capsys):
+    gateway = make_app(tmp_path, {"stage": "staging", "key_pepper": PEPPER}).extensions["gateway"]
+    records = [
+        _record(1, timestamp=MINUTE + 1.5, latency_ms=120.25, upstream_latency_ms=100.5, prompt_tokens=10,
+                completion_tokens=5, cost=0.001),
+        _record(2, timestamp=MINUTE + 0.25, latency_ms=80.0, status=502, error_code="upstream_error"),
+        _record(3, timestamp=MINUTE + 2, latency_ms=3.5, cached=True),
+        _record(4, timestamp=MINUTE + 3, latency_ms=1.0, status=429),
+    ]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, records)
+    [line] = emf_lines(capsys)
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["Stage", "Provider", "Model", "Tier"], ["Stage"]]
+    assert (line["Stage"], line["Provider"], line["Model"], line["Tier"]) == ("staging", "openai", "gpt-4o-mini",
+                                                                              "basic")
+    assert line["_aws"]["Timestamp"] == int((MINUTE + 0.25) * 1000)  # the earliest record's time
+    assert line["Requests"] == [1.0, 1.0, 1.0, 1.0]
+    assert line["Errors"] == [0.0, 1.0, 0.0, 1.0]
+    assert line["Latency"] == [120.25, 80.0, 3.5, 1.0]
+    assert line["ProviderLatency"] == [100.5]  # only the record that reached a provider
+    assert line["Tokens"] == [15.0, 0.0, 0.0, 0.0] and line["Cost"] == [0.001, 0.0, 0.0, 0.0]
+    assert line["CacheHits"] == [0.0, 0.0, 1.0, 0.0] and line["RateLimited"] == [0.0, 0.0, 0.0, 1.0]
+    units = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+    assert len(units) == 8 and units["Latency"] == "Milliseconds" and units["Cost"] == "None"
+
+
+def test_a_batch_splits_by_dimensions_and_by_minute(tmp_path, capsys):
+    gateway = make_app(tmp_path).extensions["gateway"]
+    minute = MINUTE
+    records = [_record(1, timestamp=minute - 0.5), _record(2, timestamp=minute + 0.5),
+               _record(3, timestamp=minute - 1, tier="premium"), _record(4, timestamp=minute - 2, latency_ms=7.0),
+               _record(5, timestamp=minute - 3, provider="", model="")]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, records)
+    lines = {(line["Tier"], line["Provider"], line["_aws"]["Timestamp"]): line for line in emf_lines(capsys)}
+    assert {key: line["Requests"] for key, line in lines.items()} == {
+        ("basic", "openai", (minute - 2) * 1000): [1.0, 1.0],
+        ("basic", "openai", (minute + 0.5) * 1000): [1.0],
+        ("premium", "openai", (minute - 1) * 1000): [1.0],
+        ("basic", "unknown", (minute - 3) * 1000): [1.0],
+    }
+    assert lines[("basic", "openai", (minute - 2) * 1000)]["Latency"] == [0.0, 7.0]
+    assert lines[("basic", "unknown", (minute - 3) * 1000)]["Model"] == "unknown"
+
+
+def test_a_line_carries_at_most_100_values_per_metric(tmp_path, capsys):
+    gateway = make_app(tmp_path).extensions["gateway"]
+    records = [_record(n, timestamp=MINUTE + n / 10, latency_ms=float(n)) for n in range(150)]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, records)
+    out = capsys.readouterr().out.splitlines()
+    first, second = (json.loads(line) for line in out)  # nothing else was printed
+    assert len(first["Requests"]) == metrics.VALUES_PER_LINE == 100 and len(second["Requests"]) == 50
+    assert first["Latency"] + second["Latency"] == [float(n) for n in range(150)]
+    assert (first["_aws"]["Timestamp"], second["_aws"]["Timestamp"]) == (MINUTE * 1000, int((MINUTE + 10) * 1000))
+
+
+def test_batch_metrics_can_be_turned_off(tmp_path, capsys):
+    gateway = make_app(tmp_path, {"metrics_emf": False}).extensions["gateway"]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, [_record(1), _record(2)])
+    assert capsys.readouterr().out == ""

@@ -48,12 +48,60 @@ class SlowStore:
         time.sleep(self.delay)
         self.inner.put_record(rec, expires_at)
 
+    def put_records(self, items):
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        self.inner.put_records(items)
+
     def purge_expired_records(self, now):
         return self.inner.purge_expired_records(now)
 
 
+class GatedStore:
+    """A SQLite store that logs every call, whose first write waits for ``open()`` (so records
+    queue up behind it), and which can refuse batches and chosen records."""
+
+    def __init__(self, path, refuse_batches=False, refused_ids=()):
+        self.inner = SQLiteStore(str(path))
+        self.refuse_batches, self.refused_ids = refuse_batches, set(refused_ids)
+        self.calls: list[tuple[str, int]] = []
+        self.writing, self._gate = threading.Event(), threading.Event()
+
+    def open(self):
+        self._gate.set()
+
+    def _wait(self, call):
+        self.calls.append(call)
+        self.writing.set()
+        assert self._gate.wait(timeout=60)
+
+    def put_record(self, rec, expires_at):
+        self._wait(("put_record", 1))
+        if rec.request_id in self.refused_ids:
+            raise sqlite3.OperationalError("disk I/O error")
+        self.inner.put_record(rec, expires_at)
+
+    def put_records(self, items):
+        self._wait(("put_records", len(items)))
+        if self.refuse_batches:
+            raise sqlite3.OperationalError("database is locked")
+        self.inner.put_records(items)
+
+    def purge_expired_records(self, now):
+        return 0
+
+
+def queue_behind_a_blocked_write(writer, store, count):
+    """Submit record 0 and wait until the writer is stuck storing it, then queue ``count`` more."""
+    writer.submit(record(0))
+    assert store.writing.wait(timeout=60)
+    for n in range(1, count + 1):
+        writer.submit(record(n))
+    assert writer._queue.qsize() == count
+
+
 class FailingStore:
-    """Refuses the first ``failures`` writes."""
+    """Refuses the first ``failures`` writes (single records: it has no ``put_records``)."""
 
     def __init__(self, path, failures):
         self.inner = SQLiteStore(str(path))
@@ -333,8 +381,104 @@ def test_the_writer_thread_survives_a_failing_fallback(tmp_path):
 
     writer = RequestLogWriter(store, 90, background=True, on_fallback=broken_metric)
     writer.submit(record(1))  # refused twice: fallback line, then the metric raises
+    writer.flush()
     writer.submit(record(2))
     writer.flush()
     writer.close()
     assert calls == [1]
     assert [r.request_id for r in store.inner.records_for_user("u1")] == ["r00002"]
+
+
+def test_the_writer_takes_what_is_already_queued_as_one_batch_of_at_most_100(tmp_path):
+    store = GatedStore(tmp_path / "log.db")
+    batches: list[list[str]] = []
+    writer = RequestLogWriter(store, 90, background=True,
+                              on_records=lambda records: batches.append([r.request_id for r in records]))
+    queue_behind_a_blocked_write(writer, store, 150)
+    store.open()
+    writer.flush()
+    assert store.calls == [("put_record", 1), ("put_records", 100), ("put_records", 50)]
+    assert [len(batch) for batch in batches] == [1, 100, 50]  # the metrics go out per batch too
+    assert [r.request_id for r in store.inner.records_for_user("u1")] == [f"r{n:05d}" for n in range(151)]
+    assert writer._queue.unfinished_tasks == 0
+    writer.close()
+
+
+def test_at_low_load_each_record_is_written_alone_without_waiting_for_a_batch(tmp_path):
+    store = GatedStore(tmp_path / "log.db")
+    store.open()
+    writer = RequestLogWriter(store, 90, background=True)
+    for n in range(3):
+        writer.submit(record(n))
+        writer.flush()  # returns once this one record is stored: nothing waits for company
+        assert len(store.inner.records_for_user("u1")) == n + 1
+    assert store.calls == [("put_record", 1)] * 3
+    writer.close()
+
+
+def test_a_refused_batch_is_written_record_by_record(tmp_path, caplog):
+    store = GatedStore(tmp_path / "log.db", refuse_batches=True)
+    writer = RequestLogWriter(store, 90, background=True)
+    queue_behind_a_blocked_write(writer, store, 5)
+    with caplog.at_level(logging.WARNING, logger="gateway.request_log"):
+        store.open()
+        writer.close()
+    assert store.calls == [("put_record", 1), ("put_records", 5)] + [("put_record", 1)] * 5
+    assert len(store.inner.records_for_user("u1")) == 6
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert (warning.error, warning.batch_size) == ("OperationalError", 5)
+    assert not [r for r in caplog.records if getattr(r, "event", "") == "request_log_fallback"]
+
+
+def test_a_record_the_store_refuses_does_not_take_its_batch_with_it(tmp_path, caplog):
+    store = GatedStore(tmp_path / "log.db", refuse_batches=True, refused_ids={"r00003"})
+    fallbacks = []
+    writer = RequestLogWriter(store, 90, background=True, on_fallback=lambda: fallbacks.append(1))
+    queue_behind_a_blocked_write(writer, store, 5)
+    with caplog.at_level(logging.ERROR, logger="gateway.request_log"):
+        store.open()
+        writer.close()
+    assert store.calls.count(("put_record", 1)) == 1 + 4 + 2  # record 3 was tried twice
+    assert [r.request_id for r in store.inner.records_for_user("u1")] == ["r00000", "r00001", "r00002",
+                                                                        "r00004", "r00005"]
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "request_log_fallback"]
+    assert line.record["request_id"] == "r00003" and line.correlation_id == "c3"
+    assert fallbacks == [1]
+
+
+def test_sqlite_refuses_a_batch_with_a_bad_record_whole_and_the_writer_keeps_the_good_ones(tmp_path, caplog):
+    bad = UsageRecord(request_id="bad", correlation_id="c-bad", timestamp=time.time(), user_id=None)
+    sqlite = SQLiteStore(str(tmp_path / "alone.db"))
+    with pytest.raises(sqlite3.IntegrityError):  # user_id is NOT NULL
+        sqlite.put_records([(record(1), 2_000_000_000), (bad, 2_000_000_000), (record(2), 2_000_000_000)])
+    assert sqlite.records_for_user("u1") == []  # one transaction: none of it was kept
+
+    store = GatedStore(tmp_path / "log.db")  # batches go to SQLite itself
+    writer = RequestLogWriter(store, 90, background=True)
+    queue_behind_a_blocked_write(writer, store, 1)
+    writer.submit(bad)
+    writer.submit(record(2))
+    with caplog.at_level(logging.ERROR, logger="gateway.request_log"):
+        store.open()
+        writer.close()
+    assert store.calls == [("put_record", 1), ("put_records", 3)] + [("put_record", 1)] * 4
+    assert [r.request_id for r in store.inner.records_for_user("u1")] == ["r00000", "r00001", "r00002"]
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "request_log_fallback"]
+    assert line.record["request_id"] == "bad" and line.error == "IntegrityError"
+
+
+def test_a_record_queued_behind_the_stop_marker_is_written_and_marked_done(tmp_path):
+    store = GatedStore(tmp_path / "log.db")
+    writer = RequestLogWriter(store, 90, background=True)
+    queue_behind_a_blocked_write(writer, store, 0)
+    closing = threading.Thread(target=writer.close)
+    closing.start()
+    while writer._queue.qsize() == 0:  # close() has queued its stop marker
+        time.sleep(0.001)
+    writer._queue.put_nowait(record(1))  # what a submit racing close() can leave behind it
+    store.open()
+    closing.join(timeout=60)
+    assert not closing.is_alive()
+    assert len(store.inner.records_for_user("u1")) == 2
+    assert writer._queue.unfinished_tasks == 0
+    writer.flush()  # returns: every item taken was marked done

@@ -5,7 +5,7 @@ suite (``tests/contract``) that every adapter passes.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -109,6 +109,15 @@ class RequestLogStore(Protocol):
 
     def put_record(self, record: UsageRecord, expires_at: int) -> None:
         """Append one record; ``expires_at`` is its retention deadline (epoch seconds)."""
+
+    def put_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+        """Append several ``(record, expires_at)`` pairs in as few writes as the store allows.
+
+        The same rows as ``put_record`` for each pair (a request id given twice keeps its
+        last version); an empty sequence writes nothing. When it raises, some records may
+        already be stored; writing them again replaces them with the same rows, so a
+        caller that must keep every record writes them again one by one.
+        """
 
     def records_for_user(self, user_id: str, start: float = 0.0,
                          end: float | None = None) -> list[UsageRecord]:

@@ -10,7 +10,8 @@ module stays cheap.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,16 @@ CATEGORY_INDEX = "CategoryPriceGlobalSecondaryIndex"
 BRAND_INDEX = "BrandAvailabilityGlobalSecondaryIndex"
 ANALYTICS_INDEX = "UserAnalyticsGlobalSecondaryIndex"
 TTL_ATTRIBUTE = "expirationTimestamp"
+#: BatchWriteItem takes at most this many items per call.
+BATCH_WRITE_SIZE = 25
+#: How often items BatchWriteItem left unprocessed (throttling) are sent again, after
+#: UNPROCESSED_BACKOFF seconds, doubling each time (0.75 s in all).
+UNPROCESSED_RETRIES = 4
+UNPROCESSED_BACKOFF = 0.05
+
+
+class UnprocessedItemsError(RuntimeError):
+    """BatchWriteItem still left items unprocessed after every retry."""
 
 
 def _to_av(value: Any) -> dict[str, Any]:
@@ -460,6 +471,33 @@ class DynamoDBStore:
     def put_record(self, record: UsageRecord, expires_at: int) -> None:
         """Append one record; ``expires_at`` becomes the TTL attribute ``expirationTimestamp``."""
         self.client.put_item(TableName=self.request_log_table, Item=_record_item(record, expires_at))
+
+    def put_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+        """Append ``(record, expires_at)`` pairs with BatchWriteItem, 25 per call.
+
+        BatchWriteItem fits: each record is an unconditional put keyed by its request id,
+        exactly what ``put_record`` sends, at one round trip per 25 records. A request id
+        given twice keeps its last version (a batch must not name a key twice). Items left
+        unprocessed are sent again with a growing pause (``UNPROCESSED_RETRIES``), then
+        :class:`UnprocessedItemsError` is raised. Not all-or-nothing: earlier calls stay
+        written when a later one fails.
+        """
+        requests = {record.request_id: {"PutRequest": {"Item": _record_item(record, expires_at)}}
+                    for record, expires_at in items}
+        pending = list(requests.values())
+        for start in range(0, len(pending), BATCH_WRITE_SIZE):
+            self._batch_write(self.request_log_table, pending[start:start + BATCH_WRITE_SIZE])
+
+    def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        """One BatchWriteItem of at most 25 requests, sending unprocessed ones again (bounded)."""
+        for attempt in range(UNPROCESSED_RETRIES + 1):
+            if attempt:
+                time.sleep(UNPROCESSED_BACKOFF * 2 ** (attempt - 1))
+            response = self.client.batch_write_item(RequestItems={table: requests})
+            requests = response.get("UnprocessedItems", {}).get(table, [])
+            if not requests:
+                return
+        raise UnprocessedItemsError(f"{len(requests)} items left unprocessed by BatchWriteItem")
 
     def records_for_user(self, user_id: str, start: float = 0.0,
                          end: float | None = None) -> list[UsageRecord]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, fields
+from operator import attrgetter
 from pathlib import Path
 
 from gateway.store.base import UPDATABLE_KEY_FIELDS, ApiKey, Product
@@ -104,6 +105,8 @@ def _insert(table: str, columns: list[str]) -> str:
 _PUT_KEY = _insert("api_keys", _KEY_COLUMNS)
 _PUT_PRODUCT = _insert("products", _PRODUCT_COLUMNS)
 _PUT_RECORD = _insert("request_log", _RECORD_COLUMNS + ["expires_at"])
+#: A record's column values, in ``_RECORD_COLUMNS`` order (plain attribute reads, no copy).
+_record_values = attrgetter(*_RECORD_COLUMNS)
 
 
 def _key_row(values: dict) -> dict:
@@ -224,7 +227,6 @@ class SQLiteStore:
         ``products`` is consumed inside the transaction, as rows are written (an
         import's progress callback sees the writes).
         """
-        conn = self._connection()
         count = 0
 
         def rows():
@@ -233,14 +235,20 @@ class SQLiteStore:
                 count += 1
                 yield [getattr(product, c) for c in _PRODUCT_COLUMNS]
 
+        self._write_all(_PUT_PRODUCT, rows())
+        return count
+
+    def _write_all(self, statement: str, rows: Iterable) -> None:
+        """Run ``statement`` for every row in one transaction: all rows or none."""
+        conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_PUT_PRODUCT, rows())
+            conn.executemany(statement, rows)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
-        return count
 
     def get_product(self, product_id: str) -> Product | None:
         """The product with this id, or None."""
@@ -272,8 +280,13 @@ class SQLiteStore:
     # Request log
     def put_record(self, record: UsageRecord, expires_at: int) -> None:
         """Append one record (a prepared, single-row insert)."""
-        values = asdict(record)
-        self._connection().execute(_PUT_RECORD, [values[c] for c in _RECORD_COLUMNS] + [expires_at])
+        self._connection().execute(_PUT_RECORD, (*_record_values(record), expires_at))
+
+    def put_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+        """Append ``(record, expires_at)`` pairs in one transaction (the prepared insert, run
+        for each row): all or none."""
+        if items:
+            self._write_all(_PUT_RECORD, [(*_record_values(record), expires_at) for record, expires_at in items])
 
     def records_for_user(self, user_id: str, start: float = 0.0,
                          end: float | None = None) -> list[UsageRecord]:

@@ -345,6 +345,46 @@ def test_purge_removes_only_expired_records(store):
         assert store.purge_expired_records(now=2000) == 0
 
 
+def test_put_records_stores_every_record_readably(store):
+    records = [_record(f"r{i:03d}", timestamp=1000.0 + i, prompt_tokens=i, cost=i / 1000, status=200 + i)
+               for i in range(60)]  # more than two BatchWriteItem calls' worth
+    store.put_records([(record, 1740000000) for record in records])
+    assert store.records_for_user("u1") == records
+
+
+def test_put_records_keeps_users_apart_and_the_last_of_a_repeated_id(store):
+    bob = _record("r2", user_id="bob")
+    store.put_records([(_record("r1", user_id="alice"), 1740000000), (bob, 1740000000), (bob, 1740000000),
+                       (_record("r1", user_id="alice", model="second"), 1740000000)])
+    assert [(r.request_id, r.model) for r in store.records_for_user("alice")] == [("r1", "second")]
+    assert [r.request_id for r in store.records_for_user("bob")] == ["r2"]
+
+
+def test_put_records_honours_each_records_expiry(store):
+    store.put_records([(_record("old"), 1000), (_record("edge", timestamp=1001.0), 2000),
+                       (_record("fresh", timestamp=1002.0), 3000)])
+    deleted = store.purge_expired_records(now=2000)
+    left = [r.request_id for r in store.records_for_user("u1")]
+    if hasattr(store, "client"):  # DynamoDB: each item carries its own TTL attribute
+        assert deleted == 0 and left == ["old", "edge", "fresh"]
+        ttl = {request_id: store.client.get_item(TableName=store.request_log_table,
+                                                 Key={"requestId": {"S": request_id}})["Item"]["expirationTimestamp"]
+               for request_id in left}
+        assert ttl == {"old": {"N": "1000"}, "edge": {"N": "2000"}, "fresh": {"N": "3000"}}
+    else:
+        assert deleted == 2 and left == ["fresh"]
+
+
+def test_put_records_of_nothing_writes_nothing(store):
+    calls: list[str] = []
+    if hasattr(store, "client"):
+        store.client.meta.events.register("before-call.dynamodb.*", lambda model, **kwargs: calls.append(model.name))
+    else:
+        store._connection().set_trace_callback(calls.append)  # every SQL statement run
+    store.put_records([])
+    assert calls == []
+
+
 # Lifecycle
 
 def test_init_is_idempotent(store):
@@ -459,3 +499,78 @@ def test_dynamodb_item_shape_and_ttl(store):
         store.request_log_table: {"UserAnalyticsGlobalSecondaryIndex"},
     }
     assert store.api_key_table.endswith("-dev-api-keys")
+
+
+def test_dynamodb_put_records_sends_25_items_per_batch_write(store):
+    _dynamodb_only(store)
+    sizes: list[int] = []
+
+    def count(model, params, **kwargs):
+        if model.name == "BatchWriteItem":
+            sizes.extend(len(requests) for requests in json.loads(params["body"])["RequestItems"].values())
+        else:
+            sizes.append(model.name)
+
+    store.client.meta.events.register("before-call.dynamodb.*", count)
+    try:
+        store.put_records([(_record(f"r{i:02d}"), 1740000000) for i in range(60)])
+    finally:
+        store.client.meta.events.unregister("before-call.dynamodb.*", count)
+    assert sizes == [25, 25, 10]
+    assert len(store.records_for_user("u1")) == 60
+
+
+class _Throttled:
+    """A DynamoDB client whose BatchWriteItem, for its first ``times`` calls, writes all but the
+    last request and returns that one as unprocessed (as DynamoDB does when it throttles)."""
+
+    def __init__(self, client, times: int):
+        self.client, self.times, self.sizes = client, times, []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def batch_write_item(self, **params):
+        ((table, requests),) = params["RequestItems"].items()
+        self.sizes.append(len(requests))
+        if self.times <= 0:
+            return self.client.batch_write_item(**params)
+        self.times -= 1
+        *written, held = requests
+        if written:
+            self.client.batch_write_item(RequestItems={table: written})
+        return {"UnprocessedItems": {table: [held]}}
+
+
+def _on_client(store, client):
+    from gateway.store.dynamodb import DynamoDBStore
+
+    return DynamoDBStore(client, api_key_table=store.api_key_table, product_table=store.product_table,
+                         request_log_table=store.request_log_table)
+
+
+def test_dynamodb_put_records_sends_unprocessed_items_again_after_a_growing_pause(store, monkeypatch):
+    _dynamodb_only(store)
+    from gateway.store import dynamodb
+
+    pauses: list[float] = []
+    monkeypatch.setattr(dynamodb.time, "sleep", pauses.append)
+    client = _Throttled(store.client, times=2)
+    _on_client(store, client).put_records([(_record(f"r{i}"), 1740000000) for i in range(3)])
+    assert client.sizes == [3, 1, 1]
+    assert pauses == [dynamodb.UNPROCESSED_BACKOFF, 2 * dynamodb.UNPROCESSED_BACKOFF]
+    assert [r.request_id for r in store.records_for_user("u1")] == ["r0", "r1", "r2"]
+
+
+def test_dynamodb_put_records_gives_up_on_items_left_unprocessed_after_its_retries(store, monkeypatch):
+    _dynamodb_only(store)
+    from gateway.store import dynamodb
+
+    pauses: list[float] = []
+    monkeypatch.setattr(dynamodb.time, "sleep", pauses.append)
+    client = _Throttled(store.client, times=1000)
+    with pytest.raises(dynamodb.UnprocessedItemsError):
+        _on_client(store, client).put_records([(_record("r0"), 1740000000), (_record("r1"), 1740000000)])
+    assert client.sizes == [2] + [1] * dynamodb.UNPROCESSED_RETRIES
+    assert len(pauses) == dynamodb.UNPROCESSED_RETRIES and sum(pauses) < 1
+    assert [r.request_id for r in store.records_for_user("u1")] == ["r0"]

@@ -2,8 +2,9 @@
 
 Load it into a served gateway with ``GATEWAY_PLUGINS=tests.fakes.store_faults`` and point
 ``STORE_FAULT_FILE`` at a file: its content is the mode for every later write, ``slow``
-(each write waits ``SLOW_WRITE`` seconds), ``refuse`` (each write raises, as an unreachable
-store does) or anything else (normal). The test flips modes while the gateway is under load.
+(each write, of one record or of a batch, waits ``SLOW_WRITE`` seconds), ``refuse`` (each
+write raises, as an unreachable store does) or anything else (normal). The test flips modes
+while the gateway is under load.
 """
 from __future__ import annotations
 
@@ -30,16 +31,20 @@ def current_mode() -> str:
 
 @hookimpl
 def gateway_register_blueprints(app, gateway):
-    """Wrap the store's ``put_record`` with the faults of the current mode."""
+    """Wrap the store's ``put_record`` and ``put_records`` with the faults of the current mode
+    (a slow batch waits once, as one slow round trip would)."""
     store = gateway.store
-    put_record = store.put_record
 
-    def faulty_put_record(record, expires_at):
-        mode = current_mode()
-        if mode == "refuse":
-            raise StoreRefused("request log store refused the write")
-        if mode == "slow":
-            time.sleep(SLOW_WRITE)
-        return put_record(record, expires_at)
+    def faulty(write):
+        def faulty_write(*args):
+            mode = current_mode()
+            if mode == "refuse":
+                raise StoreRefused("request log store refused the write")
+            if mode == "slow":
+                time.sleep(SLOW_WRITE)
+            return write(*args)
 
-    store.put_record = faulty_put_record
+        return faulty_write
+
+    store.put_record = faulty(store.put_record)
+    store.put_records = faulty(store.put_records)
