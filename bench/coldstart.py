@@ -79,10 +79,17 @@ RUNTIME_LIBRARIES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", 
 
 
 def lambda_layout(package: Path, work: Path) -> list[Path]:
-    """Unzip ``package`` and link the runtime's libraries beside it; returns the ``sys.path`` to run with."""
+    """Unzip ``package`` and link the runtime's libraries beside it; returns the ``sys.path`` to run with.
+
+    Files keep the dates their zip entries carry (Zappa writes none, so 1980-01-01), and
+    the runs write no bytecode (``/var/task`` is read-only on Lambda): a ``.pyc`` in the
+    package that records another source date is recompiled on every cold start, here as there.
+    """
     task, runtime = work / "task", work / "runtime"
     with zipfile.ZipFile(package) as archive:
-        archive.extractall(task)
+        for entry in archive.infolist():  # with the entry's own date, as Lambda unpacks it
+            stamp = time.mktime((*entry.date_time, 0, 0, -1))
+            os.utime(archive.extract(entry, task), (stamp, stamp))
     runtime.mkdir()
     site_packages = Path(next(p for p in sys.path if p.endswith("site-packages")))
     for name in RUNTIME_LIBRARIES:

@@ -100,11 +100,14 @@ def run_events(settings_dir: Path, events: list[dict], environment: dict[str, st
 
     By default the process runs this checkout in the development virtualenv. With
     ``code_paths`` (an unzipped ``zappa package`` and the runtime's own libraries, as
-    Lambda lays them out) it sees only those and the standard library (``python -S``).
+    Lambda lays them out) it sees only those and the standard library (``python -S``), and
+    writes no bytecode there, as on Lambda's read-only ``/var/task``.
     """
     events_file, answers_file = settings_dir / "events.json", settings_dir / "answers.json"
     events_file.write_text(json.dumps(events))
     isolation = ["-S"] if code_paths else []
+    if code_paths:  # /var/task is read-only: no bytecode is written next to the package's sources
+        environment = {**environment, "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run([sys.executable, *isolation, str(DRIVER), str(settings_dir), str(events_file),
                            str(answers_file)],
                           capture_output=True, text=True, timeout=timeout, cwd=settings_dir,
