@@ -189,7 +189,7 @@ def request_key(caller: Caller, completion: Completion) -> str:
     return f"{caller.key_id}:{hashlib.sha256(normalized.encode()).hexdigest()}"
 
 
-@dataclass
+@dataclass(eq=False)
 class Lookup:
     """The cache's answer for one request: ``status`` is HIT, MISS, or "" when the request is not cached."""
 

@@ -71,7 +71,7 @@ class TierSchema(Schema):
     monthly_budget_usd = f.Float(validate=validate.Range(min=0, min_inclusive=False))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TierLimits:
     """What one tier allows: requests per minute and hour, tokens per minute, USD per month."""
 

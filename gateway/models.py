@@ -32,7 +32,7 @@ from gateway.types import Price
 STRATEGIES = ("priority", "lowest_latency", "lowest_cost", "weighted")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Route:
     """One provider serving a public model: the id it is asked for, its price and weight."""
 
@@ -42,7 +42,7 @@ class Route:
     weight: float = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelSpec:
     """One public model of the table."""
 

@@ -25,7 +25,7 @@ from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, Us
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)
 class Answer:
     """What a view renders: the result (or, streaming, the chunks), who served it, the record."""
 

@@ -38,7 +38,7 @@ T = TypeVar("T")
 MICRO_USD = 1_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LimitState:
     """The per-minute request limit as the caller sees it: what the X-RateLimit-* headers say."""
 

@@ -33,7 +33,7 @@ class Caller:
         return permission in self.permissions or "admin" in self.permissions
 
 
-@dataclass
+@dataclass(eq=False)
 class Completion:
     """The normalized chat request, shared by the OpenAI-compatible and native APIs."""
 
@@ -73,7 +73,7 @@ class Result:
     extra_choices: list[Result] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)
 class Chunk:
     """One normalized piece of a streamed answer (``index``: its choice, when ``n`` > 1)."""
 
