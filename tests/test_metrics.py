@@ -219,3 +219,16 @@ def test_batch_metrics_can_be_turned_off(tmp_path, capsys):
     capsys.readouterr()
     metrics.emit_requests(gateway, [_record(1), _record(2)])
     assert capsys.readouterr().out == ""
+
+
+def test_a_reused_metric_set_carries_nothing_into_the_next_line(tmp_path, capsys):
+    gateway = make_app(tmp_path).extensions["gateway"]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, [_record(1, timestamp=MINUTE, tier="premium", latency_ms=9.0)])
+    before = time.time()
+    metrics.count_auth_failure(gateway)
+    first, second = emf_lines(capsys)
+    assert first["Tier"] == "premium" and first["_aws"]["Timestamp"] == MINUTE * 1000
+    assert "Tier" not in second and "Latency" not in second and second["AuthFailures"] == [1.0]
+    assert second["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Stage"]]
+    assert second["_aws"]["Timestamp"] >= int(before * 1000)  # its own time, not the previous line's
