@@ -30,7 +30,7 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
-bench: install
+bench: install package
 	$(BIN)/python bench/run.py
 
 lint: install

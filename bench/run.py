@@ -7,7 +7,8 @@ gateway, so overhead = server - direct is a like-for-like difference; the levels
 run ``--rounds`` times against the same servers, which shows the spread and whether
 resident memory stays flat. Then a streamed answer from a paced local upstream
 (``stream_upstream.py``) is timed direct and through a gateway (time to first byte,
-total), and the cold start through Zappa's handler (``coldstart.py``) is measured.
+total), and the cold start through Zappa's handler (``coldstart.py``, from the Zappa
+package that ``make bench`` builds first, as Lambda unpacks it) is measured.
 Results go to ``bench/results/latest.json`` and Markdown tables on stdout.
 
 Usage: ``python bench/run.py [--duration 10] [--levels 1,8,64] [--rounds 2]`` (``make bench``).
@@ -186,13 +187,16 @@ def measure_stream(port: int, key: str, count: int) -> dict:
             "total_p50_ms": ms(total, 50), "total_p90_ms": ms(total, 90)}
 
 
-def cold_start(runs: int) -> dict:
-    """``coldstart.py``'s medians (CPU and wall ms to the first answer through Zappa's handler)."""
-    out = subprocess.run([PYTHON, str(BENCH / "coldstart.py"), "--runs", str(runs)], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+def cold_start(runs: int, package: Path | None) -> dict:
+    """``coldstart.py``'s medians (CPU and wall ms to the first answer through Zappa's handler),
+    from the Zappa package when there is one (``make package``), else from this checkout."""
+    command = [PYTHON, str(BENCH / "coldstart.py"), "--runs", str(runs)]
+    if package is not None:
+        command += ["--package", str(package)]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     seconds = json.loads(out.strip().splitlines()[-1])
     return {app: {kind: statistics.median(values) * 1000 for kind, values in measured.items()}
-            for app, measured in seconds.items()} | {"runs": runs}
+            for app, measured in seconds.items()} | {"runs": runs, "source": package.name if package else "checkout"}
 
 
 def run_wrk(url: str, connections: int, duration: int, key: str) -> dict:
@@ -253,7 +257,9 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,64", help="wrk connection counts")
     parser.add_argument("--rounds", type=int, default=2, help="times every level is measured")
     parser.add_argument("--streams", type=int, default=100, help="streamed answers timed per target (0: skip)")
-    parser.add_argument("--coldstart-runs", type=int, default=9, help="fresh processes per app (0: skip)")
+    parser.add_argument("--coldstart-runs", type=int, default=15, help="fresh processes per app (0: skip)")
+    parser.add_argument("--package", type=Path, default=ROOT / "dist" / "ai-gateway-dev.zip",
+                        help="the Zappa package the cold start runs from (make package); absent: this checkout")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
@@ -295,7 +301,7 @@ def main() -> None:
         finally:
             upstream.stop()
     if args.coldstart_runs:
-        report["coldstart_ms"] = cold_start(args.coldstart_runs)
+        report["coldstart_ms"] = cold_start(args.coldstart_runs, args.package if args.package.exists() else None)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -363,8 +369,9 @@ def render(report: dict) -> str:
                          f"{r['total_p90_ms']:.2f} | {r['errors']} |")
     if "coldstart_ms" in report:
         cold = report["coldstart_ms"]
-        lines += ["", f"Cold start through Zappa's handler (`coldstart.py`, {cold['runs']} fresh processes each, "
-                  "median ms to the first answer):", "", "| app | CPU | wall |", "|---|---|---|"]
+        lines += ["", f"Cold start through Zappa's handler (`coldstart.py`, from {cold.get('source', 'checkout')}, "
+                  f"{cold['runs']} fresh processes each, median ms to the first answer):", "",
+                  "| app | CPU | wall |", "|---|---|---|"]
         lines += [f"| {app} | {cold[app]['cpu']:.0f} | {cold[app]['wall']:.0f} |" for app in ("gateway", "hello-world")]
         ratio = cold["gateway"]["cpu"] / cold["hello-world"]["cpu"]
         lines.append(f"\nRatio gateway / hello-world (CPU): **{ratio:.2f}** (target at most 1.3)")
