@@ -36,3 +36,31 @@ def test_first_completion_loads_no_heavy_sdk(tmp_path):
     assert done.returncode == 0, done.stderr
     probe = next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))  # EMF lines share stdout
     assert json.loads(probe.removeprefix("PROBE ")) == {"status": 200, "heavy": []}
+
+
+GC_PROBE = """
+import gc, json, sys
+try:
+    import gateway.wsgi
+    built = True
+except Exception:
+    built = False
+print("PROBE " + json.dumps({"built": built, "collecting": gc.isenabled(), "frozen": gc.get_freeze_count()}))
+"""
+
+
+def gc_probe(tmp_path, **environment) -> dict:
+    done = subprocess.run([sys.executable, "-c", GC_PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**base_environment(tmp_path), **local_environment("dev", tmp_path / "gateway.db"),
+                               "PYTHONPATH": str(ROOT), **environment})
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("PROBE "))[6:])
+
+
+def test_building_the_app_leaves_the_collector_on_with_start_up_objects_frozen(tmp_path):
+    probe = gc_probe(tmp_path)
+    assert probe["built"] and probe["collecting"] and probe["frozen"] > 10_000
+
+
+def test_a_failed_build_leaves_the_collector_on(tmp_path):
+    probe = gc_probe(tmp_path, GATEWAY_STORE="not-a-store")
+    assert not probe["built"] and probe["collecting"]
