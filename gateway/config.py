@@ -135,6 +135,7 @@ class SettingsSchema(Schema):
     catalog_cache_ttl = f.Float(validate=validate.Range(min=0))
     request_log_writes = f.String(validate=validate.OneOf(["auto", "sync", "background"]))
     request_log_queue_size = f.Integer(validate=validate.Range(min=1))
+    request_log_batch_wait_ms = f.Float(validate=validate.Range(min=0, max=1000))
     request_log_content = f.Boolean()
     response_cache = f.String(validate=validate.Regexp(
         r"^$|^(memory|redis|rediss|dynamodb)://", error="must be empty (off) or a memory://, "
@@ -214,6 +215,8 @@ class Settings:
     #: "auto": in the request on Lambda, on a background thread elsewhere.
     request_log_writes: str = "auto"
     request_log_queue_size: int = 10_000
+    #: How long the background request-log writer lets records gather into one batch, in ms.
+    request_log_batch_wait_ms: float = 20.0
     #: Store prompts and completions (after the ``gateway_redact`` hook) in the request log.
     request_log_content: bool = False
     #: "" (off), "memory://?max_entries=N", "redis://host:port/db" or "dynamodb://table".

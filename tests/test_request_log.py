@@ -482,3 +482,34 @@ def test_a_record_queued_behind_the_stop_marker_is_written_and_marked_done(tmp_p
     assert len(store.inner.records_for_user("u1")) == 2
     assert writer._queue.unfinished_tasks == 0
     writer.flush()  # returns: every item taken was marked done
+
+
+def test_records_gather_for_the_batch_wait_and_flush_cuts_it_short(tmp_path):
+    store = GatedStore(tmp_path / "log.db")
+    store.open()
+    writer = RequestLogWriter(store, 90, background=True, batch_wait=30.0)
+    for n in range(5):
+        writer.submit(record(n))
+    started = time.monotonic()
+    writer.flush()
+    assert time.monotonic() - started < 10  # woken by flush, not after the 30 s gathering time
+    assert store.calls == [("put_records", 5)]
+    assert len(store.inner.records_for_user("u1")) == 5
+    writer.close()
+
+
+def test_close_writes_a_gathering_batch_without_waiting_it_out(tmp_path):
+    store = GatedStore(tmp_path / "log.db")
+    store.open()
+    writer = RequestLogWriter(store, 90, background=True, batch_wait=30.0)
+    writer.submit(record(1))
+    started = time.monotonic()
+    writer.close()
+    assert time.monotonic() - started < 10
+    assert [r.request_id for r in store.inner.records_for_user("u1")] == ["r00001"]
+
+
+def test_the_background_writer_gathers_for_the_configured_time(tmp_path):
+    gateway = make_app(tmp_path, {"request_log_writes": "background",
+                                  "request_log_batch_wait_ms": 7}).extensions["gateway"]
+    assert writer_for(gateway).batch_wait == 0.007
