@@ -4,7 +4,7 @@ Zappa zips every file with the zip's default date, 1980-01-01, and Lambda unpack
 them with that date. The ``.pyc`` files pip and Python wrote record their source's
 real modification time, so on Lambda none of them matches its source: every module
 is compiled again on every cold start, and ``/var/task`` being read-only, the result
-is never kept (measured here: 1.3 s to the first answer instead of 0.45 s, see
+is never kept (measured here: 1.30 s of CPU to the first answer instead of 0.42-0.61 s, see
 ``bench/RESULTS.md``). A hash-based ``.pyc`` (PEP 552) records a hash of its
 source instead, so it stays valid whatever the files' dates.
 
