@@ -71,6 +71,9 @@ class Result:
     tool_calls: list[dict[str, Any]] | None = None
     #: Choices 1..n-1 when the request asked for ``n`` > 1 (their usage is in this one's).
     extra_choices: list[Result] = field(default_factory=list)
+    #: The upstream's own JSON answer, as received: OpenAI-API callers get it unchanged
+    #: (OpenAI-compatible upstreams). None for translated providers, whose answer the gateway builds.
+    body: bytes | None = None
 
 
 @dataclass(eq=False)
@@ -82,6 +85,30 @@ class Chunk:
     usage: Usage | None = None
     tool_calls: list[dict[str, Any]] | None = None
     index: int = 0
+    #: The upstream's Server-Sent Event as received (``data: …\n\n``), forwarded unchanged to
+    #: OpenAI-API callers; None for translated providers. A raw chunk carrying ``usage`` is
+    #: forwarded only when the caller asked for usage (the gateway always asks the upstream).
+    raw: bytes | None = None
+
+
+@dataclass(eq=False)
+class EmbeddingRequest:
+    """A ``POST /v1/embeddings`` body: the model, its ``input`` (a string, a list of strings, or
+    token ids) and every other field (``dimensions``, ``encoding_format``, ``user``, …) as sent."""
+
+    model: str
+    input: Any
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class EmbeddingResult:
+    """A provider's embeddings answer: OpenAI's ``{"object": "list", "data": [...], "model",
+    "usage"}`` JSON as bytes (the upstream's own for OpenAI-compatible ones), and its usage."""
+
+    body: bytes
+    usage: Usage
+    model: str
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,11 @@ class Provider(Protocol):
 
     ``complete`` and ``stream`` raise :class:`gateway.errors.ProviderError`
     (or a subclass), never an SDK exception.
+
+    Optional capabilities, looked up with ``getattr`` (a provider without one answers
+    400 naming itself): ``embed(request: EmbeddingRequest) -> EmbeddingResult`` for
+    ``POST /v1/embeddings``, and ``forward(path, model, body, stream)`` for OpenAI routes
+    a provider can only pass through (``POST /v1/responses``).
     """
 
     name: str
