@@ -80,6 +80,13 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     _spec("meta.llama3-1-70b-instruct-v1:0", "bedrock", (0.72, 0.72), ("llama3-1-70b",)),
     _spec("mistral.mistral-large-2402-v1:0", "bedrock", (4.00, 12.00), ("mistral-large",)),
     _spec("cohere.command-r-v1:0", "bedrock", (0.50, 1.50), ("command-r",)),
+    # Embedding models (``POST /v1/embeddings``): input tokens only.
+    _spec("text-embedding-3-small", "openai", (0.02, 0.0)),
+    _spec("text-embedding-3-large", "openai", (0.13, 0.0)),
+    _spec("text-embedding-ada-002", "openai", (0.10, 0.0)),
+    _spec("amazon.titan-embed-text-v2:0", "bedrock", (0.02, 0.0), ("titan-embed-text-v2",)),
+    _spec("cohere.embed-english-v3", "bedrock", (0.10, 0.0), ("cohere-embed-english-v3",)),
+    _spec("cohere.embed-multilingual-v3", "bedrock", (0.10, 0.0), ("cohere-embed-multilingual-v3",)),
 )
 
 
