@@ -14,6 +14,9 @@ and ``parallel_tool_calls`` have no Converse field and are not forwarded; any
 other parameter (``seed``, penalties, ``logit_bias``, ``logprobs``, a JSON
 ``response_format``, ``n`` > 1) is refused with a 400 naming it, never dropped.
 
+Embeddings (``embed``) go through InvokeModel in each model's own format: Titan Text
+Embeddings v2 and Cohere Embed v3, translated in ``plugins/bedrock_embeddings.py``.
+
 Settings (``plugin_settings.bedrock_provider``): ``enabled`` (default true).
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 from gateway import hookimpl
 from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
-from gateway.types import Chunk, Completion, Price, Result, Usage
+from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
 
 NAME = "bedrock"
 
@@ -267,6 +270,17 @@ class BedrockProvider:
         finally:
             if events is not None:
                 events.close()
+
+    def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Embeddings through InvokeModel (``plugins/bedrock_embeddings.py``, imported on first use):
+        a request the model cannot honour is refused before any call."""
+        from plugins import bedrock_embeddings
+
+        calls = bedrock_embeddings.prepare(request)
+        try:
+            return calls.run(self.client())
+        except Exception as exc:
+            raise translate_error(exc) from None
 
 
 def translate_error(exc: Exception) -> ProviderError:
