@@ -1,9 +1,10 @@
-"""The benchmark: the gateway against the thinnest pass-through (``floor.py``), same run, same machine.
+"""The benchmark: the gateway against the thinnest pass-through (``floor.py``) and against the
+Portkey gateway (the peer to beat, ``portkey_peer.py``), same run, same machine.
 
-Layout on a 2-core machine: the server under test (gunicorn, one worker) is pinned
-to core 0; nginx (the fake upstream) and wrk (the load) to core 1. Each
-concurrency level is measured direct to nginx, through the floor, and through the
-gateway, so overhead = server - direct is a like-for-like difference; the levels
+Layout on a 2-core machine: the server under test (gunicorn, one worker; Portkey: one node
+process) is pinned to core 0; nginx (the fake upstream) and wrk (the load) to core 1. Each
+concurrency level is measured direct to nginx, through the floor, through the gateway and
+through Portkey, so overhead = server - direct is a like-for-like difference; the levels
 run ``--rounds`` times against the same servers, which shows the spread and whether
 resident memory stays flat. Then a streamed answer from a paced local upstream
 (``stream_upstream.py``) is timed direct and through a gateway (time to first byte,
@@ -12,7 +13,8 @@ package that ``make bench`` builds first, as Lambda unpacks it) is measured.
 Results go to ``bench/results/latest.json`` and Markdown tables on stdout.
 
 Usage: ``python bench/run.py [--duration 10] [--levels 1,8,64] [--rounds 2]`` (``make bench``).
-Needs nginx and wrk (Debian packages of those names) and taskset.
+Needs nginx and wrk (Debian packages of those names) and taskset; node and npm for Portkey (skipped,
+with a message, without them), which it installs into ``bench/portkey`` with ``npm ci`` when missing.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import portkey_peer  # noqa: E402
 from gateway.plugins import ENTRY_POINT_GROUP  # noqa: E402
 
 PYTHON = sys.executable
@@ -199,23 +202,26 @@ def cold_start(runs: int, package: Path | None) -> dict:
             for app, measured in seconds.items()} | {"runs": runs, "source": package.name if package else "checkout"}
 
 
-def run_wrk(url: str, connections: int, duration: int, key: str) -> dict:
+def run_wrk(url: str, connections: int, duration: int, key: str, headers: dict[str, str] | None = None) -> dict:
     threads = min(connections, 2)
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t", str(threads), "-c", str(connections),
          "-d", f"{duration}s", "--latency", "-s", str(BENCH / "chat.lua"), f"{url}/v1/chat/completions"],
         capture_output=True, text=True, check=True,
-        env={**os.environ, "BENCH_KEY": key, "BENCH_BODY": str(CHAT_BODY)}).stdout
+        env={**os.environ, "BENCH_KEY": key, "BENCH_BODY": str(CHAT_BODY),
+             "BENCH_HEADERS": "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())}).stdout
     line = next(line for line in out.splitlines() if line.startswith("BENCH_JSON "))
     result = json.loads(line.split(" ", 1)[1])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     return result
 
 
-def measure(server: Server | None, url: str, connections: int, duration: int, key: str) -> dict:
+def measure(server, url: str, connections: int, duration: int, key: str, headers: dict | None = None) -> dict:
+    """wrk against ``url``; with a server (a ``Server`` or ``portkey_peer.Portkey``), its processes'
+    CPU time per request and resident memory."""
     pids = server.workers if server else []
     before = cpu_seconds(pids) if pids else 0.0
-    result = run_wrk(url, connections, duration, key)
+    result = run_wrk(url, connections, duration, key, headers)
     if server:
         result["cpu_ms_per_request"] = (cpu_seconds(pids) - before) * 1000 / max(1, result["requests"])
         result["rss_mib_loaded"] = rss_mib(pids)
@@ -260,6 +266,7 @@ def main() -> None:
     parser.add_argument("--coldstart-runs", type=int, default=15, help="fresh processes per app (0: skip)")
     parser.add_argument("--package", type=Path, default=ROOT / "dist" / "ai-gateway-dev.zip",
                         help="the Zappa package the cold start runs from (make package); absent: this checkout")
+    parser.add_argument("--no-portkey", action="store_true", help="leave out the Portkey target")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
@@ -267,6 +274,9 @@ def main() -> None:
             sys.exit(f"bench needs {tool} (apt-get install nginx wrk util-linux)")
     levels = [int(level) for level in args.levels.split(",")]
     os.sched_setaffinity(0, {int(LOAD_CORE)})  # this process times the streams: keep it off the server's core
+    portkey_skipped = "the Portkey target left out (--no-portkey)" if args.no_portkey else portkey_peer.prepare()
+    if portkey_skipped:
+        print(portkey_skipped, file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         workdir = Path(tmp)
@@ -280,25 +290,40 @@ def main() -> None:
                         "import_s": {"floor": import_time_s("bench.floor", floor_env),
                                      "gateway": import_time_s("gateway.wsgi", env)},
                         "rounds": [], "servers": {}}
+        if portkey_skipped:
+            report["portkey_skipped"] = portkey_skipped
+        servers: dict = {}
         try:
-            servers = {"floor": Server("floor", "bench.floor:app", floor_env),
-                       "gateway": Server("gateway", "gateway.wsgi:app", env)}
-            for name, server in servers.items():
+            servers["floor"] = Server("floor", "bench.floor:app", floor_env)
+            servers["gateway"] = Server("gateway", "gateway.wsgi:app", env)
+            clients = {name: (key, None) for name in servers}  # what wrk sends each: key, further headers
+            for server in servers.values():
                 warm_up(server.url, key)
+            if not portkey_skipped:
+                portkey = servers["portkey"] = portkey_peer.Portkey(
+                    SERVER_CORE, free_port(), upstream.url, workdir / "portkey.log", wait_ready)
+                portkey.check(upstream.url, CHAT_BODY.read_bytes())  # also its warm-up
+                clients["portkey"] = (portkey.key, portkey.extra_headers)
+                report["portkey"] = {**portkey_peer.versions(), "threads": portkey.threads()}
+            for name, server in servers.items():
                 report["servers"][name] = {"startup_s": server.startup_s,
                                            "rss_mib_idle": rss_mib(server.workers), "rss_mib_after": []}
+            if "portkey" in servers:  # V8 optimises hot code after some thousand calls: measure it warm
+                run_wrk(portkey.url, 8, portkey_peer.WARM_UP_S, *clients["portkey"])
             for _ in range(args.rounds):
                 report["rounds"].append({level: {
                     "direct": measure(None, upstream.url, level, args.duration, key),
-                    **{name: measure(server, server.url, level, args.duration, key)
+                    **{name: measure(server, server.url, level, args.duration, *clients[name])
                        for name, server in servers.items()}} for level in levels})
                 for name, server in servers.items():
                     report["servers"][name]["rss_mib_after"].append(rss_mib(server.workers))
-            for server in servers.values():
-                server.stop()
+            stop_all(servers)
+            if "portkey" in report:
+                report["targets_vs_portkey"] = portkey_peer.targets(report["rounds"])
             if args.streams:
                 report["streaming"] = stream_report(workdir, env, key, args.streams)
         finally:
+            stop_all(servers)
             upstream.stop()
     if args.coldstart_runs:
         report["coldstart_ms"] = cold_start(args.coldstart_runs, args.package if args.package.exists() else None)
@@ -306,6 +331,12 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(render(report))
+
+
+def stop_all(servers: dict) -> None:
+    """Stop the servers still in ``servers`` (all of them, also after a failure), emptying it."""
+    while servers:
+        servers.popitem()[1].stop()
 
 
 def stream_report(workdir: Path, env: dict[str, str], key: str, count: int) -> dict:
@@ -323,9 +354,11 @@ def stream_report(workdir: Path, env: dict[str, str], key: str, count: int) -> d
 
 
 def render(report: dict) -> str:
-    """The report as Markdown: per level and round, ratios to the floor, streaming, cold start."""
+    """The report as Markdown: per level and round, ratios to the floor and to Portkey, the targets against
+    Portkey, streaming, cold start."""
     lines = [f"Run {report['date']} on {report['machine']}, Python {report['python']}, "
-             f"{report['duration_s']} s per measurement, load average {report['load_average']:.2f} at the start.",
+             f"{report['duration_s']} s per measurement, load average {report['load_average']:.2f} at the start."
+             + (f" {portkey_peer.describe(report['portkey'])}" if "portkey" in report else ""),
              "", "| round | conc. | target | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms "
              "| CPU ms/req | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for number, levels in enumerate(report["rounds"], 1):
@@ -338,27 +371,35 @@ def render(report: dict) -> str:
                 lines.append(f"| {number} | {level} | {target} | {r['rps']:.0f} | {r['p50_us'] / 1000:.2f} | "
                              f"{r['p90_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
                              f"{added50:.2f} | {added99:.2f} | {cpu} | {r['socket_errors'] + r['non2xx']} |")
-    floor, gw = report["servers"]["floor"], report["servers"]["gateway"]
-    lines += ["", "| | floor | gateway | gateway / floor |", "|---|---|---|---|"]
+    if "portkey_skipped" in report:
+        lines += ["", report["portkey_skipped"][0].upper() + report["portkey_skipped"][1:]]
+    servers = report["servers"]
+    names = ["floor", "gateway", *(["portkey"] if "portkey" in servers else [])]
+    peers = [name for name in names if name != "gateway"]  # what the gateway is divided by
+    lines += ["", f"| | {' | '.join(names)} | {' | '.join(f'gateway / {peer}' for peer in peers)} |",
+              "|---|" + "---|" * (len(names) + len(peers))]
 
-    def row(label, a, b, fmt="{:.2f}"):
-        lines.append(f"| {label} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f} |")
+    def row(label, values: dict, fmt="{:.2f}"):
+        cells = [fmt.format(values[name]) if values.get(name) is not None else "-" for name in names]
+        ratios = [f"{values['gateway'] / values[peer]:.2f}" if values.get(peer) else "-" for peer in peers]
+        lines.append(f"| {label} | {' | '.join(cells + ratios)} |")
 
     for number, levels in enumerate(report["rounds"], 1):
         for level, runs in levels.items():
             direct = runs["direct"]
-            row(f"CPU ms/req @{level} (round {number})", runs["floor"]["cpu_ms_per_request"],
-                runs["gateway"]["cpu_ms_per_request"])
-            row(f"req/s @{level} (round {number})", runs["floor"]["rps"], runs["gateway"]["rps"], "{:.0f}")
-            row(f"added p50 ms @{level} (round {number})", (runs["floor"]["p50_us"] - direct["p50_us"]) / 1000,
-                (runs["gateway"]["p50_us"] - direct["p50_us"]) / 1000)
-            row(f"added p99 ms @{level} (round {number})", (runs["floor"]["p99_us"] - direct["p99_us"]) / 1000,
-                (runs["gateway"]["p99_us"] - direct["p99_us"]) / 1000)
-    row("start-up to first 200 (s)", floor["startup_s"], gw["startup_s"])
-    row("import (s)", report["import_s"]["floor"], report["import_s"]["gateway"], "{:.3f}")
-    row("RSS idle (MiB)", floor["rss_mib_idle"], gw["rss_mib_idle"], "{:.1f}")
-    for number, (a, b) in enumerate(zip(floor["rss_mib_after"], gw["rss_mib_after"], strict=True), 1):
-        row(f"RSS after round {number} (MiB)", a, b, "{:.1f}")
+            row(f"CPU ms/req @{level} (round {number})", {n: runs[n]["cpu_ms_per_request"] for n in names})
+            row(f"req/s @{level} (round {number})", {n: runs[n]["rps"] for n in names}, "{:.0f}")
+            row(f"added p50 ms @{level} (round {number})",
+                {n: (runs[n]["p50_us"] - direct["p50_us"]) / 1000 for n in names})
+            row(f"added p99 ms @{level} (round {number})",
+                {n: (runs[n]["p99_us"] - direct["p99_us"]) / 1000 for n in names})
+    row("start-up to first 200 (s)", {n: servers[n]["startup_s"] for n in names})
+    row("import (s)", report["import_s"], "{:.3f}")
+    row("RSS idle (MiB)", {n: servers[n]["rss_mib_idle"] for n in names}, "{:.1f}")
+    for number in range(len(report["rounds"])):
+        row(f"RSS after round {number + 1} (MiB)", {n: servers[n]["rss_mib_after"][number] for n in names}, "{:.1f}")
+    if "portkey" in servers:
+        lines += ["", *portkey_peer.render_targets(report["targets_vs_portkey"])]
     if "streaming" in report:
         lines += ["", f"Streamed answers, one at a time ({report['streaming']['direct']['requests']} each; the "
                   "upstream paces 20 chunks 5 ms apart):", "",
