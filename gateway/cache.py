@@ -168,22 +168,34 @@ class CachedAnswer:
     cost: float
 
     def to_bytes(self) -> bytes:
-        """The JSON form kept by the backend."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """The JSON form kept by the backend (an upstream's own answer body as text)."""
+        values = asdict(self)
+        body = self.result.body
+        values["result"]["body"] = None if body is None else body.decode()
+        return json.dumps(values, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CachedAnswer:
         """Read back what :meth:`to_bytes` wrote."""
         values = json.loads(data)
-        result = values["result"]
-        result["usage"] = Usage(**result["usage"])
-        return cls(Result(**result), values["provider"], values["model"], values["cost"])
+        return cls(_result(values["result"]), values["provider"], values["model"], values["cost"])
+
+
+def _result(values: dict[str, Any]) -> Result:
+    """A :class:`Result` from its ``asdict`` form, its extra choices included."""
+    values["usage"] = Usage(**values["usage"])
+    values["extra_choices"] = [_result(choice) for choice in values.get("extra_choices") or ()]
+    if values.get("body") is not None:
+        values["body"] = values["body"].encode()
+    return Result(**values)
 
 
 def request_key(caller: Caller, completion: Completion) -> str:
     """The cache key of ``completion`` for ``caller``: its key id, then a hash of the normalized request."""
+    parameters = {name: int(value) if isinstance(value, float) and value.is_integer() else value
+                  for name, value in completion.parameters.items()}  # temperature 0 and 0.0 are one request
     normalized = json.dumps({"model": completion.model, "provider": completion.provider,
-                             "messages": completion.messages, "parameters": completion.parameters,
+                             "messages": completion.messages, "parameters": parameters,
                              "options": completion.options},
                             sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"{caller.key_id}:{hashlib.sha256(normalized.encode()).hexdigest()}"

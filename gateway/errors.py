@@ -1,9 +1,26 @@
 """The gateway's error family; each maps to one JSON envelope and one status.
 
-Every error a caller sees is ``{"error": {"message", "type", "code"}}``. Messages
-say what to fix and never carry a stack trace, an upstream URL or a secret.
+Every error a caller sees is ``{"error": {"message", "type", "param", "code"}}``
+(``param``: the request field at fault, or null), OpenAI's own shape. Messages say
+what to fix and never carry a stack trace, an upstream URL or a secret.
 """
 from __future__ import annotations
+
+import math
+import re
+
+#: What an upstream's error text may carry that a caller must never see: credentials
+#: (``sk-…``, ``gw_…`` keys, bearer tokens, ``api-key=…``) and URLs (upstream hosts).
+_SECRETS_AND_URLS = re.compile(
+    r"""\b(?:sk|gw|rk|pk)[-_][A-Za-z0-9_\-*]{6,}"""
+    r"""|\bBearer\s+\S+"""
+    r"""|\b(?:api[-_]?key|key|token|secret|password)\s*[=:]\s*['"]?[^\s'",;]+"""
+    r"""|\b[a-z][a-z0-9+.\-]*://\S+""", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """``text`` with credentials and URLs replaced by ``[redacted]`` (for upstream error messages)."""
+    return _SECRETS_AND_URLS.sub("[redacted]", text)
 
 
 class GatewayError(Exception):
@@ -14,22 +31,26 @@ class GatewayError(Exception):
     code = "internal_error"
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, param: str | None = None,
+                 type_: str | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
+        if type_ is not None:
+            self.type = type_
         self.headers = headers or {}
+        self.param = param
 
     def to_dict(self) -> dict:
         """The JSON envelope for this error."""
-        return {"error": {"message": self.message, "type": self.type, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class InvalidRequest(GatewayError):
-    """The body or parameters are wrong (400)."""
+    """The body or parameters are wrong (400); ``param`` names the field when one is at fault."""
 
     status = 400
     type = "invalid_request_error"
@@ -101,10 +122,24 @@ class ProviderError(GatewayError):
     code = "provider_error"
 
     def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None,
-                 code: str | None = None, status: int | None = None):
-        super().__init__(message, code=code, status=status)
+                 code: str | None = None, status: int | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message, code=code, status=status, headers=headers)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class ProviderRateLimited(ProviderError):
+    """The upstream answered 429: retried by the gateway first; once retries and fallbacks are
+    spent the caller gets a 429 with ``Retry-After``, so its client backs off too."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "provider_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        wait = max(1, math.ceil(retry_after)) if retry_after else 1
+        super().__init__(message, retryable=True, retry_after=retry_after,
+                         headers={"Retry-After": str(wait)})
 
 
 class ProviderTimeout(ProviderError):
@@ -118,14 +153,22 @@ class ProviderTimeout(ProviderError):
 
 
 class UpstreamRejected(ProviderError):
-    """The provider refused the request itself (its 4xx other than 429): the caller's to fix (400)."""
+    """The provider refused the request itself (its 4xx other than 429): the caller's to fix.
+
+    400 by default; an upstream's own 4xx keeps its status, and its error's ``type``,
+    ``param`` and ``code`` when it gave them (the message scrubbed of keys and URLs).
+    """
 
     status = 400
     type = "invalid_request_error"
     code = "upstream_rejected"
 
-    def __init__(self, message: str):
-        super().__init__(message, retryable=False)
+    def __init__(self, message: str, *, status: int | None = None, param: str | None = None,
+                 code: str | None = None, type_: str | None = None):
+        super().__init__(message, retryable=False, status=status, code=code)
+        self.param = param
+        if type_ is not None:
+            self.type = type_
 
 
 class ConfigError(Exception):

@@ -1,10 +1,11 @@
-"""HTTP plumbing shared by every route: correlation ids, the error envelope, JSON bodies, CORS."""
+"""HTTP plumbing shared by every route: request and correlation ids, the error envelope, JSON bodies, CORS."""
 from __future__ import annotations
 
 import json
 import logging
 import re
 import uuid
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,10 @@ from gateway.errors import GatewayError, InvalidRequest, UnsupportedMediaType
 logger = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "X-Correlation-ID"
+#: The request's own id (the request log's ``request_id``), on every answer as OpenAI sends its own.
+REQUEST_ID_HEADER = "x-request-id"
+#: A ``\uD800``-``\uDFFF`` escape in raw JSON: the only way a lone surrogate gets into a body.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 #: werkzeug's HTTP errors -> our (type, code).
@@ -80,9 +85,9 @@ class LazyView:
 
 
 def error_response(status: int, message: str, type_: str, code: str,
-                   headers: dict[str, str] | None = None) -> Response:
-    """The one JSON error envelope."""
-    response = jsonify({"error": {"message": message, "type": type_, "code": code}})
+                   headers: dict[str, str] | None = None, param: str | None = None) -> Response:
+    """The one JSON error envelope (OpenAI's: ``message``, ``type``, ``param``, ``code``)."""
+    response = jsonify({"error": {"message": message, "type": type_, "param": param, "code": code}})
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -90,7 +95,7 @@ def error_response(status: int, message: str, type_: str, code: str,
 
 
 def _gateway_error(exc: GatewayError) -> Response:
-    return error_response(exc.status, exc.message, exc.type, exc.code, exc.headers)
+    return error_response(exc.status, exc.message, exc.type, exc.code, exc.headers, exc.param)
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -116,13 +121,15 @@ def _unexpected_error(exc: Exception) -> Response:
                           "when reporting it.", "server_error", "internal_error")
 
 
-def _assign_correlation_id() -> None:
+def _assign_ids() -> None:
+    g.request_id = uuid.uuid4().hex
     given = request.headers.get(CORRELATION_HEADER, "")
-    g.correlation_id = given if _VALID_CORRELATION_ID.match(given) else uuid.uuid4().hex
+    g.correlation_id = given if _VALID_CORRELATION_ID.match(given) else g.request_id
 
 
 def _finish(response: Response) -> Response:
     response.headers[CORRELATION_HEADER] = g.get("correlation_id", "")
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     response.headers["X-Content-Type-Options"] = "nosniff"
     if "Cache-Control" not in response.headers:
         response.headers["Cache-Control"] = "no-store"
@@ -131,7 +138,7 @@ def _finish(response: Response) -> Response:
 
 def install(app: Flask, settings: Settings) -> None:
     """Attach correlation ids, security headers, error handlers and CORS to ``app``."""
-    app.before_request(_assign_correlation_id)
+    app.before_request(_assign_ids)
     app.after_request(_finish)
     app.register_error_handler(GatewayError, _gateway_error)
     app.register_error_handler(HTTPException, _http_error)
@@ -140,20 +147,85 @@ def install(app: Flask, settings: Settings) -> None:
         from flask_cors import CORS
 
         CORS(app, origins=settings.cors_origins, supports_credentials=False,
-             expose_headers=[CORRELATION_HEADER, "X-Gateway-Provider", "X-Gateway-Model",
+             expose_headers=[CORRELATION_HEADER, REQUEST_ID_HEADER, "X-Gateway-Provider", "X-Gateway-Model",
                              "Retry-After", "X-Gateway-MCP-Status", "X-Gateway-MCP-Products"])
 
 
 def read_json_body() -> dict[str, Any]:
-    """The request body as a JSON object, or the right error (415, 413, 400)."""
+    """The request body as a JSON object, or the right error (415, 413, 400).
+
+    ``Content-Encoding: gzip`` and ``deflate`` bodies are decoded; the size limit
+    (``max_body_bytes``) applies to the decoded body too, so a small bomb is a 413.
+    Text that cannot be encoded as UTF-8 (a lone surrogate escape such as
+    ``"\\ud800"``, what a JavaScript client sends when it cuts an emoji in half) is a
+    400 here, before any provider is called.
+    """
     if not request.is_json:
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, not {request.mimetype or 'missing'}.")
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding and encoding != "identity":
+        raw = decode_body(raw, encoding, request.max_content_length)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"Body is not valid JSON: {exc}.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("Body must be a JSON object.", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw):
+        refuse_lone_surrogates(body)
     return body
+
+
+#: zlib's ``wbits`` per content coding: gzip's header and trailer, or zlib's (HTTP's "deflate").
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(raw: bytes, encoding: str, limit: int | None) -> bytes:
+    """``raw`` decoded from ``encoding`` (gzip or deflate), at most ``limit`` bytes of it (413 past it).
+
+    Written with :mod:`zlib` rather than werkzeug, which leaves request content codings to the
+    server: a streaming decompressor with ``max_length`` stops a bomb before it fills memory.
+    """
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate "
+                                   "or none.", code="unsupported_content_encoding")
+    try:
+        decoder, decoded = _decompress(raw, wbits, limit)
+    except zlib.error as exc:
+        if encoding != "deflate":
+            raise InvalidRequest(f"Body is not valid {encoding} data: {exc}.", code="invalid_encoding") from None
+        try:  # raw deflate without zlib's header, as some clients send it
+            decoder, decoded = _decompress(raw, -zlib.MAX_WBITS, limit)
+        except zlib.error:
+            raise InvalidRequest(f"Body is not valid deflate data: {exc}.", code="invalid_encoding") from None
+    if limit and (len(decoded) > limit or decoder.unconsumed_tail):
+        raise RequestEntityTooLarge()
+    if not decoder.eof:
+        raise InvalidRequest(f"Body's {encoding} data is truncated.", code="invalid_encoding")
+    return decoded
+
+
+def _decompress(raw: bytes, wbits: int, limit: int | None) -> tuple[Any, bytes]:
+    decoder = zlib.decompressobj(wbits)
+    return decoder, decoder.decompress(raw, limit + 1) if limit else decoder.decompress(raw)
+
+
+def refuse_lone_surrogates(value: Any, path: str = "") -> None:
+    """400 naming the first string in ``value`` that holds a lone UTF-16 surrogate (not UTF-8 encodable)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{path or 'The body'} holds a lone UTF-16 surrogate (half of an emoji?), "
+                                 "which is not valid Unicode text; send whole characters.",
+                                 code="invalid_unicode", param=path or None) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_lone_surrogates(key, path)
+            refuse_lone_surrogates(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            refuse_lone_surrogates(item, f"{path}[{index}]")

@@ -43,11 +43,13 @@ class ErrorBody(Schema):
 
     message = f.String(required=True)
     type = f.String(required=True)
+    param = f.String(required=True, allow_none=True,
+                     metadata={"description": "The request field at fault, or null."})
     code = f.String(required=True)
 
 
 class ErrorEnvelope(Schema):
-    """Every error: ``{"error": {"message", "type", "code"}}``."""
+    """Every error: ``{"error": {"message", "type", "param", "code"}}``."""
 
     error = f.Nested(ErrorBody, required=True)
 
@@ -370,7 +372,15 @@ def build_document(app) -> dict:
     from apispec.ext.marshmallow import MarshmallowPlugin
 
     from gateway.catalog import ProductSchema
-    from gateway.schemas import ChatCompletionSchema, MessageSchema, NativeCompletionSchema
+    from gateway.schemas import (ChatCompletionSchema, MessageSchema, NativeCompletionSchema,
+                                 TranslatedRequestSchema)
+
+    class ChatCompletionDocument(ChatCompletionSchema, TranslatedRequestSchema):
+        """What the gateway reads, and the chat parameters it knows (others pass on as sent)."""
+
+    class NativeCompletionDocument(NativeCompletionSchema, TranslatedRequestSchema):
+        """The native body: the chat request plus the gateway's own options."""
+
     from plugins.apikey_admin import KeyChangeSchema, KeyCreateSchema
 
     spec = APISpec(title="AI Model Gateway", version="1", openapi_version="3.1.0",
@@ -381,8 +391,8 @@ def build_document(app) -> dict:
     spec.components.header("CorrelationId", {"description": "Yours if you sent one, else a new id.",
                                               "schema": {"type": "string"}, "required": True})
     schemas = {
-        "Message": MessageSchema, "ErrorEnvelope": ErrorEnvelope, "ChatCompletionRequest": ChatCompletionSchema,
-        "NativeCompletionRequest": NativeCompletionSchema, "KeyCreate": KeyCreateSchema(exclude=("active",)),
+        "Message": MessageSchema, "ErrorEnvelope": ErrorEnvelope, "ChatCompletionRequest": ChatCompletionDocument,
+        "NativeCompletionRequest": NativeCompletionDocument, "KeyCreate": KeyCreateSchema(exclude=("active",)),
         "KeyChange": KeyChangeSchema, "Product": ProductSchema(exclude=("product_id",)),
         "ChatCompletionAnswer": ChatCompletionAnswer,
         "NativeCompletionAnswer": NativeCompletionAnswer, "ModelList": ModelList, "Health": Health,
@@ -417,8 +427,9 @@ def _apply_limits(schemas: dict, app) -> None:
     largest = max(settings.tier(tier).tokens_per_minute for tier in TIERS)
     for name in ("ChatCompletionRequest", "NativeCompletionRequest"):
         request = schemas[name]
-        request["description"] = (f"Bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes; unknown "
-                                  "fields are refused; max_tokens is limited to the key's tier's tokens per minute.")
+        request["description"] = (f"Bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes (gzip or "
+                                  "deflate accepted, the limit applies decoded); fields the gateway does not read "
+                                  "are passed to the provider as sent; max_tokens is limited to the key's tier's tokens per minute.")
         request["properties"]["messages"]["maxItems"] = settings.max_messages
         for field in ("max_tokens", "max_completion_tokens"):
             request["properties"][field]["maximum"] = largest

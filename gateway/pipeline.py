@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -138,8 +137,7 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
     nothing but 401.
     """
     started = time.perf_counter()
-    record = UsageRecord(request_id=uuid.uuid4().hex, correlation_id=g.correlation_id,
-                         timestamp=time.time())
+    record = UsageRecord(request_id=g.request_id, correlation_id=g.correlation_id, timestamp=time.time())
     caller = None
     try:
         caller = authenticate(gateway, request, "completions")

@@ -235,4 +235,4 @@ def _all_failed(errors: list[ProviderError], tried: int) -> GatewayError:
         return ServiceUnavailable(message, code="circuit_open")
     if isinstance(last, ProviderTimeout):
         return ProviderTimeout(message)
-    return ProviderError(message, code=last.code, status=last.status)
+    return ProviderError(message, code=last.code, status=last.status, headers=last.headers)

@@ -1,14 +1,15 @@
 """Request schemas (marshmallow), compiled once per process.
 
-Rule for fields: every OpenAI chat parameter the gateway knows is validated and
-passed to the provider; any other field is rejected with a 400 naming it, so a
-typo is never silently dropped.
+Rule for fields: the gateway validates what it must understand itself (see
+:class:`ChatCompletionSchema`) and passes every other field on as sent: the
+upstream is the authority on its own parameters. Translated providers check the
+parameters they translate with :data:`TRANSLATED_REQUEST`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, validate, validates_schema
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, pre_load, validate, validates_schema
 from marshmallow import fields as f
 
 from gateway.errors import InvalidRequest
@@ -17,6 +18,8 @@ from gateway.types import Completion
 #: The largest token count any provider accepts (a 32-bit integer).
 INT32 = 2**31 - 1
 ROLES = ("system", "developer", "user", "assistant", "tool")
+#: Roles a message may have on the way in: OpenAI's, its legacy ``function`` role included.
+MESSAGE_ROLES = (*ROLES, "function")
 
 
 class MessageContent(f.Field):
@@ -99,10 +102,10 @@ class ToolChoice(f.Field):
 
 
 class MessageSchema(Schema):
-    """One chat message."""
+    """One chat message as a translated provider (Bedrock) reads it; other fields are dropped there."""
 
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE
 
     role = f.String(required=True, validate=validate.OneOf(ROLES))
     content = MessageContent(required=False, allow_none=True, metadata=_CONTENT_DOC)
@@ -110,6 +113,10 @@ class MessageSchema(Schema):
     tool_calls = f.List(f.Nested(ToolCallSchema))
     tool_call_id = f.String(validate=validate.Length(min=1, max=256))
     refusal = f.String(allow_none=True)
+
+    @pre_load
+    def _null_is_absent(self, data, **kwargs):
+        return without_nulls(data)
 
     @validates_schema
     def _content_present(self, data, **kwargs):
@@ -119,14 +126,6 @@ class MessageSchema(Schema):
             raise ValidationError("A tool message needs the tool_call_id it answers.", "tool_call_id")
 
 
-#: Parameters passed through to the provider unchanged.
-PASSTHROUGH = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n",
-    "presence_penalty", "frequency_penalty", "tools", "tool_choice", "response_format", "user",
-    "logit_bias", "logprobs", "top_logprobs", "parallel_tool_calls", "stream_options",
-)
-
-
 class ResponseFormatSchema(Schema):
     """``response_format``: text, a JSON object, or a JSON schema."""
 
@@ -134,23 +133,91 @@ class ResponseFormatSchema(Schema):
     json_schema = f.Dict()
 
 
+class Messages(f.Field):
+    """``messages``: a list of objects, each with a string ``role``; ``content`` a string, null or
+    a list of typed parts. Nothing else of a message is the gateway's business: other fields
+    (``tool_calls``, ``provider_specific_fields``, an SDK's ``model_dump()`` nulls) pass on.
+
+    Checked in place and returned as is: no copy of a long conversation per request.
+    """
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list) or not value:
+            raise ValidationError("Must be a non-empty list of messages.")
+        for index, message in enumerate(value):
+            if not isinstance(message, dict):
+                raise ValidationError({index: ["Must be an object."]})
+            role = message.get("role")
+            if role not in MESSAGE_ROLES:
+                raise ValidationError({index: {"role": [f"Must be one of: {', '.join(MESSAGE_ROLES)}."]}})
+            content = message.get("content")
+            if not (content is None or isinstance(content, str) or _is_part_list(content)):
+                raise ValidationError({index: {"content": [
+                    "Must be a string, null or a list of content parts with a 'type' "
+                    "(a 'text' part with a string 'text')."]}})
+        return value
+
+
+def _is_part_list(content: Any) -> bool:
+    return isinstance(content, list) and all(
+        isinstance(part, dict) and isinstance(part.get("type"), str)
+        and (part["type"] != "text" or isinstance(part.get("text"), str)) for part in content)
+
+
+def without_nulls(data: Any) -> Any:
+    """A mapping without its null fields: OpenAI reads an explicit null as absent."""
+    if isinstance(data, dict) and None in data.values():
+        return {key: value for key, value in data.items() if value is not None}
+    return data
+
+
+#: The request fields the gateway itself reads; every other field is passed on to the provider.
+GATEWAY_FIELDS = frozenset({"model", "messages", "stream", "provider", "mcp"})
+#: ``metadata`` keys that are switches for the gateway, not the upstream's (catalog context).
+GATEWAY_METADATA = frozenset({"mcp"})
+
+
 class ChatCompletionSchema(Schema):
-    """``POST /v1/chat/completions``: OpenAI's chat completion body."""
+    """``POST /v1/chat/completions``: OpenAI's chat completion body.
+
+    Only what the gateway must understand is validated: the model, the messages, the
+    stream switches, ``n`` and the token fields the limits read. Any other field is
+    included as sent and passed to OpenAI-compatible upstreams unchanged (the upstream
+    is the authority on it; its 400 comes back as a 400); a translated provider refuses
+    what it cannot honour, naming it. An explicit null is the same as absent.
+    """
 
     class Meta:
-        unknown = RAISE
+        unknown = INCLUDE
 
     model = f.String(required=True, validate=validate.Length(min=1, max=256))
-    messages = f.List(f.Nested(MessageSchema), required=True, validate=validate.Length(min=1, max=2048))
-    stream = f.Boolean(load_default=False)
-    temperature = f.Float(validate=validate.Range(min=0, max=2))
-    top_p = f.Float(validate=validate.Range(min=0, max=1))
+    messages = Messages(required=True, metadata={"type": "array", "minItems": 1,
+                                                 "items": {"$ref": "#/components/schemas/Message"}})
+    stream = f.Boolean(load_default=False, truthy={True}, falsy={False})
+    stream_options = f.Dict()
+    n = f.Integer(validate=validate.Range(min=1, max=128))
     max_tokens = f.Integer(validate=validate.Range(min=1, max=INT32))
     max_completion_tokens = f.Integer(validate=validate.Range(min=1, max=INT32))
+    metadata = f.Dict(keys=f.String(), values=f.Raw(allow_none=True))
+
+    @pre_load
+    def _null_is_absent(self, data, **kwargs):
+        return without_nulls(data)
+
+
+class TranslatedRequestSchema(Schema):
+    """The chat parameters a translated provider (Bedrock) reads, checked before it translates them;
+    other fields are kept so that the provider refuses them by name. Also documents them."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    messages = f.List(f.Nested(MessageSchema), required=True)
+    temperature = f.Float(validate=validate.Range(min=0, max=2))
+    top_p = f.Float(validate=validate.Range(min=0, max=1))
     stop = StopField(metadata={"anyOf": [{"type": "string"}, {"type": "array", "maxItems": 4,
                                                                 "items": {"type": "string"}}]})
     seed = f.Integer(validate=validate.Range(min=-(2**63), max=2**63 - 1))
-    n = f.Integer(validate=validate.Range(min=1, max=16))
     presence_penalty = f.Float(validate=validate.Range(min=-2, max=2))
     frequency_penalty = f.Float(validate=validate.Range(min=-2, max=2))
     tools = f.List(f.Nested(ToolSchema))
@@ -166,8 +233,6 @@ class ChatCompletionSchema(Schema):
     logprobs = f.Boolean()
     top_logprobs = f.Integer(validate=validate.Range(min=0, max=20))
     parallel_tool_calls = f.Boolean()
-    stream_options = f.Dict()
-    metadata = f.Dict(keys=f.String(), values=f.Raw(allow_none=True))
 
 
 class McpOptionsSchema(Schema):
@@ -191,7 +256,8 @@ def _flatten(messages: Any, prefix: str = "") -> list[str]:
     if isinstance(messages, dict):
         out = []
         for key, value in messages.items():
-            out.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            where = f"[{key}]" if isinstance(key, int) else f".{key}" if prefix else str(key)
+            out.extend(_flatten(value, prefix + where))
         return out
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
         text = " ".join(messages)
@@ -244,32 +310,46 @@ def check_size(messages: list[dict], max_messages: int, max_message_chars: int) 
 
 
 def load_completion(schema: Schema, body: dict[str, Any], limits: Any = None) -> Completion:
-    """Validate ``body`` against ``schema``; a 400 naming every bad field, else a :class:`Completion`.
+    """Validate ``body`` against ``schema``; a 400 naming the bad fields, else a :class:`Completion`.
 
     ``limits`` (the settings) bounds the number of messages and each one's length.
     An upstream URL field anywhere in the body is refused (400) before anything else.
+    ``parameters`` holds every field the gateway does not read itself, ``metadata``
+    included (less the gateway's own switches), to be passed on.
     """
     where = upstream_url_field(body)
     if where:
         raise InvalidRequest(f"'{where}' may not be set: the gateway chooses the upstream, not the request.",
-                             code="upstream_url_refused")
-    try:
-        data = schema.load(body)
-    except ValidationError as exc:
-        raise InvalidRequest("Invalid request: " + "; ".join(_flatten(exc.messages)) + ".",
-                             code="invalid_request") from None
+                             code="upstream_url_refused", param=where)
+    data = load_checked(schema, body)
     if limits is not None:
         check_size(data["messages"], limits.max_messages, limits.max_message_chars)
+    parameters = {name: value for name, value in data.items() if name not in GATEWAY_FIELDS}
+    metadata = parameters.pop("metadata", None) or {}
+    upstream_metadata = {key: value for key, value in metadata.items() if key not in GATEWAY_METADATA}
+    if upstream_metadata:
+        parameters["metadata"] = upstream_metadata
     return Completion(
         model=data["model"],
         messages=data["messages"],
-        parameters={name: data[name] for name in PASSTHROUGH if name in data},
+        parameters=parameters,
         stream=data["stream"],
         provider=data.get("provider"),
         options={"mcp": data["mcp"]} if "mcp" in data else {},
-        metadata=dict(data.get("metadata", {})),
+        metadata=dict(metadata),
     )
+
+
+def load_checked(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    """``schema.load(data)``, or a 400 naming every bad field (``param``: the first of them)."""
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        problems = _flatten(exc.messages)
+        raise InvalidRequest("Invalid request: " + "; ".join(problems) + ".", code="invalid_request",
+                             param=problems[0].split(": ", 1)[0] if problems else None) from None
 
 
 CHAT_COMPLETION = ChatCompletionSchema()
 NATIVE_COMPLETION = NativeCompletionSchema()
+TRANSLATED_REQUEST = TranslatedRequestSchema()

@@ -95,8 +95,10 @@ def render_sse(chunks: MeteredStream, *, completion_id: str, created: int, model
                include_usage: bool) -> Iterator[bytes]:
     """``chunks`` as OpenAI ``chat.completion.chunk`` events, then ``data: [DONE]``.
 
-    The usage chunk (``choices: []``) is sent last, only when ``include_usage``.
-    A :class:`GatewayError` mid-stream becomes one ``{"error": …}`` event that ends
+    An upstream's own events (``Chunk.raw``) are passed on as they are (the provider
+    leaves out the usage event the caller did not ask for). For the chunks of a translated provider the
+    events are built here, and the usage chunk (``choices: []``) is sent last, only
+    when ``include_usage``. A :class:`GatewayError` mid-stream becomes one ``{"error": …}`` event that ends
     the stream (the openai SDK raises it as ``APIError``).
     """
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -104,6 +106,10 @@ def render_sse(chunks: MeteredStream, *, completion_id: str, created: int, model
     usage: Usage | None = None
     try:
         for chunk in chunks:
+            if chunk.raw is not None:  # the upstream's own event: passed on as received
+                if chunk.raw:
+                    yield chunk.raw
+                continue
             if chunk.usage is not None:
                 usage = chunk.usage
             delta: dict = {}

@@ -86,8 +86,9 @@ class Chunk:
     tool_calls: list[dict[str, Any]] | None = None
     index: int = 0
     #: The upstream's Server-Sent Event as received (``data: …\n\n``), forwarded unchanged to
-    #: OpenAI-API callers; None for translated providers. A raw chunk carrying ``usage`` is
-    #: forwarded only when the caller asked for usage (the gateway always asks the upstream).
+    #: OpenAI-API callers; None for translated providers, whose events the gateway builds.
+    #: ``b""``: nothing to forward (the usage event of a caller who did not ask for usage:
+    #: the gateway always asks the upstream for it).
     raw: bytes | None = None
 
 

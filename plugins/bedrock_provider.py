@@ -9,8 +9,8 @@ endpoint), the region defaulting to the ``aws_region`` setting. boto3 loads on
 first use; botocore's own retries are off (the gateway keeps the one retry loop).
 
 Parameters: ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``,
-``stop``, ``tools``, ``tool_choice`` are translated; ``user``, ``stream_options``
-and ``parallel_tool_calls`` have no Converse field and are not forwarded; any
+``stop``, ``tools``, ``tool_choice`` are translated; ``user``, ``stream_options``,
+``metadata`` and ``parallel_tool_calls`` have no Converse field and are not forwarded; any
 other parameter (``seed``, penalties, ``logit_bias``, ``logprobs``, a JSON
 ``response_format``, ``n`` > 1) is refused with a 400 naming it, never dropped.
 
@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway import hookimpl
 from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
+from gateway.schemas import TRANSLATED_REQUEST, load_checked
 from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
 
 NAME = "bedrock"
@@ -37,7 +38,7 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
                   "tool_use": "tool_calls", "content_filtered": "content_filter",
                   "guardrail_intervened": "content_filter"}
 
-IGNORED = ("user", "stream_options", "parallel_tool_calls")
+IGNORED = ("user", "stream_options", "parallel_tool_calls", "metadata")
 TRANSLATED = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools", "tool_choice")
 
 #: Bedrock error codes the retry loop may retry.
@@ -126,15 +127,20 @@ def _tool_config(tools: list[dict], choice: Any) -> dict | None:
 
 
 def to_converse_request(completion: Completion) -> dict:
-    """The ``converse``/``converse_stream`` keyword arguments for ``completion``."""
-    parameters = completion.parameters
+    """The ``converse``/``converse_stream`` keyword arguments for ``completion``.
+
+    The parameters it translates are checked first (a 400 naming a malformed one);
+    fields of a message Converse has no place for are dropped, null ones are absent.
+    """
+    parameters = load_checked(TRANSLATED_REQUEST, {**completion.parameters, "messages": completion.messages})
+    messages = parameters.pop("messages")
     refused = sorted(name for name in parameters if name not in TRANSLATED + IGNORED and not (
         (name == "n" and parameters[name] == 1)
         or (name == "response_format" and parameters[name].get("type") == "text")))
     if refused:
         raise UpstreamRejected(f"Bedrock models do not support {', '.join(refused)}; "
                                "remove it or choose another model.")
-    system, messages = to_converse_messages(completion.messages)
+    system, messages = to_converse_messages(messages)
     if not messages:
         raise UpstreamRejected("Bedrock models need at least one user or assistant message, "
                                "not only system messages.")

@@ -1,4 +1,4 @@
-"""OpenAI, Azure OpenAI and any OpenAI-compatible endpoint, through the official ``openai`` SDK.
+"""OpenAI, Azure OpenAI and any OpenAI-compatible endpoint: the caller's JSON forwarded over a pooled connection.
 
 Settings (``plugin_settings.openai_provider``). One upstream named ``openai``::
 
@@ -15,9 +15,14 @@ Settings (``plugin_settings.openai_provider``). One upstream named ``openai``::
 Which models each serves, and at what price, is the model table's business
 (``gateway/models.py``); for Azure the table's upstream model id is the deployment name.
 A key in Secrets Manager is fetched once, on first use (a string, or JSON with
-``api_key``). Every chat parameter the gateway accepts is passed on unchanged
-(unknown fields were already refused with a 400 by the schema). The SDK loads on
-first use; one client per upstream is reused; its own retries are off.
+``api_key``).
+
+This is a proxy: the request body is the caller's JSON (every field the gateway does
+not read passes unchanged, the model swapped for the upstream's id), serialized once
+and sent over a pooled urllib3 connection; the answer is the upstream's own bytes,
+parsed once for usage and the request log. The openai SDK's request machinery (its
+typed models, httpx) cost more CPU than the rest of the gateway per request, so it is
+not on this path; the SDK is what the compatibility tests drive against the gateway.
 """
 from __future__ import annotations
 
@@ -28,9 +33,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway import hookimpl
-from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
+from gateway.errors import ProviderError, ProviderRateLimited, ProviderTimeout, UpstreamRejected, scrub
 from gateway.resilience import time_left
-from gateway.types import Chunk, Completion, Price, Result, Usage
+from gateway.sse import split_events
+from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Upstream statuses worth another attempt besides 429 and 5xx (what OpenAI's own SDK retries).
+RETRYABLE_STATUSES = (408, 409)
+#: Connections kept open to one upstream (calls in flight beyond it open, then drop, extra ones).
+POOL_SIZE = 64
 
 
 def fetch_secret(secret_id: str, region: str) -> str:
@@ -46,6 +58,27 @@ def fetch_secret(secret_id: str, region: str) -> str:
     return parsed.get("api_key", value) if isinstance(parsed, dict) else value
 
 
+class Upstream:
+    """Where one provider's requests go: a connection pool, the URL of each route, the auth headers."""
+
+    def __init__(self, config: dict[str, Any], api_key: str):
+        import urllib3
+
+        self.azure = bool(config.get("azure_endpoint"))
+        base = (config.get("azure_endpoint") if self.azure else config.get("base_url")) or DEFAULT_BASE_URL
+        self.pool = urllib3.connection_from_url(base.rstrip("/"), maxsize=POOL_SIZE, block=False, retries=False)
+        self.prefix = (urllib3.util.parse_url(base).path or "").rstrip("/")
+        auth = {"api-key": api_key} if self.azure else {"Authorization": f"Bearer {api_key}"}
+        self.headers = {"Content-Type": "application/json", **auth, **(config.get("headers") or {})}
+        self.api_version = config.get("api_version", "2024-10-21")
+
+    def path(self, route: str, model: str) -> str:
+        """The request path of ``route`` (``/chat/completions``…) for ``model``: Azure's deployment form."""
+        if self.azure:
+            return f"{self.prefix}/openai/deployments/{model}{route}?api-version={self.api_version}"
+        return self.prefix + route
+
+
 class OpenAIProvider:
     """One OpenAI-compatible upstream (OpenAI itself, Azure OpenAI, or any compatible server)."""
 
@@ -53,7 +86,7 @@ class OpenAIProvider:
         self.name = name
         self._config = config
         self._gateway = gateway
-        self._client = None
+        self._upstream: Upstream | None = None
         self._lock = threading.Lock()
 
     def models(self) -> dict[str, Price]:
@@ -78,162 +111,251 @@ class OpenAIProvider:
                             + f"plugin_settings.openai_provider ({self.name}) api_key or api_key_secret.",
                             code="provider_not_configured", status=503)
 
-    def client(self):
-        """The SDK client, built on first use and reused."""
-        if self._client is None:
+    def upstream(self) -> Upstream:
+        """The connection pool and headers, built on first use and reused."""
+        if self._upstream is None:
             with self._lock:
-                if self._client is None:
-                    self._client = self._build_client(self._api_key())
-        return self._client
-
-    def _build_client(self, api_key: str):
-        import openai
-
-        settings = self._gateway.settings
-        common = {"api_key": api_key, "max_retries": 0, "default_headers": self._config.get("headers"),
-                  "timeout": openai.Timeout(settings.provider_timeout,
-                                            connect=settings.provider_connect_timeout)}
-        if self._config.get("azure_endpoint"):
-            return openai.AzureOpenAI(azure_endpoint=self._config["azure_endpoint"],
-                                      api_version=self._config.get("api_version", "2024-10-21"), **common)
-        return openai.OpenAI(base_url=self._config.get("base_url"), **common)
+                if self._upstream is None:
+                    self._upstream = Upstream(self._config, self._api_key())
+        return self._upstream
 
     def _timeout(self):
-        import openai
+        import urllib3
 
         settings = self._gateway.settings
         left = time_left()
         total = settings.provider_timeout if left is None else max(0.1, min(settings.provider_timeout, left))
-        return openai.Timeout(total, connect=min(settings.provider_connect_timeout, total))
+        return urllib3.Timeout(connect=min(settings.provider_connect_timeout, total), read=total)
+
+    def _send(self, route: str, model: str, body: dict[str, Any], stream: bool):
+        """POST ``body`` (serialized here, once) to ``route``; the response, whatever its status."""
+        import urllib3
+
+        upstream = self.upstream()
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            return upstream.pool.urlopen("POST", upstream.path(route, model), body=data, headers=upstream.headers,
+                                         timeout=self._timeout(), retries=False, redirect=False,
+                                         preload_content=not stream, assert_same_host=False)
+        except urllib3.exceptions.TimeoutError:
+            raise ProviderTimeout(f"Provider '{self.name}' did not answer in time.") from None
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise ProviderError(f"Provider '{self.name}' could not be reached or dropped the connection.",
+                                retryable=True, code="provider_unreachable") from None
+
+    def _answer(self, route: str, model: str, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """The upstream's answer to ``body``: its bytes, and their JSON (an error status raises)."""
+        import urllib3
+
+        response = self._send(route, model, body, stream=False)
+        try:
+            data = response.data
+        except urllib3.exceptions.TimeoutError:
+            raise ProviderTimeout(f"Provider '{self.name}' did not answer in time.") from None
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise ProviderError(f"Provider '{self.name}' dropped the connection mid-answer.",
+                                retryable=True, code="provider_unreachable") from None
+        if response.status >= 400:
+            raise self._status_error(response.status, data, response.headers)
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ProviderError(f"Provider '{self.name}' returned an answer the gateway could not read.",
+                                code="provider_bad_response")
+        return data, answer
+
+    def _events(self, route: str, model: str, body: dict[str, Any]) -> Iterator[tuple[bytes, bytes]]:
+        """The upstream's stream as (raw event, its ``data``), as each arrives; the response is closed
+        when the iterator is, so a caller who goes away closes the upstream too."""
+        import urllib3
+
+        response = self._send(route, model, body, stream=True)
+        ended = False
+        try:
+            if response.status >= 400:
+                raise self._status_error(response.status, response.read(), response.headers)
+            yield from split_events(iter(lambda: response.read1(65536), b""))
+            ended = True
+        except urllib3.exceptions.TimeoutError:
+            raise ProviderTimeout(f"Provider '{self.name}' did not answer in time (mid-stream).") from None
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise ProviderError(f"Provider '{self.name}' dropped the connection mid-stream.",
+                                retryable=True, code="provider_unreachable") from None
+        finally:
+            if not ended:  # left mid-stream: the connection holds unread bytes, never reuse it
+                response.close()
+            response.release_conn()
 
     def complete(self, completion: Completion) -> Result:
-        """One chat completion, translated to a :class:`Result` (``n`` > 1: ``extra_choices``).
-
-        The request goes through the SDK's own client (base URL, Azure deployment paths,
-        auth, timeouts, its error types) but with ``client.post(..., cast_to=object)``, its
-        documented way to send a body as is and get the decoded JSON back: the typed
-        ``create`` would walk every message through its TypedDict transform and build
-        pydantic models of the answer, most of the gateway's CPU per request, only for the
-        gateway to read five fields of it.
-        """
-        client = self.client()
+        """One chat completion: the upstream's answer as received (``body``), read for usage and the log."""
+        data, answer = self._answer("/chat/completions", completion.model, request_body(completion))
         try:
-            answer = client.post("/chat/completions", cast_to=object, options={"timeout": self._timeout()},
-                                 body={"model": completion.model, "messages": completion.messages,
-                                       **completion.parameters})
-            model = answer.get("model") or completion.model
-            results = [_result(choice, model) for choice in answer.get("choices") or ()]
-            usage = _usage(answer.get("usage"))
-        except Exception as exc:
-            raise self._translate(exc) from None
+            results = [_result(choice, answer.get("model") or completion.model) for choice in answer["choices"]]
+            usage = _usage(answer.get("usage")) or Usage()
+        except (KeyError, TypeError, AttributeError):
+            results = []
         if not results:
-            raise ProviderError(f"Provider '{self.name}' answered without a choice.",
-                                code="provider_bad_response")
+            raise ProviderError(f"Provider '{self.name}' answered without a choice.", code="provider_bad_response")
         first = results[0]
-        first.usage, first.extra_choices = usage or Usage(), results[1:]
+        first.usage, first.extra_choices, first.body = usage, results[1:], data
         return first
 
     def stream(self, completion: Completion) -> Iterator[Chunk]:
-        """Stream the answer; usage is always requested (and forwarded last).
+        """Stream the answer: each upstream event forwarded as received (``raw``), read for text and
+        usage; usage is always asked of the upstream, and reaches the caller only if it asked."""
+        body = request_body(completion)
+        asked_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        body["stream"] = True
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        for raw, data in self._events("/chat/completions", completion.model, body):
+            if data is None:  # a keep-alive comment
+                yield Chunk(raw=raw)
+                continue
+            if data == b"[DONE]":  # the caller's own ends the stream; read on to the end of the body
+                continue
+            event = self._event_json(data)
+            choices = event.get("choices") or ()
+            usage = _usage(event.get("usage"))
+            if not choices:
+                yield Chunk(usage=usage, raw=raw if asked_usage or usage is None else b"")
+                continue
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            yield Chunk(text=delta.get("content") or "", index=choice.get("index") or 0,
+                        finish_reason=choice.get("finish_reason"), usage=usage, raw=raw)
 
-        As :meth:`complete`, through ``client.post``: the SDK's ``Stream`` parses the
-        Server-Sent Events and raises an error event, each event's JSON is read as is.
-        """
-        import openai
+    def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """``POST /embeddings``: the upstream's answer as received, read for its usage."""
+        data, answer = self._answer("/embeddings", request.model,
+                                    {"model": request.model, "input": request.input, **request.parameters})
+        usage = answer.get("usage") or {}
+        return EmbeddingResult(data, Usage(prompt_tokens=usage.get("prompt_tokens") or 0),
+                               answer.get("model") or request.model)
 
-        client = self.client()
-        parameters = dict(completion.parameters)
-        parameters["stream_options"] = {**parameters.get("stream_options", {}), "include_usage": True}
-        upstream = None
+    def forward(self, route: str, model: str, body: dict[str, Any], stream: bool) -> Result | Iterator[Chunk]:
+        """An OpenAI route the gateway passes through (``/responses``): the answer as received, or its
+        events; usage from the Responses API's ``usage`` (input and output tokens)."""
+        body = {**body, "model": model}
+        if not stream:
+            data, answer = self._answer(route, model, body)
+            return Result(text=_output_text(answer), model=answer.get("model") or model,
+                          usage=_responses_usage(answer.get("usage")), body=data)
+        return self._forwarded_events(route, model, body)
+
+    def _forwarded_events(self, route: str, model: str, body: dict[str, Any]) -> Iterator[Chunk]:
+        for raw, data in self._events(route, model, body):
+            if data is None:
+                yield Chunk(raw=raw)
+                continue
+            event = self._event_json(data)
+            kind = event.get("type", "")
+            response = event.get("response") if isinstance(event.get("response"), dict) else {}
+            yield Chunk(text=(event.get("delta") or "") if kind == "response.output_text.delta" else "",
+                        usage=_responses_usage(response.get("usage")) if response.get("usage") else None,
+                        finish_reason="stop" if kind == "response.completed" else None, raw=raw)
+
+    def _event_json(self, data: bytes) -> dict[str, Any]:
+        """One event's JSON; an ``error`` event, or one that is not JSON, fails the stream."""
         try:
-            upstream = client.post("/chat/completions", cast_to=object, stream=True,
-                                   stream_cls=openai.Stream[object], options={"timeout": self._timeout()},
-                                   body={"model": completion.model, "messages": completion.messages,
-                                         "stream": True, **parameters})
-            for event in upstream:
-                for choice in event.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    tool_calls = delta.get("tool_calls")
-                    yield Chunk(text=delta.get("content") or "", index=choice.get("index", 0),
-                                finish_reason=choice.get("finish_reason"),
-                                tool_calls=[_without_none(call) for call in tool_calls] if tool_calls else None)
-                usage = _usage(event.get("usage"))
-                if usage is not None:
-                    yield Chunk(usage=usage)
-        except GeneratorExit:
-            raise
-        except Exception as exc:
-            raise self._translate(exc) from None
-        finally:
-            if upstream is not None:
-                upstream.close()
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise ProviderError(f"Provider '{self.name}' sent a stream event the gateway could not read.",
+                                code="provider_bad_response")
+        error = event.get("error")
+        if error and event.get("type") in (None, "error"):
+            message = error.get("message") if isinstance(error, dict) else error
+            raise ProviderError(f"Provider '{self.name}' failed mid-stream: {scrub(str(message))[:300]}",
+                                code="provider_error")
+        return event
 
-    def _translate(self, exc: Exception) -> ProviderError:
-        import openai
-
+    def _status_error(self, status: int, data: bytes, headers) -> ProviderError:
+        """The gateway's error for an upstream error answer: 429 and 5xx retryable, 401/403 the
+        gateway's own credentials, any other 4xx the caller's, with the upstream's status and error."""
         name = self.name
-        if isinstance(exc, ProviderError):
-            return exc
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeout(f"Provider '{name}' did not answer in time.")
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderError(f"Provider '{name}' could not be reached or dropped the connection.",
-                                 retryable=True, code="provider_unreachable")
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            if status == 429 or status >= 500:
-                return ProviderError(f"Provider '{name}' answered {status}.", retryable=True,
-                                     retry_after=_seconds(exc.response.headers.get("retry-after")),
-                                     code="provider_rate_limited" if status == 429 else "provider_error")
-            if status in (401, 403):
-                return ProviderError(f"Provider '{name}' refused the gateway's credentials.",
-                                     code="provider_auth_failed")
-            return UpstreamRejected(f"Provider '{name}' rejected the request: {_upstream_message(exc)}")
-        if isinstance(exc, openai.APIError):  # an error event inside a stream
-            return ProviderError(f"Provider '{name}' failed mid-stream: {str(exc.message)[:200]}",
+        error = _error_object(data)
+        message = scrub(str(error.get("message") or "no details"))[:500]
+        retry_after = _retry_after(headers)
+        if status == 429:
+            return ProviderRateLimited(f"Provider '{name}' is rate limiting requests: {message}",
+                                       retry_after=retry_after)
+        if status >= 500 or status in RETRYABLE_STATUSES:
+            return ProviderError(f"Provider '{name}' answered {status}.", retryable=True, retry_after=retry_after,
                                  code="provider_error")
-        return ProviderError(f"Provider '{name}' returned an answer the gateway could not read.",
-                             code="provider_bad_response")
+        if status in (401, 403):
+            return ProviderError(f"Provider '{name}' refused the gateway's credentials.",
+                                 code="provider_auth_failed")
+        return UpstreamRejected(f"Provider '{name}' rejected the request: {message}", status=status,
+                                param=_identifier(error.get("param")), code=_identifier(error.get("code")),
+                                type_=_identifier(error.get("type")))
+
+
+def request_body(completion: Completion) -> dict[str, Any]:
+    """The JSON sent upstream: the caller's fields, the upstream's model id, the (enriched) messages."""
+    return {"model": completion.model, "messages": completion.messages, **completion.parameters}
 
 
 def _result(choice: dict[str, Any], model: str) -> Result:
-    """One choice of an answer's JSON."""
+    """One choice of an answer's JSON, as the gateway reads it (the caller gets the JSON itself)."""
     message = choice["message"]
-    tool_calls = message.get("tool_calls")
     return Result(text=message.get("content") or "", model=model,
-                  finish_reason=choice.get("finish_reason") or "stop",
-                  tool_calls=[_without_none(call) for call in tool_calls] if tool_calls else None)
-
-
-def _without_none(value: Any) -> Any:
-    """``value`` without null fields, at any depth (as the SDK's ``model_dump(exclude_none=True)``)."""
-    if isinstance(value, dict):
-        return {key: _without_none(item) for key, item in value.items() if item is not None}
-    if isinstance(value, list):
-        return [_without_none(item) for item in value]
-    return value
+                  finish_reason=choice.get("finish_reason") or "stop", tool_calls=message.get("tool_calls"))
 
 
 def _usage(usage: dict[str, Any] | None) -> Usage | None:
     """The ``usage`` object of an answer or of a stream's last event."""
-    if usage is None:
+    if not usage:
         return None
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     return Usage(prompt_tokens=usage.get("prompt_tokens") or 0,
                  completion_tokens=usage.get("completion_tokens") or 0, cached_tokens=cached)
 
 
-def _seconds(value: str | None) -> float | None:
+def _responses_usage(usage: dict[str, Any] | None) -> Usage:
+    """The Responses API's ``usage``: input and output tokens."""
+    usage = usage or {}
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(prompt_tokens=usage.get("input_tokens") or 0, completion_tokens=usage.get("output_tokens") or 0,
+                 cached_tokens=cached)
+
+
+def _output_text(answer: dict[str, Any]) -> str:
+    """The text of a Responses API answer (its ``output_text`` parts), for the request log."""
+    return "".join(part.get("text", "") for item in answer.get("output") or () if isinstance(item, dict)
+                   for part in item.get("content") or () if isinstance(part, dict)
+                   and part.get("type") == "output_text")
+
+
+def _error_object(data: bytes) -> dict[str, Any]:
+    """The ``error`` object of an upstream's error body (``{}`` when it has none)."""
     try:
-        return float(value) if value else None
+        body = json.loads(data)
     except ValueError:
-        return None
+        return {"message": data[:200].decode(errors="replace")} if data else {}
+    if not isinstance(body, dict):
+        return {}
+    error = body.get("error", body)
+    return error if isinstance(error, dict) else {"message": str(error)}
 
 
-def _upstream_message(exc: Any) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    message = body.get("message") or (body.get("error") or {}).get("message") or "no details"
-    return str(message)[:500]
+def _identifier(value: Any) -> str | None:
+    """An upstream error's ``param``, ``code`` or ``type``, scrubbed; None when it gave none."""
+    return scrub(str(value))[:100] if value not in (None, "") else None
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds the upstream asked to wait: ``retry-after-ms`` (OpenAI's), else ``retry-after`` seconds."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            value = float(headers.get(name) or "")
+        except ValueError:
+            continue
+        if 0 <= value / scale <= 600:
+            return value / scale
+    return None
 
 
 def upstream_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

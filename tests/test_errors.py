@@ -19,7 +19,7 @@ def assert_envelope(response, status, code):
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
     error = response.get_json()["error"]
-    assert set(error) == {"message", "type", "code"}
+    assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == code
     assert "Traceback" not in error["message"] and "<html" not in response.get_data(as_text=True)
     assert response.headers["X-Correlation-ID"]
@@ -61,15 +61,17 @@ def test_default_body_limit_is_one_mebibyte(gateway):
     ({"messages": [{"role": "user", "content": "hi"}]}, ["model"]),
     ({"model": "echo"}, ["messages"]),
     ({"model": "echo", "messages": []}, ["messages"]),
-    ({"model": "echo", "messages": [{"role": "wizard", "content": "hi"}]}, ["messages.0.role"]),
-    ({"model": "echo", "messages": [{"role": "user"}]}, ["messages.0.content"]),
-    (body(temperature=7, top_p="x"), ["temperature", "top_p"]),
+    ({"model": "echo", "messages": [{"role": "wizard", "content": "hi"}]}, ["messages[0].role"]),
+    ({"model": "echo", "messages": [{"role": "user", "content": [{"type": "text"}]}]}, ["messages[0].content"]),
+    (body(n=0, max_tokens="x"), ["max_tokens", "n"]),
+    (body(stream="yes"), ["stream"]),
 ])
 def test_schema_violation_is_400_naming_the_fields(client, key, payload, fields):
     error = assert_envelope(client.post(CHAT, json=payload, headers={"X-API-Key": key}),
                             400, "invalid_request")
     for name in fields:
         assert name in error["message"]
+    assert error["param"] in fields
 
 
 def test_unknown_model_is_404_model_not_found(client, key):

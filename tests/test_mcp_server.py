@@ -268,7 +268,7 @@ def test_key_without_mcp_permission_is_refused(catalog_app, url):
     assert response.status_code == 403
     assert response.json()["error"]["data"] == {
         "message": "This API key lacks the 'mcp' permission.", "type": "permission_error",
-        "code": "permission_denied"}
+        "param": None, "code": "permission_denied"}
 
 
 def test_tool_calls_count_against_the_rate_limit_and_are_logged(catalog_app, url):

@@ -78,7 +78,7 @@ def test_pii_guard_refuses_a_denied_prompt_with_a_400_envelope(guarded_app, fake
             model="gpt-4o-mini", messages=[{"role": "user", "content": "status of project falcon?"}])
     assert info.value.status_code == 400
     assert info.value.body == {"message": "The request mentions a topic this gateway does not accept.",
-                               "type": "invalid_request_error", "code": "content_blocked"}
+                               "type": "invalid_request_error", "param": None, "code": "content_blocked"}
     assert fake_openai.requests == []
 
 

@@ -71,7 +71,8 @@ def test_authenticate_raising_the_auth_error_is_a_401(tmp_path):
     response = chat(app.test_client(), issue_key(app))
     assert response.status_code == 401
     assert response.get_json()["error"] == {"message": "Partner token expired.",
-                                            "type": "authentication_error", "code": "partner_token_expired"}
+                                            "type": "authentication_error", "param": None,
+                                            "code": "partner_token_expired"}
 
 
 # enrich

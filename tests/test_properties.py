@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.config import Settings
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.schemas import CHAT_COMPLETION, NATIVE_COMPLETION, PASSTHROUGH, ROLES, load_completion
+from gateway.schemas import CHAT_COMPLETION, GATEWAY_FIELDS, NATIVE_COMPLETION, ROLES, load_completion
 from plugins.bedrock_provider import to_converse_request
 
 LIMITS = Settings()
@@ -105,7 +105,10 @@ def test_any_json_is_a_completion_or_a_400(body):
     completion = validated(body)
     if completion is not None:
         assert completion.messages and isinstance(completion.model, str)
-        assert set(completion.parameters) <= set(PASSTHROUGH)
+        assert not set(completion.parameters) & GATEWAY_FIELDS
+        sent = {name: value for name, value in body.items() if value is not None and name not in GATEWAY_FIELDS}
+        sent.pop("metadata", None)
+        assert {name: value for name, value in completion.parameters.items() if name != "metadata"} == sent
 
 
 @PROPERTY_SETTINGS

@@ -36,10 +36,26 @@ def test_every_chat_parameter_reaches_the_upstream_unchanged(openai_app, fake_op
         assert sent[name] == value, name
 
 
-def test_an_unknown_field_is_refused_by_name_and_never_sent(openai_app, fake_openai):
+def test_an_unknown_field_reaches_the_upstream_and_its_400_comes_back_with_its_message(openai_app, fake_openai):
+    refusal = {"error": {"message": "Unrecognized request argument supplied: temprature",
+                         "type": "invalid_request_error", "param": "temprature", "code": None}}
+    fake_openai.push(Scripted(status=400, body=refusal))
     response = post(openai_app, {"temprature": 0.2})
-    assert response.status_code == 400 and "temprature" in response.get_json()["error"]["message"]
-    assert fake_openai.requests == []
+    assert fake_openai.requests[-1]["temprature"] == 0.2
+    error = response.get_json()["error"]
+    assert response.status_code == 400 and "Unrecognized request argument supplied: temprature" in error["message"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", "temprature")
+
+
+def test_an_upstream_4xx_keeps_its_status_and_is_scrubbed_of_keys_and_urls(openai_app, fake_openai):
+    refusal = {"error": {"message": "Model not found; key sk-proj-abcdef123456 see https://upstream.example/x",
+                         "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
+    fake_openai.push(Scripted(status=404, body=refusal))
+    response = post(openai_app, {})
+    error = response.get_json()["error"]
+    assert response.status_code == 404 and error["code"] == "model_not_found" and error["param"] == "model"
+    assert "sk-proj" not in error["message"] and "upstream.example" not in error["message"]
+    assert "[redacted]" in error["message"]
 
 
 def test_tool_calls_come_back_whole_and_streamed(openai_app, fake_openai):

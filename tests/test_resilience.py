@@ -123,19 +123,31 @@ def test_429_waits_at_least_retry_after(upstreams_app, fake_openai):
     assert waits == [pytest.approx(0.2)] or waits[0] >= 0.2
 
 
-def test_retry_after_beyond_the_request_budget_is_not_waited_for(upstreams_app, fake_openai):
+def test_retry_after_beyond_the_request_budget_is_not_waited_for_but_passed_on(upstreams_app, fake_openai):
     app = upstreams_app({"request_timeout": 2.0})
     fake_openai.push(Scripted(status=429, body={"error": {"message": "slow"}}, headers={"Retry-After": "30"}))
     response = ask(app)
-    assert response.status_code == 502 and response.get_json()["error"]["code"] == "provider_rate_limited"
+    assert response.status_code == 429 and response.get_json()["error"]["code"] == "provider_rate_limited"
+    assert response.headers["Retry-After"] == "30"
     assert len(fake_openai.requests) == 1
+
+
+def test_an_upstream_429_after_every_retry_is_a_429_with_retry_after(upstreams_app, fake_openai):
+    app = upstreams_app({"retry_attempts": 1})
+    app.extensions["gateway"].resilience.sleep = lambda seconds: None
+    for _ in range(2):
+        fake_openai.push(Scripted(status=429, body={"error": {"message": "slow"}}, headers={"retry-after-ms": "1500"}))
+    response = ask(app)
+    error = response.get_json()["error"]
+    assert response.status_code == 429 and error["type"] == "rate_limit_error"
+    assert response.headers["Retry-After"] == "2" and len(fake_openai.requests) == 2
 
 
 def test_other_4xx_is_never_retried(upstreams_app, fake_openai):
     app = upstreams_app()
     fake_openai.push(Scripted(status=422, body={"error": {"message": "bad tools"}}))
     response = ask(app)
-    assert response.status_code == 400 and "bad tools" in response.get_json()["error"]["message"]
+    assert response.status_code == 422 and "bad tools" in response.get_json()["error"]["message"]
     assert len(fake_openai.requests) == 1
 
 

@@ -100,10 +100,14 @@ def test_every_admin_route_under_every_method_is_403_for_a_non_admin_key(app, cl
     ("api_key_id", "k1"), ("permissions", ["admin"]), ("cost", 0),
 ])
 def test_a_completion_cannot_set_identity_or_accounting_fields(app, client, field, value):
-    key = issue_key(app)
+    """Fields the gateway does not read pass on to the upstream; none of them changes who is
+    calling or what is recorded."""
+    key = issue_key(app, user="alice", tier="free")
     response = client.post(CHAT, json={**chat_body(model="echo"), field: value}, headers={"X-API-Key": key})
-    error = assert_envelope(response, 400, "invalid_request")
-    assert field in error["message"]
+    assert response.status_code == 200
+    record = app.extensions["gateway"].store.records_for_user("alice")[-1]
+    assert (record.user_id, record.tier, record.status) == ("alice", "free", 200)
+    assert record.api_key_id != "k1" and not app.extensions["gateway"].store.records_for_user("root")
 
 
 # 6 ------------------------------------------------------------------------------------------

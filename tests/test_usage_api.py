@@ -12,7 +12,8 @@ from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
 from gateway.types import UsageRecord
 
 CHAT = "/v1/chat/completions"
-NOT_FOUND = {"error": {"message": "No usage found for that user.", "type": "not_found_error", "code": "not_found"}}
+NOT_FOUND = {"error": {"message": "No usage found for that user.", "type": "not_found_error", "param": None,
+                       "code": "not_found"}}
 
 
 def ask(client, key, model="echo", content="one two three", **body):

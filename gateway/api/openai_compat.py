@@ -1,7 +1,7 @@
 """The OpenAI-compatible API (``/v1``): the official ``openai`` SDK works against it."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from gateway import pipeline
 from gateway.app import current_gateway
@@ -13,14 +13,14 @@ blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 
 
 def _choice(index: int, result: Result) -> dict:
-    message = {"role": "assistant", "content": result.text}
+    message = {"role": "assistant", "content": result.text or None if result.tool_calls else result.text}
     if result.tool_calls:
         message["tool_calls"] = result.tool_calls
     return {"index": index, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
 
 
 def render_chat_completion(answer: pipeline.Answer) -> dict:
-    """An answer in OpenAI's ``chat.completion`` format."""
+    """A translated provider's answer in OpenAI's ``chat.completion`` format."""
     result = answer.result
     usage = result.usage
     return {
@@ -65,6 +65,8 @@ def chat_completions():
     answer = pipeline.complete(gateway, request, CHAT_COMPLETION)
     if answer.chunks is not None:
         return stream_answer(answer)
+    if answer.result.body is not None:  # an OpenAI-compatible upstream's own answer, as it sent it
+        return served_by(Response(answer.result.body, mimetype="application/json"), answer)
     return served_by(jsonify(render_chat_completion(answer)), answer)
 
 
