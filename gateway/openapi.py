@@ -372,8 +372,7 @@ def build_document(app) -> dict:
     from apispec.ext.marshmallow import MarshmallowPlugin
 
     from gateway.catalog import ProductSchema
-    from gateway.schemas import (ChatCompletionSchema, MessageSchema, NativeCompletionSchema,
-                                 TranslatedRequestSchema)
+    from gateway.schemas import ChatCompletionSchema, MessageSchema, NativeCompletionSchema, TranslatedRequestSchema
 
     class ChatCompletionDocument(ChatCompletionSchema, TranslatedRequestSchema):
         """What the gateway reads, and the chat parameters it knows (others pass on as sent)."""
@@ -429,7 +428,8 @@ def _apply_limits(schemas: dict, app) -> None:
         request = schemas[name]
         request["description"] = (f"Bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes (gzip or "
                                   "deflate accepted, the limit applies decoded); fields the gateway does not read "
-                                  "are passed to the provider as sent; max_tokens is limited to the key's tier's tokens per minute.")
+                                  "are passed to the provider as sent; max_tokens is limited to the key's tier's "
+                                  "tokens per minute.")
         request["properties"]["messages"]["maxItems"] = settings.max_messages
         for field in ("max_tokens", "max_completion_tokens"):
             request["properties"][field]["maximum"] = largest
