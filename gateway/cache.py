@@ -222,7 +222,7 @@ class Lookup:
 
 def _wants_cache(completion: Completion, headers: Any) -> bool:
     opted_in = headers.get(OPT_IN_HEADER, "").strip().lower() in ("on", "true", "1")
-    return not completion.stream and (opted_in or completion.parameters.get("temperature") == 0)
+    return opted_in or completion.parameters.get("temperature") == 0
 
 
 def backend_for(gateway) -> CacheBackend | None:
@@ -233,10 +233,11 @@ def backend_for(gateway) -> CacheBackend | None:
     return state[_STATE]
 
 
-def lookup(gateway, headers: Any, completion: Completion, caller: Caller) -> Lookup:
-    """Look ``completion`` up for ``caller``, honouring ``Cache-Control`` in the request ``headers``."""
+def lookup(gateway, headers: Any, completion: Completion, caller: Caller, *, always: bool = False) -> Lookup:
+    """Look ``completion`` up for ``caller``, honouring ``Cache-Control`` in the request ``headers``;
+    ``always``: cacheable whatever its temperature (a deterministic request, such as embeddings)."""
     backend = backend_for(gateway)
-    if backend is None or not _wants_cache(completion, headers):
+    if backend is None or completion.stream or not (always or _wants_cache(completion, headers)):
         return Lookup()
     directives = {d.strip().lower() for d in headers.get("Cache-Control", "").split(",")}
     if "no-store" in directives:

@@ -1,25 +1,36 @@
-"""The one flow of a completion. This is the only place that knows the order:
+"""The one flow of a request. This is the only place that knows the order:
 
 authenticate → limit → validate → enrich → select → call → record.
+
+Chat completions take every step; embeddings and the Responses API take the same
+steps but enrichment (there are no chat messages to enrich).
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from flask import Request, g
 from marshmallow import Schema
 
 from gateway import cache, metrics, request_log
-from gateway.errors import AuthenticationError, GatewayError, ModelNotFound, PermissionDenied, ProviderError
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+    ProviderError,
+)
 from gateway.http import read_json_body
 from gateway.plugins import is_optional
 from gateway.resilience import counts_as_failure
-from gateway.schemas import load_completion
+from gateway.schemas import load_completion, load_embedding, load_responses_request
 from gateway.streaming import MeteredStream
-from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, UsageRecord
+from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, Usage, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +84,15 @@ def call_providers(gateway, candidates: list[tuple[Provider, str]], completion: 
         candidates, lambda provider, model: provider.complete(replace(completion, model=model)), record)
 
 
-def open_stream(gateway, candidates: list[tuple[Provider, str]], completion: Completion,
-                record: UsageRecord) -> tuple[Chunk | None, Iterator[Chunk], Provider, str]:
-    """Start a stream through the resilience loop; it counts as started once its first chunk
-    arrived, so a failure before that is retried, falls back, or is an ordinary JSON error."""
+def open_stream(gateway, candidates: list[tuple[Provider, str]], record: UsageRecord,
+                start: Callable[[Provider, str], Iterable[Chunk]],
+                ) -> tuple[Chunk | None, Iterator[Chunk], Provider, str]:
+    """Start a stream (``start(provider, model)``) through the resilience loop; it counts as started
+    once its first chunk arrived, so a failure before that is retried, falls back, or is an
+    ordinary JSON error."""
 
     def attempt(provider: Provider, model: str) -> tuple[Chunk | None, Iterator[Chunk]]:
-        chunks = iter(provider.stream(replace(completion, model=model)))
+        chunks = iter(start(provider, model))
         try:
             return next(chunks, None), chunks
         except BaseException:
@@ -130,41 +143,33 @@ def notify_after_response(gateway, record: UsageRecord) -> None:
     gateway.pm.call_each("gateway_after_response", {"record": record, "gateway": gateway}, failed)
 
 
-def complete(gateway, request: Request, schema: Schema) -> Answer:
-    """Run one completion through the whole flow and record it, whatever happens.
+@dataclass(eq=False)
+class RecordedCall:
+    """One request on its way through the flow: its record, its caller, and whether a stream
+    (which records the request when it ends) took the recording over."""
 
-    The body is read only after authentication, so an anonymous caller learns
-    nothing but 401.
+    record: UsageRecord
+    started: float
+    caller: Caller | None = None
+    streaming: bool = False
+
+
+@contextmanager
+def recorded_call(gateway, request: Request, permission: str) -> Iterator[RecordedCall]:
+    """Authenticate and rate-limit ``request``, then record it whatever happens in the block:
+    its status and error code, its latency, every ``gateway_after_response`` implementation.
+
+    The body is read only inside the block, after authentication, so an anonymous
+    caller learns nothing but 401.
     """
-    started = time.perf_counter()
-    record = UsageRecord(request_id=g.request_id, correlation_id=g.correlation_id, timestamp=time.time())
-    caller = None
+    call = RecordedCall(UsageRecord(request_id=g.request_id, correlation_id=g.correlation_id,
+                                    timestamp=time.time()), time.perf_counter())
+    record = call.record
     try:
-        caller = authenticate(gateway, request, "completions")
+        call.caller = caller = authenticate(gateway, request, permission)
         record.user_id, record.api_key_id, record.tier = caller.user_id, caller.key_id, caller.tier
         gateway.limiter.hit(caller)
-        completion = load_completion(schema, read_json_body(), gateway.settings)
-        record.model = completion.model
-        gateway.limiter.check_spend(caller, completion)
-        enrich(gateway, completion, caller)
-        record.prompt_text = request_log.loggable_prompt(gateway, completion.messages)
-        candidates = select_candidates(gateway, completion, caller)
-        if completion.stream:
-            answer = start_streaming(gateway, candidates, completion, caller, record, started)
-            caller = None  # the stream records the request when it ends
-            return answer
-        cached = cache.lookup(gateway, request.headers, completion, caller)
-        if cached.hit is not None:
-            return answer_from_cache(gateway, completion, cached, record)
-        result, provider, model = call_providers(gateway, candidates, completion, record)
-        usage = result.usage
-        record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        price = price_of(gateway, provider, model)
-        record.cost = price.cost(usage) if price else 0.0
-        gateway.limiter.record_usage(caller, usage.total_tokens, record.cost)
-        record.completion_text = request_log.loggable_text(gateway, result.text)
-        cached.store(cache.CachedAnswer(result, provider.name, model, record.cost))
-        return Answer(completion, result, provider.name, model, record, cached.status)
+        yield call
     except GatewayError as exc:
         record.status, record.error_code = exc.status, exc.code
         raise
@@ -172,30 +177,121 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         record.status, record.error_code = 500, "internal_error"
         raise
     finally:
-        record.latency_ms = (time.perf_counter() - started) * 1000
-        if caller is not None:
+        record.latency_ms = (time.perf_counter() - call.started) * 1000
+        if call.caller is not None and not call.streaming:
             notify_after_response(gateway, record)
 
 
-def start_streaming(gateway, candidates: list[tuple[Provider, str]], completion: Completion,
-                    caller: Caller, record: UsageRecord, started: float) -> Answer:
-    """Open the stream and wrap it so that the request is recorded exactly once when it ends,
-    fails mid-stream, or the client goes away."""
-    record.streamed = True
-    first, chunks, provider, model = open_stream(gateway, candidates, completion, record)
+def account(gateway, call: RecordedCall, provider: Provider, model: str, usage: Usage) -> None:
+    """Record ``usage`` of ``model`` at ``provider``: tokens and cost in the record, spend in the limits."""
+    record = call.record
+    record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
     price = price_of(gateway, provider, model)
+    record.cost = price.cost(usage) if price else 0.0
+    gateway.limiter.record_usage(call.caller, usage.total_tokens, record.cost)
+
+
+def complete(gateway, request: Request, schema: Schema) -> Answer:
+    """Run one chat completion through the whole flow, recorded whatever happens."""
+    with recorded_call(gateway, request, "completions") as call:
+        record, caller = call.record, call.caller
+        completion = load_completion(schema, read_json_body(), gateway.settings)
+        record.model = completion.model
+        parameters = completion.parameters
+        gateway.limiter.check_spend(caller, parameters.get("max_tokens") or parameters.get("max_completion_tokens"))
+        enrich(gateway, completion, caller)
+        record.prompt_text = request_log.loggable_prompt(gateway, completion.messages)
+        candidates = select_candidates(gateway, completion, caller)
+        if completion.stream:
+            return start_streaming(gateway, call, candidates, completion, lambda provider, model: provider.stream(
+                replace(completion, model=model)))
+        cached = cache.lookup(gateway, request.headers, completion, caller)
+        if cached.hit is not None:
+            return answer_from_cache(gateway, completion, cached, record)
+        result, provider, model = call_providers(gateway, candidates, completion, record)
+        account(gateway, call, provider, model, result.usage)
+        record.completion_text = request_log.loggable_text(gateway, result.text)
+        cached.store(cache.CachedAnswer(result, provider.name, model, record.cost))
+        return Answer(completion, result, provider.name, model, record, cached.status)
+
+
+def embed(gateway, request: Request) -> Answer:
+    """``POST /v1/embeddings`` through the flow: authenticated, limited, routed, cached, recorded.
+
+    Embeddings are deterministic, so every request is cacheable (``Cache-Control:
+    no-store`` opts out). A provider without ``embed`` answers 400 naming itself.
+    """
+    with recorded_call(gateway, request, "completions") as call:
+        record, caller = call.record, call.caller
+        embedding = load_embedding(read_json_body())
+        record.model = embedding.model
+        gateway.limiter.check_spend(caller)
+        routed = Completion(model=embedding.model, messages=[], parameters={"input": embedding.input,
+                            **embedding.parameters}, options={"route": "embeddings"})
+        candidates = select_candidates(gateway, routed, caller)
+        cached = cache.lookup(gateway, request.headers, routed, caller, always=True)
+        if cached.hit is not None:
+            return answer_from_cache(gateway, routed, cached, record)
+
+        def attempt(provider: Provider, model: str) -> Result:
+            answer = capability(provider, "embed", "embeddings")(replace(embedding, model=model))
+            return Result(text="", model=answer.model, usage=answer.usage, body=answer.body)
+
+        result, provider, model = gateway.resilience.call(candidates, attempt, record)
+        account(gateway, call, provider, model, result.usage)
+        cached.store(cache.CachedAnswer(result, provider.name, model, record.cost))
+        return Answer(routed, result, provider.name, model, record, cached.status)
+
+
+def respond(gateway, request: Request) -> Answer:
+    """``POST /v1/responses`` (OpenAI's Responses API), passed through to a provider that can
+    ``forward`` it; streamed or not, recorded with its tokens and cost."""
+    with recorded_call(gateway, request, "completions") as call:
+        record, caller = call.record, call.caller
+        body = load_responses_request(read_json_body())
+        record.model = body["model"]
+        gateway.limiter.check_spend(caller, body.get("max_output_tokens"))
+        routed = Completion(model=body["model"], messages=[], parameters=body, stream=bool(body.get("stream")),
+                            options={"route": "responses"})
+        candidates = select_candidates(gateway, routed, caller)
+
+        def attempt(provider: Provider, model: str):
+            return capability(provider, "forward", "the Responses API")("/responses", model, body, routed.stream)
+
+        if routed.stream:
+            return start_streaming(gateway, call, candidates, routed, attempt)
+        result, provider, model = gateway.resilience.call(candidates, attempt, record)
+        account(gateway, call, provider, model, result.usage)
+        record.completion_text = request_log.loggable_text(gateway, result.text)
+        return Answer(routed, result, provider.name, model, record)
+
+
+def capability(provider: Provider, method: str, what: str) -> Callable:
+    """``provider``'s optional ``method``; a 400 naming the provider when it has none."""
+    found = getattr(provider, method, None)
+    if found is None:
+        raise InvalidRequest(f"Provider '{provider.name}' does not serve {what}; choose a model of an "
+                             "OpenAI-compatible provider.", code="unsupported_by_provider", param="model")
+    return found
+
+
+def start_streaming(gateway, call: RecordedCall, candidates: list[tuple[Provider, str]], completion: Completion,
+                    start: Callable[[Provider, str], Iterable[Chunk]]) -> Answer:
+    """Open the stream (``start(provider, model)``) and wrap it so that the request is recorded exactly
+    once when it ends, fails mid-stream, or the client goes away."""
+    record = call.record
+    record.streamed = True
+    first, chunks, provider, model = open_stream(gateway, candidates, record, start)
+    call.streaming = True
 
     def finish(stream: MeteredStream, error: GatewayError | None) -> None:
-        usage = stream.usage
-        record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        record.cost = price.cost(usage) if price else 0.0
-        gateway.limiter.record_usage(caller, usage.total_tokens, record.cost)
+        account(gateway, call, provider, model, stream.usage)
         record.completion_text = request_log.loggable_text(gateway, stream.text)
         if error is not None:
             record.status, record.error_code = error.status, error.code
             if isinstance(error, ProviderError) and counts_as_failure(error):
                 gateway.resilience.breaker(provider.name, model).failure()
-        record.latency_ms = (time.perf_counter() - started) * 1000
+        record.latency_ms = (time.perf_counter() - call.started) * 1000
         notify_after_response(gateway, record)
 
     return Answer(completion, None, provider.name, model, record, chunks=MeteredStream(first, chunks, finish))

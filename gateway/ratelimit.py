@@ -31,7 +31,7 @@ from limits.storage import Storage, storage_from_string
 from gateway.config import Settings, TierLimits
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, ServiceUnavailable
 from gateway.limit_storage import batch  # importing it registers the sqlite:// and dynamodb:// schemes
-from gateway.types import TIERS, Caller, Completion
+from gateway.types import TIERS, Caller
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,14 +136,15 @@ class RequestLimiter:
             raise RateLimited(f"Rate limit of {per_hour} requests per hour exceeded for this key; "
                               "retry after the time in Retry-After.", retry_after=math.ceil(reset - time.time()))
 
-    def check_spend(self, caller: Caller, completion: Completion) -> None:
-        """Before the call: refuse a ``max_tokens`` above the tier's tokens per minute (400), an
-        exhausted token window (429) or an exhausted monthly budget (429 ``insufficient_quota``)."""
+    def check_spend(self, caller: Caller, asked: int | None = None) -> None:
+        """Before the call: refuse ``asked`` output tokens (``max_tokens`` or its kin) above the tier's
+        tokens per minute (400), an exhausted token window (429) or an exhausted monthly budget
+        (429 ``insufficient_quota``)."""
         tier = self.tier(caller)
-        asked = completion.parameters.get("max_tokens") or completion.parameters.get("max_completion_tokens")
         if asked and asked > tier.tokens_per_minute:
             raise InvalidRequest(f"max_tokens {asked} exceeds this key's limit of {tier.tokens_per_minute} "
-                                 "tokens per minute; ask for fewer.", code="max_tokens_exceeds_limit")
+                                 "tokens per minute; ask for fewer.", code="max_tokens_exceeds_limit",
+                                 param="max_tokens")
         tokens = _item(RateLimitItemPerMinute, tier.tokens_per_minute)
         token_key = tokens.key_for("tokens", caller.key_id)
         budget_key = self._budget_key(caller)

@@ -13,7 +13,7 @@ from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, pre_lo
 from marshmallow import fields as f
 
 from gateway.errors import InvalidRequest
-from gateway.types import Completion
+from gateway.types import Completion, EmbeddingRequest
 
 #: The largest token count any provider accepts (a 32-bit integer).
 INT32 = 2**31 - 1
@@ -317,10 +317,7 @@ def load_completion(schema: Schema, body: dict[str, Any], limits: Any = None) ->
     ``parameters`` holds every field the gateway does not read itself, ``metadata``
     included (less the gateway's own switches), to be passed on.
     """
-    where = upstream_url_field(body)
-    if where:
-        raise InvalidRequest(f"'{where}' may not be set: the gateway chooses the upstream, not the request.",
-                             code="upstream_url_refused", param=where)
+    refuse_upstream_url(body)
     data = load_checked(schema, body)
     if limits is not None:
         check_size(data["messages"], limits.max_messages, limits.max_message_chars)
@@ -350,6 +347,80 @@ def load_checked(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
                              param=problems[0].split(": ", 1)[0] if problems else None) from None
 
 
+class EmbeddingInput(f.Field):
+    """``input``: a string, a list of strings, a list of token ids, or a list of such lists."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list) and value and (
+                all(isinstance(item, str) for item in value)
+                or all(isinstance(item, int) and not isinstance(item, bool) for item in value)
+                or all(isinstance(item, list) and item and all(isinstance(token, int) for token in item)
+                       for item in value)):
+            return value
+        raise ValidationError("Must be a non-empty string, a list of strings, a list of token ids, "
+                              "or a list of lists of token ids.")
+
+
+class EmbeddingSchema(Schema):
+    """``POST /v1/embeddings``: the model and its input are the gateway's; other fields
+    (``dimensions``, ``encoding_format``, ``user``…) pass on as sent."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    model = f.String(required=True, validate=validate.Length(min=1, max=256))
+    input = EmbeddingInput(required=True, metadata={"anyOf": [
+        {"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+        {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}}}]})
+
+    @pre_load
+    def _null_is_absent(self, data, **kwargs):
+        return without_nulls(data)
+
+
+class ResponsesSchema(Schema):
+    """``POST /v1/responses`` (OpenAI's Responses API): the gateway reads the model, the stream
+    switch and ``max_output_tokens``; everything else passes on as sent."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    model = f.String(required=True, validate=validate.Length(min=1, max=256))
+    stream = f.Boolean(load_default=False, truthy={True}, falsy={False})
+    max_output_tokens = f.Integer(validate=validate.Range(min=1, max=INT32))
+
+    @pre_load
+    def _null_is_absent(self, data, **kwargs):
+        return without_nulls(data)
+
+
+def refuse_upstream_url(body: dict[str, Any]) -> None:
+    """400 when a field anywhere in ``body`` would name an upstream."""
+    where = upstream_url_field(body)
+    if where:
+        raise InvalidRequest(f"'{where}' may not be set: the gateway chooses the upstream, not the request.",
+                             code="upstream_url_refused", param=where)
+
+
+def load_embedding(body: dict[str, Any]) -> EmbeddingRequest:
+    """An embeddings body, checked: a 400 naming a bad field, else an :class:`EmbeddingRequest`."""
+    refuse_upstream_url(body)
+    data = load_checked(EMBEDDING, body)
+    model, value = data.pop("model"), data.pop("input")
+    return EmbeddingRequest(model=model, input=value, parameters=data)
+
+
+def load_responses_request(body: dict[str, Any]) -> dict[str, Any]:
+    """A Responses API body, checked (400 naming a bad field) and without its null fields."""
+    refuse_upstream_url(body)
+    return load_checked(RESPONSES, body)
+
+
 CHAT_COMPLETION = ChatCompletionSchema()
 NATIVE_COMPLETION = NativeCompletionSchema()
 TRANSLATED_REQUEST = TranslatedRequestSchema()
+EMBEDDING = EmbeddingSchema()
+RESPONSES = ResponsesSchema()

@@ -139,6 +139,27 @@ def render_sse(chunks: MeteredStream, *, completion_id: str, created: int, model
         chunks.close()
 
 
+def forward_sse(chunks: MeteredStream) -> Iterator[bytes]:
+    """An upstream's own events as received (the Responses API's typed events), no ``[DONE]``
+    of the gateway's; a failure mid-stream ends it with the API's ``error`` event."""
+    try:
+        for chunk in chunks:
+            if chunk.raw:
+                yield chunk.raw
+    except GatewayError as exc:
+        yield _error_event(exc)
+    except Exception:
+        logger.exception("stream failed")
+        yield _error_event(GatewayError("The stream failed inside the gateway."))
+    finally:
+        chunks.close()
+
+
+def _error_event(exc: GatewayError) -> bytes:
+    error = {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param}
+    return f"event: error\ndata: {json.dumps(error, separators=(',', ':'))}\n\n".encode()
+
+
 def sse_response(events: Iterator[bytes]) -> Response:
     """A ``text/event-stream`` response that proxies do not buffer."""
     return Response(events, mimetype="text/event-stream",

@@ -5,8 +5,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from gateway import pipeline
 from gateway.app import current_gateway
+from gateway.errors import ModelNotFound
 from gateway.schemas import CHAT_COMPLETION
-from gateway.streaming import render_sse, sse_response
+from gateway.streaming import forward_sse, render_sse, sse_response
 from gateway.types import Result
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
@@ -70,12 +71,25 @@ def chat_completions():
     return served_by(jsonify(render_chat_completion(answer)), answer)
 
 
-@blueprint.get("/models")
-def list_models():
-    """The models this caller may use, in OpenAI's list format: the model table's models whose
+@blueprint.post("/embeddings")
+def embeddings():
+    """Create embeddings: the provider's answer in OpenAI's list format."""
+    answer = pipeline.embed(current_gateway(), request)
+    return served_by(Response(answer.result.body, mimetype="application/json"), answer)
+
+
+@blueprint.post("/responses")
+def responses():
+    """Create a model response (OpenAI's Responses API; ``stream: true``: its typed events)."""
+    answer = pipeline.respond(current_gateway(), request)
+    if answer.chunks is not None:
+        return served_by(sse_response(forward_sse(answer.chunks)), answer)
+    return served_by(Response(answer.result.body, mimetype="application/json"), answer)
+
+
+def visible_models(gateway, caller) -> list[dict]:
+    """The models ``caller`` may use, in OpenAI's model format: the model table's models whose
     provider is registered, then models that providers outside the table serve."""
-    gateway = current_gateway()
-    caller = pipeline.authenticate(gateway, request, "completions")
     providers = gateway.providers
     data = [{"id": spec.name, "object": "model", "created": 0, "owned_by": route.provider,
              "aliases": list(spec.aliases)}
@@ -87,4 +101,24 @@ def list_models():
              if model not in listed and gateway.models.price(name, model) is None]
     if caller.allowed_models is not None:
         data = [entry for entry in data if entry["id"] in caller.allowed_models]
-    return jsonify({"object": "list", "data": data})
+    return data
+
+
+@blueprint.get("/models")
+def list_models():
+    """The models this caller may use, in OpenAI's list format."""
+    gateway = current_gateway()
+    caller = pipeline.authenticate(gateway, request, "completions")
+    return jsonify({"object": "list", "data": visible_models(gateway, caller)})
+
+
+@blueprint.get("/models/<path:model_id>")
+def retrieve_model(model_id: str):
+    """One model this caller may use, by its name or an alias; 404 ``model_not_found`` otherwise."""
+    gateway = current_gateway()
+    caller = pipeline.authenticate(gateway, request, "completions")
+    for entry in visible_models(gateway, caller):
+        if model_id == entry["id"] or model_id in entry.get("aliases", ()):
+            return jsonify(entry)
+    raise ModelNotFound(f"The model '{model_id}' does not exist or is not available to this key; "
+                        "GET /v1/models lists the available models.", param="model")
