@@ -59,7 +59,10 @@ def gateway_select_provider(completion, caller, providers, gateway):
     """Choose who answers (each request; the first non-None answer wins).
 
     :param completion: the :class:`gateway.types.Completion` (``completion.model``,
-        ``completion.provider`` when the caller named one).
+        ``completion.provider`` when the caller named one). For ``/v1/embeddings`` and
+        ``/v1/responses`` it has no messages and ``completion.options["route"]`` is
+        ``"embeddings"`` or ``"responses"``; a candidate must then have ``embed`` or
+        ``forward`` (one without answers 400 naming itself).
     :param caller: the authenticated :class:`gateway.types.Caller`.
     :param providers: every registered provider, by name.
     :param gateway: the app's Gateway.

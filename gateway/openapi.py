@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, jsonify
-from marshmallow import Schema
+from marshmallow import INCLUDE, Schema
 from marshmallow import fields as f
 
 from gateway.types import PERMISSIONS, TIERS
@@ -62,7 +62,15 @@ class UsageCounts(Schema):
     total_tokens = f.Integer(required=True)
 
 
-class ChatMessage(Schema):
+class Open(Schema):
+    """An answer object that may carry more fields than documented: an upstream's own answer
+    reaches the caller as it sent it (``logprobs``, ``system_fingerprint``, usage details…)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class ChatMessage(Open):
     """The assistant's message in an answer."""
 
     role = f.String(required=True)
@@ -70,7 +78,7 @@ class ChatMessage(Schema):
     tool_calls = f.List(f.Dict())
 
 
-class ChatChoice(Schema):
+class ChatChoice(Open):
     """One choice of a chat completion."""
 
     index = f.Integer(required=True)
@@ -79,7 +87,7 @@ class ChatChoice(Schema):
     logprobs = f.Raw(allow_none=True)
 
 
-class OpenAIObject(Schema):
+class OpenAIObject(Open):
     """What every OpenAI object starts with."""
 
     id = f.String(required=True)
@@ -123,6 +131,41 @@ class ModelList(Schema):
 
     object = f.String(required=True)
     data = f.List(f.Nested(ModelEntry), required=True)
+
+
+class EmbeddingUsage(Open):
+    """Tokens of an embeddings request."""
+
+    prompt_tokens = f.Integer(required=True)
+    total_tokens = f.Integer(required=True)
+
+
+class Embedding(Open):
+    """One input's vector: floats, or base64 little-endian float32 with ``encoding_format: base64``."""
+
+    object = f.String(required=True)
+    index = f.Integer(required=True)
+    embedding = f.Raw(required=True, metadata={"anyOf": [{"type": "array", "items": {"type": "number"}},
+                                                           {"type": "string"}]})
+
+
+class EmbeddingList(Open):
+    """OpenAI's embeddings answer."""
+
+    object = f.String(required=True)
+    data = f.List(f.Nested(Embedding), required=True)
+    model = f.String(required=True)
+    usage = f.Nested(EmbeddingUsage, required=True)
+
+
+class ResponseObject(Open):
+    """A Responses API answer, as the upstream sent it."""
+
+    id = f.String(required=True)
+    object = f.String(required=True)
+    model = f.String(required=True)
+    output = f.List(f.Dict(), required=True)
+    usage = f.Dict()
 
 
 class Health(Schema):
@@ -314,6 +357,17 @@ def paths() -> dict[str, dict[str, dict]]:
             "Create a chat completion (OpenAI-compatible).", _completion_answer("ChatCompletionAnswer"),
             COMPLETION_ERRORS, body="ChatCompletionRequest")},
         "/v1/models": {"get": _operation("The models this key may use.", _ok("ModelList"), READ_ERRORS)},
+        "/v1/models/{model_id}": {"get": _operation(
+            "One model this key may use, by name or alias.", _ok("ModelEntry"), (401, 403, 404, 429, 503),
+            path=("model_id",))},
+        "/v1/embeddings": {"post": _operation(
+            "Create embeddings (OpenAI-compatible; Bedrock Titan and Cohere models too).", _ok("EmbeddingList"),
+            COMPLETION_ERRORS, body="EmbeddingRequest")},
+        "/v1/responses": {"post": _operation(
+            "Create a model response (OpenAI's Responses API, passed to OpenAI-compatible providers).",
+            _ok(None, "The response; with stream: true, its typed Server-Sent Events.",
+                content={**_json("ResponseObject"), "text/event-stream": {"schema": {"type": "string"}}}),
+            COMPLETION_ERRORS, body="ResponsesRequest")},
         "/api/v1/completions": {"post": _operation(
             "Create a completion in the gateway's own form.", _completion_answer("NativeCompletionAnswer"),
             COMPLETION_ERRORS, body="NativeCompletionRequest")},
@@ -372,7 +426,14 @@ def build_document(app) -> dict:
     from apispec.ext.marshmallow import MarshmallowPlugin
 
     from gateway.catalog import ProductSchema
-    from gateway.schemas import ChatCompletionSchema, MessageSchema, NativeCompletionSchema, TranslatedRequestSchema
+    from gateway.schemas import (
+        ChatCompletionSchema,
+        EmbeddingSchema,
+        MessageSchema,
+        NativeCompletionSchema,
+        ResponsesSchema,
+        TranslatedRequestSchema,
+    )
 
     class ChatCompletionDocument(ChatCompletionSchema, TranslatedRequestSchema):
         """What the gateway reads, and the chat parameters it knows (others pass on as sent)."""
@@ -393,7 +454,8 @@ def build_document(app) -> dict:
         "Message": MessageSchema, "ErrorEnvelope": ErrorEnvelope, "ChatCompletionRequest": ChatCompletionDocument,
         "NativeCompletionRequest": NativeCompletionDocument, "KeyCreate": KeyCreateSchema(exclude=("active",)),
         "KeyChange": KeyChangeSchema, "Product": ProductSchema(exclude=("product_id",)),
-        "ChatCompletionAnswer": ChatCompletionAnswer,
+        "ChatCompletionAnswer": ChatCompletionAnswer, "ModelEntry": ModelEntry, "EmbeddingList": EmbeddingList,
+        "ResponseObject": ResponseObject, "EmbeddingRequest": EmbeddingSchema, "ResponsesRequest": ResponsesSchema,
         "NativeCompletionAnswer": NativeCompletionAnswer, "ModelList": ModelList, "Health": Health,
         "UsageReport": UsageReport, "MetricsReport": MetricsReport, "KeyView": KeyView, "NewKey": NewKey,
         "KeyListing": KeyListing, "ProductAnswer": ProductAnswer, "JsonRpcMessage": JsonRpcMessage,

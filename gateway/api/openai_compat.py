@@ -112,7 +112,7 @@ def list_models():
     return jsonify({"object": "list", "data": visible_models(gateway, caller)})
 
 
-@blueprint.get("/models/<path:model_id>")
+@blueprint.get("/models/<model_id>")
 def retrieve_model(model_id: str):
     """One model this caller may use, by its name or an alias; 404 ``model_not_found`` otherwise."""
     gateway = current_gateway()
