@@ -22,7 +22,8 @@ not read passes unchanged, the model swapped for the upstream's id), serialized 
 and sent over a pooled urllib3 connection; the answer is the upstream's own bytes,
 parsed once for usage and the request log. The openai SDK's request machinery (its
 typed models, httpx) cost more CPU than the rest of the gateway per request, so it is
-not on this path; the SDK is what the compatibility tests drive against the gateway.
+not on this path (``gateway/upstream_http.py`` says why not urllib3 either); the SDK
+is what the compatibility tests drive against the gateway.
 """
 from __future__ import annotations
 
@@ -30,13 +31,17 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.client import HTTPResponse
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway import hookimpl
 from gateway.errors import ProviderError, ProviderRateLimited, ProviderTimeout, UpstreamRejected, scrub
 from gateway.resilience import time_left
 from gateway.sse import split_events
 from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
+from gateway.upstream_http import ConnectionPool, ExchangeError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Upstream statuses worth another attempt besides 429 and 5xx (what OpenAI's own SDK retries).
@@ -62,12 +67,10 @@ class Upstream:
     """Where one provider's requests go: a connection pool, the URL of each route, the auth headers."""
 
     def __init__(self, config: dict[str, Any], api_key: str):
-        import urllib3
-
         self.azure = bool(config.get("azure_endpoint"))
         base = (config.get("azure_endpoint") if self.azure else config.get("base_url")) or DEFAULT_BASE_URL
-        self.pool = urllib3.connection_from_url(base.rstrip("/"), maxsize=POOL_SIZE, block=False, retries=False)
-        self.prefix = (urllib3.util.parse_url(base).path or "").rstrip("/")
+        self.pool = ConnectionPool(base, POOL_SIZE)
+        self.prefix = urlsplit(base).path.rstrip("/")
         auth = {"api-key": api_key} if self.azure else {"Authorization": f"Bearer {api_key}"}
         self.headers = {"Content-Type": "application/json", **auth, **(config.get("headers") or {})}
         self.api_version = config.get("api_version", "2024-10-21")
@@ -119,44 +122,34 @@ class OpenAIProvider:
                     self._upstream = Upstream(self._config, self._api_key())
         return self._upstream
 
-    def _timeout(self):
-        import urllib3
+    @contextmanager
+    def _exchange(self, route: str, model: str, body: dict[str, Any]) -> Iterator[HTTPResponse]:
+        """POST ``body`` (serialized here, once) to ``route``: the response, its body to read in the block.
 
+        An error status raises the gateway's error for it; a timeout is a 504 and a dropped or
+        refused connection a retryable 502, before or during the answer.
+        """
         settings = self._gateway.settings
         left = time_left()
-        total = settings.provider_timeout if left is None else max(0.1, min(settings.provider_timeout, left))
-        return urllib3.Timeout(connect=min(settings.provider_connect_timeout, total), read=total)
-
-    def _send(self, route: str, model: str, body: dict[str, Any], stream: bool):
-        """POST ``body`` (serialized here, once) to ``route``; the response, whatever its status."""
-        import urllib3
-
+        read = settings.provider_timeout if left is None else max(0.1, min(settings.provider_timeout, left))
         upstream = self.upstream()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
-            return upstream.pool.urlopen("POST", upstream.path(route, model), body=data, headers=upstream.headers,
-                                         timeout=self._timeout(), retries=False, redirect=False,
-                                         preload_content=not stream, assert_same_host=False)
-        except urllib3.exceptions.TimeoutError:
+            with upstream.pool.post(upstream.path(route, model), data, upstream.headers,
+                                    min(settings.provider_connect_timeout, read), read) as response:
+                if response.status >= 400:
+                    raise self._status_error(response.status, response.read(), response.headers)
+                yield response
+        except TimeoutError:
             raise ProviderTimeout(f"Provider '{self.name}' did not answer in time.") from None
-        except (urllib3.exceptions.HTTPError, OSError):
+        except ExchangeError:
             raise ProviderError(f"Provider '{self.name}' could not be reached or dropped the connection.",
                                 retryable=True, code="provider_unreachable") from None
 
     def _answer(self, route: str, model: str, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """The upstream's answer to ``body``: its bytes, and their JSON (an error status raises)."""
-        import urllib3
-
-        response = self._send(route, model, body, stream=False)
-        try:
-            data = response.data
-        except urllib3.exceptions.TimeoutError:
-            raise ProviderTimeout(f"Provider '{self.name}' did not answer in time.") from None
-        except (urllib3.exceptions.HTTPError, OSError):
-            raise ProviderError(f"Provider '{self.name}' dropped the connection mid-answer.",
-                                retryable=True, code="provider_unreachable") from None
-        if response.status >= 400:
-            raise self._status_error(response.status, data, response.headers)
+        with self._exchange(route, model, body) as response:
+            data = response.read()
         try:
             answer = json.loads(data)
         except ValueError:
@@ -166,27 +159,11 @@ class OpenAIProvider:
                                 code="provider_bad_response")
         return data, answer
 
-    def _events(self, route: str, model: str, body: dict[str, Any]) -> Iterator[tuple[bytes, bytes]]:
-        """The upstream's stream as (raw event, its ``data``), as each arrives; the response is closed
-        when the iterator is, so a caller who goes away closes the upstream too."""
-        import urllib3
-
-        response = self._send(route, model, body, stream=True)
-        ended = False
-        try:
-            if response.status >= 400:
-                raise self._status_error(response.status, response.read(), response.headers)
+    def _events(self, route: str, model: str, body: dict[str, Any]) -> Iterator[tuple[bytes, bytes | None]]:
+        """The upstream's stream as (raw event, its ``data``), as each arrives; the connection is
+        closed when the iterator is closed early, so a caller who goes away closes the upstream too."""
+        with self._exchange(route, model, body) as response:
             yield from split_events(iter(lambda: response.read1(65536), b""))
-            ended = True
-        except urllib3.exceptions.TimeoutError:
-            raise ProviderTimeout(f"Provider '{self.name}' did not answer in time (mid-stream).") from None
-        except (urllib3.exceptions.HTTPError, OSError):
-            raise ProviderError(f"Provider '{self.name}' dropped the connection mid-stream.",
-                                retryable=True, code="provider_unreachable") from None
-        finally:
-            if not ended:  # left mid-stream: the connection holds unread bytes, never reuse it
-                response.close()
-            response.release_conn()
 
     def complete(self, completion: Completion) -> Result:
         """One chat completion: the upstream's answer as received (``body``), read for usage and the log."""
