@@ -30,6 +30,16 @@ def test_system_fingerprint_and_service_tier_reach_the_client(served, sdk):
     assert served.upstream_chat_bodies()[0]["service_tier"] == "flex"
 
 
+def test_stream_chunks_keep_logprobs_fingerprint_and_tier(served, sdk):
+    """Streamed with logprobs: each chunk keeps OpenAI's system_fingerprint, service_tier and token logprobs."""
+    chunks = list(sdk.chat.completions.create(model=MODEL, messages=HELLO, stream=True, logprobs=True))
+    assert {(c.system_fingerprint, c.service_tier) for c in chunks} == {(SYSTEM_FINGERPRINT, "default")}
+    tokens = [entry.token for c in chunks if c.choices and c.choices[0].logprobs
+              for entry in c.choices[0].logprobs.content]
+    assert tokens == [entry["token"] for entry in token_logprobs("upstream: hello there")]
+    assert served.upstream_chat_bodies()[0]["logprobs"] is True
+
+
 def test_usage_token_details_reach_the_client(sdk):
     """usage.completion_tokens_details and usage.prompt_tokens_details arrive with OpenAI's numbers."""
     usage = sdk.chat.completions.create(model=MODEL, messages=HELLO).usage
@@ -64,14 +74,22 @@ def _headers_of_upstream_error(served, sdk):
     return caught.value.response.headers
 
 
+def _headers_of_gateway_error(served, sdk):
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.chat.completions.create(model="no-such-model", messages=HELLO)
+    assert served.upstream.requests == []
+    return caught.value.response.headers
+
+
 def _headers_of_embeddings(served, sdk):
     return sdk.embeddings.with_raw_response.create(model="text-embedding-3-small", input="x").headers
 
 
 @pytest.mark.parametrize("call", [_headers_of_json, _headers_of_stream, _headers_of_upstream_error,
-                                  _headers_of_embeddings], ids=["json", "stream", "upstream_error", "embeddings"])
+                                  _headers_of_gateway_error, _headers_of_embeddings],
+                         ids=["json", "stream", "upstream_error", "gateway_error", "embeddings"])
 def test_every_answer_has_an_x_request_id(served, sdk, call):
-    """JSON, streamed, error and embeddings answers each carry an x-request-id header."""
+    """JSON, streamed, upstream and gateway error, and embeddings answers each carry an x-request-id header."""
     assert call(served, sdk).get("x-request-id")
 
 
