@@ -150,14 +150,7 @@ class OpenAIProvider:
         """The upstream's answer to ``body``: its bytes, and their JSON (an error status raises)."""
         with self._exchange(route, model, body) as response:
             data = response.read()
-        try:
-            answer = json.loads(data)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ProviderError(f"Provider '{self.name}' returned an answer the gateway could not read.",
-                                code="provider_bad_response")
-        return data, answer
+        return data, self._json_object(data, "an answer")
 
     def _events(self, route: str, model: str, body: dict[str, Any]) -> Iterator[tuple[bytes, bytes | None]]:
         """The upstream's stream as (raw event, its ``data``), as each arrives; the connection is
@@ -235,19 +228,24 @@ class OpenAIProvider:
 
     def _event_json(self, data: bytes) -> dict[str, Any]:
         """One event's JSON; an ``error`` event, or one that is not JSON, fails the stream."""
-        try:
-            event = json.loads(data)
-        except ValueError:
-            event = None
-        if not isinstance(event, dict):
-            raise ProviderError(f"Provider '{self.name}' sent a stream event the gateway could not read.",
-                                code="provider_bad_response")
+        event = self._json_object(data, "a stream event")
         error = event.get("error")
         if error and event.get("type") in (None, "error"):
             message = error.get("message") if isinstance(error, dict) else error
             raise ProviderError(f"Provider '{self.name}' failed mid-stream: {scrub(str(message))[:300]}",
                                 code="provider_error")
         return event
+
+    def _json_object(self, data: bytes, what: str) -> dict[str, Any]:
+        """``data`` as a JSON object; ``provider_bad_response`` when it is not one."""
+        try:
+            value = json.loads(data)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ProviderError(f"Provider '{self.name}' sent {what} the gateway could not read.",
+                                code="provider_bad_response")
+        return value
 
     def _status_error(self, status: int, data: bytes, headers) -> ProviderError:
         """The gateway's error for an upstream error answer: 429 and 5xx retryable, 401/403 the
