@@ -27,6 +27,7 @@ from gateway.errors import (
 )
 from gateway.http import read_json_body
 from gateway.plugins import is_optional
+from gateway.ratelimit import Spend
 from gateway.resilience import counts_as_failure
 from gateway.schemas import load_completion, load_embedding, load_responses_request
 from gateway.streaming import MeteredStream
@@ -152,6 +153,8 @@ class RecordedCall:
     started: float
     caller: Caller | None = None
     streaming: bool = False
+    #: The caller's tokens and spend so far, read with the rate-limit hit (None: the store failed open).
+    spend: Spend | None = None
 
 
 @contextmanager
@@ -168,7 +171,7 @@ def recorded_call(gateway, request: Request, permission: str) -> Iterator[Record
     try:
         call.caller = caller = authenticate(gateway, request, permission)
         record.user_id, record.api_key_id, record.tier = caller.user_id, caller.key_id, caller.tier
-        gateway.limiter.hit(caller)
+        call.spend = gateway.limiter.hit(caller)
         yield call
     except GatewayError as exc:
         record.status, record.error_code = exc.status, exc.code
@@ -198,7 +201,8 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         completion = load_completion(schema, read_json_body(), gateway.settings)
         record.model = completion.model
         parameters = completion.parameters
-        gateway.limiter.check_spend(caller, parameters.get("max_tokens") or parameters.get("max_completion_tokens"))
+        gateway.limiter.check_spend(caller, parameters.get("max_tokens") or parameters.get("max_completion_tokens"),
+                                    call.spend)
         enrich(gateway, completion, caller)
         record.prompt_text = request_log.loggable_prompt(gateway, completion.messages)
         candidates = select_candidates(gateway, completion, caller)
@@ -225,7 +229,7 @@ def embed(gateway, request: Request) -> Answer:
         record, caller = call.record, call.caller
         embedding = load_embedding(read_json_body())
         record.model = embedding.model
-        gateway.limiter.check_spend(caller)
+        gateway.limiter.check_spend(caller, None, call.spend)
         routed = Completion(model=embedding.model, messages=[], parameters={"input": embedding.input,
                             **embedding.parameters}, options={"route": "embeddings"})
         candidates = select_candidates(gateway, routed, caller)
@@ -250,7 +254,7 @@ def respond(gateway, request: Request) -> Answer:
         record, caller = call.record, call.caller
         body = load_responses_request(read_json_body())
         record.model = body["model"]
-        gateway.limiter.check_spend(caller, body.get("max_output_tokens"))
+        gateway.limiter.check_spend(caller, body.get("max_output_tokens"), call.spend)
         routed = Completion(model=body["model"], messages=[], parameters=body, stream=bool(body.get("stream")),
                             options={"route": "responses"})
         candidates = select_candidates(gateway, routed, caller)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flask import Flask, g
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
@@ -57,6 +57,13 @@ def _month_end(now: float) -> float:
     year, month = time.gmtime(now)[:2]
     year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return calendar.timegm((year, month, 1, 0, 0, 0))
+
+
+class Spend(NamedTuple):
+    """What a caller has used: tokens in this minute's window, micro-USD this month."""
+
+    tokens: int
+    micro_usd: int
 
 
 class RequestLimiter:
@@ -103,11 +110,12 @@ class RequestLimiter:
                                   "metric": "RateLimitStoreErrors", "count": self.store_errors})
             return fallback
 
-    def hit(self, caller: Caller) -> None:
+    def hit(self, caller: Caller) -> Spend | None:
         """Count one request against the caller's per-minute and per-hour limits (429 when over).
 
         A key's own limits override its tier's. The hour window is counted only when the
-        minute window admitted the request.
+        minute window admitted the request. Returns what the caller has spent so far, read
+        in the same transaction, for :meth:`check_spend` (None when the store failed open).
         """
         tier = self.tier(caller)
         per_minute = caller.requests_per_minute or tier.requests_per_minute
@@ -115,18 +123,20 @@ class RequestLimiter:
         minute = _item(RateLimitItemPerMinute, per_minute)
         hour = _item(RateLimitItemPerHour, per_hour)
         minute_key, hour_key = minute.key_for("requests", caller.key_id), hour.key_for("requests", caller.key_id)
+        token_key, budget_key = self._token_key(caller), self._budget_key(caller)
 
-        def count() -> tuple[int, float, int]:
+        def count() -> tuple[int, float, int, Spend]:
             with batch(self.storage):
                 in_minute = self.storage.incr(minute_key, minute.get_expiry())
                 reset = self.storage.get_expiry(minute_key)
                 in_hour = self.storage.incr(hour_key, hour.get_expiry()) if in_minute <= per_minute else 0
-            return in_minute, reset, in_hour
+                spend = Spend(self.storage.get(token_key), self.storage.get(budget_key))
+            return in_minute, reset, in_hour, spend
 
         counted = self._guard(count, None)
         if counted is None:
-            return
-        in_minute, reset, in_hour = counted
+            return None
+        in_minute, reset, in_hour, spend = counted
         g.rate_limit = LimitState(per_minute, max(0, per_minute - in_minute), math.ceil(reset))
         if in_minute > per_minute:
             raise RateLimited(f"Rate limit of {per_minute} requests per minute exceeded for this key; "
@@ -135,22 +145,22 @@ class RequestLimiter:
             reset = self._guard(lambda: self.storage.get_expiry(hour_key), time.time() + 60)
             raise RateLimited(f"Rate limit of {per_hour} requests per hour exceeded for this key; "
                               "retry after the time in Retry-After.", retry_after=math.ceil(reset - time.time()))
+        return spend
 
-    def check_spend(self, caller: Caller, asked: int | None = None) -> None:
+    def check_spend(self, caller: Caller, asked: int | None = None, spend: Spend | None = None) -> None:
         """Before the call: refuse ``asked`` output tokens (``max_tokens`` or its kin) above the tier's
         tokens per minute (400), an exhausted token window (429) or an exhausted monthly budget
-        (429 ``insufficient_quota``)."""
+        (429 ``insufficient_quota``). ``spend``: what :meth:`hit` read (else it is read here)."""
         tier = self.tier(caller)
         if asked and asked > tier.tokens_per_minute:
             raise InvalidRequest(f"max_tokens {asked} exceeds this key's limit of {tier.tokens_per_minute} "
                                  "tokens per minute; ask for fewer.", code="max_tokens_exceeds_limit",
                                  param="max_tokens")
-        tokens = _item(RateLimitItemPerMinute, tier.tokens_per_minute)
-        token_key = tokens.key_for("tokens", caller.key_id)
-        budget_key = self._budget_key(caller)
-
-        used, spent = self._guard(lambda: (self.storage.get(token_key), self.storage.get(budget_key)),
-                                  (0, 0))
+        token_key = self._token_key(caller)
+        if spend is None:
+            spend = self._guard(lambda: Spend(self.storage.get(token_key), self.storage.get(self._budget_key(caller))),
+                                Spend(0, 0))
+        used, spent = spend
         if used >= tier.tokens_per_minute:
             reset = self._guard(lambda: self.storage.get_expiry(token_key), time.time() + 60)
             raise RateLimited(f"Token limit of {tier.tokens_per_minute} tokens per minute reached for "
@@ -164,20 +174,22 @@ class RequestLimiter:
 
     def record_usage(self, caller: Caller, tokens: int, cost: float) -> None:
         """After the call: add the tokens the provider reported and their cost to the counters."""
-        tier = self.tier(caller)
-        item = _item(RateLimitItemPerMinute, tier.tokens_per_minute)
+        item = _item(RateLimitItemPerMinute, self.tier(caller).tokens_per_minute)
         micros = round(cost * MICRO_USD)
         now = time.time()
 
         def add() -> None:
             with batch(self.storage):
                 if tokens > 0:
-                    self.storage.incr(item.key_for("tokens", caller.key_id), item.get_expiry(), tokens)
+                    self.storage.incr(self._token_key(caller), item.get_expiry(), tokens)
                 if micros > 0:
                     self.storage.incr(self._budget_key(caller), math.ceil(_month_end(now) - now), micros)
 
         if tokens > 0 or micros > 0:
             self._guard(add, None)
+
+    def _token_key(self, caller: Caller) -> str:
+        return _item(RateLimitItemPerMinute, self.tier(caller).tokens_per_minute).key_for("tokens", caller.key_id)
 
     @staticmethod
     def _budget_key(caller: Caller) -> str:
