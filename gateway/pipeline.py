@@ -186,12 +186,12 @@ def recorded_call(gateway, request: Request, permission: str) -> Iterator[Record
 
 
 def account(gateway, call: RecordedCall, provider: Provider, model: str, usage: Usage) -> None:
-    """Record ``usage`` of ``model`` at ``provider``: tokens and cost in the record, spend in the limits."""
+    """Record ``usage`` of ``model`` at ``provider``: tokens and cost in the record (the limits are
+    charged from the record when the request log writes it: ``RequestLimiter.charge``)."""
     record = call.record
     record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
     price = price_of(gateway, provider, model)
     record.cost = price.cost(usage) if price else 0.0
-    gateway.limiter.record_usage(call.caller, usage.total_tokens, record.cost)
 
 
 def complete(gateway, request: Request, schema: Schema) -> Answer:

@@ -19,7 +19,7 @@ import calendar
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple, TypeVar
@@ -31,11 +31,12 @@ from limits.storage import Storage, storage_from_string
 from gateway.config import Settings, TierLimits
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, ServiceUnavailable
 from gateway.limit_storage import batch  # importing it registers the sqlite:// and dynamodb:// schemes
-from gateway.types import TIERS, Caller
+from gateway.types import TIERS, Caller, UsageRecord
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 MICRO_USD = 1_000_000
+MINUTE = 60
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,7 +81,10 @@ class RequestLimiter:
 
     def tier(self, caller: Caller) -> TierLimits:
         """The limits of the caller's tier (an unknown tier gets the free tier's)."""
-        return self._tiers.get(caller.tier) or self._tiers["free"]
+        return self._limits_of(caller.tier)
+
+    def _limits_of(self, tier: str) -> TierLimits:
+        return self._tiers.get(tier) or self._tiers["free"]
 
     def install(self, app: Flask) -> None:
         """Add the X-RateLimit-* headers to every answer of a request that was limited."""
@@ -123,7 +127,7 @@ class RequestLimiter:
         minute = _item(RateLimitItemPerMinute, per_minute)
         hour = _item(RateLimitItemPerHour, per_hour)
         minute_key, hour_key = minute.key_for("requests", caller.key_id), hour.key_for("requests", caller.key_id)
-        token_key, budget_key = self._token_key(caller), self._budget_key(caller)
+        token_key, budget_key = self._token_key(caller.tier, caller.key_id), self._budget_key(caller.key_id)
 
         def count() -> tuple[int, float, int, Spend]:
             with batch(self.storage):
@@ -150,19 +154,19 @@ class RequestLimiter:
     def check_spend(self, caller: Caller, asked: int | None = None, spend: Spend | None = None) -> None:
         """Before the call: refuse ``asked`` output tokens (``max_tokens`` or its kin) above the tier's
         tokens per minute (400), an exhausted token window (429) or an exhausted monthly budget
-        (429 ``insufficient_quota``). ``spend``: what :meth:`hit` read (else it is read here)."""
+        (429 ``insufficient_quota``). ``spend``: what :meth:`hit` read (None, when the counter
+        store failed open: not checked)."""
         tier = self.tier(caller)
         if asked and asked > tier.tokens_per_minute:
             raise InvalidRequest(f"max_tokens {asked} exceeds this key's limit of {tier.tokens_per_minute} "
                                  "tokens per minute; ask for fewer.", code="max_tokens_exceeds_limit",
                                  param="max_tokens")
-        token_key = self._token_key(caller)
-        if spend is None:
-            spend = self._guard(lambda: Spend(self.storage.get(token_key), self.storage.get(self._budget_key(caller))),
-                                Spend(0, 0))
+        if spend is None:  # the counter store failed open
+            return
         used, spent = spend
         if used >= tier.tokens_per_minute:
-            reset = self._guard(lambda: self.storage.get_expiry(token_key), time.time() + 60)
+            reset = self._guard(lambda: self.storage.get_expiry(self._token_key(caller.tier, caller.key_id)),
+                                time.time() + 60)
             raise RateLimited(f"Token limit of {tier.tokens_per_minute} tokens per minute reached for "
                               "this key; retry after the time in Retry-After.",
                               retry_after=math.ceil(reset - time.time()))
@@ -172,28 +176,41 @@ class RequestLimiter:
                               retry_after=math.ceil(_month_end(time.time()) - time.time()),
                               code="insufficient_quota")
 
-    def record_usage(self, caller: Caller, tokens: int, cost: float) -> None:
-        """After the call: add the tokens the provider reported and their cost to the counters."""
-        item = _item(RateLimitItemPerMinute, self.tier(caller).tokens_per_minute)
-        micros = round(cost * MICRO_USD)
+    def charge(self, records: Iterable[UsageRecord]) -> None:
+        """After the calls: add the tokens and cost of finished requests to their keys' counters, in
+        one transaction, summed per key (answers from the cache cost nothing).
+
+        The request-log writer calls it with each batch of records, so this bookkeeping
+        leaves the request's path and costs one write per batch instead of one per
+        request; token and budget limits are checked before a call with what was charged
+        until then, as they always were (the tokens of an answer are known only after it).
+        """
         now = time.time()
+        month_left = math.ceil(_month_end(now) - now)
+        totals: dict[str, list[int]] = {}
+        for record in records:
+            if record.cached or not record.api_key_id:
+                continue
+            for key, expiry, amount in (
+                    (self._token_key(record.tier, record.api_key_id), MINUTE, record.tokens),
+                    (self._budget_key(record.api_key_id), month_left, round(record.cost * MICRO_USD))):
+                if amount > 0:
+                    totals.setdefault(key, [expiry, 0])[1] += amount
 
         def add() -> None:
             with batch(self.storage):
-                if tokens > 0:
-                    self.storage.incr(self._token_key(caller), item.get_expiry(), tokens)
-                if micros > 0:
-                    self.storage.incr(self._budget_key(caller), math.ceil(_month_end(now) - now), micros)
+                for key, (expiry, amount) in totals.items():
+                    self.storage.incr(key, expiry, amount)
 
-        if tokens > 0 or micros > 0:
+        if totals:
             self._guard(add, None)
 
-    def _token_key(self, caller: Caller) -> str:
-        return _item(RateLimitItemPerMinute, self.tier(caller).tokens_per_minute).key_for("tokens", caller.key_id)
+    def _token_key(self, tier: str, key_id: str) -> str:
+        return _item(RateLimitItemPerMinute, self._limits_of(tier).tokens_per_minute).key_for("tokens", key_id)
 
     @staticmethod
-    def _budget_key(caller: Caller) -> str:
-        return f"LIMITER/budget/{caller.key_id}/{time.strftime('%Y-%m', time.gmtime())}"
+    def _budget_key(key_id: str) -> str:
+        return f"LIMITER/budget/{key_id}/{time.strftime('%Y-%m', time.gmtime())}"
 
 
 def _add_headers(response: Any) -> Any:

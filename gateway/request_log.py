@@ -223,7 +223,8 @@ class RequestLogWriter:
 def writer_for(gateway) -> RequestLogWriter:
     """This app's writer, built on first use: background unless on Lambda or told otherwise
     (``request_log_writes``). It also emits each record's metrics, so they too leave the
-    request's critical path, and go out one line per batch and dimensions."""
+    request's critical path, and go out one line per batch and dimensions; so does charging the
+    keys' token and spend limits."""
     writer = gateway.state.get(_WRITER)
     if writer is None:
         settings = gateway.settings
@@ -232,9 +233,19 @@ def writer_for(gateway) -> RequestLogWriter:
         writer = gateway.state.setdefault(_WRITER, RequestLogWriter(
             gateway.store, settings.request_log_retention_days, background=background,
             queue_size=settings.request_log_queue_size, batch_wait=settings.request_log_batch_wait_ms / 1000,
-            on_records=lambda records: metrics.emit_requests(gateway, records),
+            on_records=lambda records: account_batch(gateway, records),
             on_fallback=lambda: metrics.count_request_log_fallback(gateway)))
     return writer
+
+
+def account_batch(gateway, records: list[UsageRecord]) -> None:
+    """What a batch of records sets off before it is stored: the keys' token and spend counters,
+    then the metrics (each isolated: neither costs the other, nor a record)."""
+    try:
+        gateway.limiter.charge(records)
+    except Exception:
+        logger.exception("charging usage to the limits failed")
+    metrics.emit_requests(gateway, records)
 
 
 def _message_text(message: dict[str, Any]) -> str:

@@ -200,10 +200,6 @@ class ChatCompletionSchema(Schema):
     max_completion_tokens = f.Integer(validate=validate.Range(min=1, max=INT32))
     metadata = f.Dict(keys=f.String(), values=f.Raw(allow_none=True))
 
-    @pre_load
-    def _null_is_absent(self, data, **kwargs):
-        return without_nulls(data)
-
 
 class TranslatedRequestSchema(Schema):
     """The chat parameters a translated provider (Bedrock) reads, checked before it translates them;
@@ -338,9 +334,10 @@ def load_completion(schema: Schema, body: dict[str, Any], limits: Any = None) ->
 
 
 def load_checked(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
-    """``schema.load(data)``, or a 400 naming every bad field (``param``: the first of them)."""
+    """``schema.load(data)`` with null fields taken as absent, or a 400 naming every bad field
+    (``param``: the first of them)."""
     try:
-        return schema.load(data)
+        return schema.load(without_nulls(data))
     except ValidationError as exc:
         problems = _flatten(exc.messages)
         raise InvalidRequest("Invalid request: " + "; ".join(problems) + ".", code="invalid_request",
@@ -376,10 +373,6 @@ class EmbeddingSchema(Schema):
         {"type": "array", "minItems": 1, "items": {"type": "integer"}},
         {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}}}]})
 
-    @pre_load
-    def _null_is_absent(self, data, **kwargs):
-        return without_nulls(data)
-
 
 class ResponsesSchema(Schema):
     """``POST /v1/responses`` (OpenAI's Responses API): the gateway reads the model, the stream
@@ -391,10 +384,6 @@ class ResponsesSchema(Schema):
     model = f.String(required=True, validate=validate.Length(min=1, max=256))
     stream = f.Boolean(load_default=False, truthy={True}, falsy={False})
     max_output_tokens = f.Integer(validate=validate.Range(min=1, max=INT32))
-
-    @pre_load
-    def _null_is_absent(self, data, **kwargs):
-        return without_nulls(data)
 
 
 def refuse_upstream_url(body: dict[str, Any]) -> None:

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
+from gateway.request_log import writer_for
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
+from gateway.types import UsageRecord
 from tests.fakes import servers
 from tests.test_errors import CHAT, assert_envelope, body
 
@@ -78,6 +80,36 @@ def test_tokens_per_minute_count_real_usage(tmp_path, fake):
     gateway = app.extensions["gateway"]
     key_id = key.split("_")[2]
     assert gateway.limiter.storage.get(f"LIMITER/tokens/{key_id}/20/1/minute") == 30
+
+
+def test_usage_is_charged_per_key_in_one_batch_and_cached_answers_cost_nothing(tmp_path):
+    app = make_app(tmp_path)
+    limiter = app.extensions["gateway"].limiter
+    records = [UsageRecord("r1", "c", 0, api_key_id="k1", tier="free", prompt_tokens=3, completion_tokens=4,
+                           cost=0.5),
+               UsageRecord("r2", "c", 0, api_key_id="k1", tier="free", prompt_tokens=1, completion_tokens=2,
+                           cost=0.25),
+               UsageRecord("r3", "c", 0, api_key_id="k2", tier="premium", prompt_tokens=5, cost=0.0),
+               UsageRecord("r4", "c", 0, api_key_id="k2", tier="premium", prompt_tokens=50, cached=True,
+                           saved_cost=1.0),
+               UsageRecord("r5", "c", 0, api_key_id="", tier="free", prompt_tokens=9)]  # refused before a key
+    limiter.charge(records)
+    free, premium = (app.extensions["gateway"].settings.tier(name).tokens_per_minute for name in ("free", "premium"))
+    month = time.strftime("%Y-%m", time.gmtime())
+    assert limiter.storage.get(f"LIMITER/tokens/k1/{free}/1/minute") == 10
+    assert limiter.storage.get(f"LIMITER/tokens/k2/{premium}/1/minute") == 5
+    assert limiter.storage.get(f"LIMITER/budget/k1/{month}") == 750_000
+    assert limiter.storage.get(f"LIMITER/budget/k2/{month}") == 0
+
+
+def test_a_background_request_log_charges_the_limits_when_it_writes(tmp_path, fake):
+    app = make_app(tmp_path, {"request_log_writes": "background", "tiers": {"free": {"tokens_per_minute": 20}}},
+                   plugins=(ProviderPlugin(fake),))
+    client, key = app.test_client(), issue_key(app)
+    assert [ask(client, key, model="fake-model").status_code for _ in range(2)] == [200, 200]
+    writer_for(app.extensions["gateway"]).flush()
+    assert_envelope(ask(client, key, model="fake-model"), 429, "rate_limit_exceeded")
+    assert len(fake.calls) == 2
 
 
 def test_max_tokens_above_tier_cap_is_400_before_upstream(tmp_path, fake):
