@@ -74,7 +74,7 @@ def select_candidates(gateway, completion: Completion, caller: Caller) -> list[t
     if not candidates:
         named = f"{completion.provider}/{completion.model}" if completion.provider else completion.model
         raise ModelNotFound(f"The model '{named}' does not exist or is not served by this gateway; "
-                            "GET /v1/models lists the available models.")
+                            "GET /v1/models lists the available models.", param="model")
     return candidates
 
 

@@ -77,7 +77,7 @@ def test_schema_violation_is_400_naming_the_fields(client, key, payload, fields)
 def test_unknown_model_is_404_model_not_found(client, key):
     error = assert_envelope(client.post(CHAT, json=body(model="no-such-model"),
                                         headers={"X-API-Key": key}), 404, "model_not_found")
-    assert "no-such-model" in error["message"]
+    assert "no-such-model" in error["message"] and error["param"] == "model"
 
 
 def test_unknown_route_is_404(client):
