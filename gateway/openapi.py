@@ -486,12 +486,15 @@ def _apply_limits(schemas: dict, app) -> None:
     (the largest tier's; a key of a smaller tier gets a 400 above its own)."""
     settings = app.extensions["gateway"].settings
     largest = max(settings.tier(tier).tokens_per_minute for tier in TIERS)
+    from gateway.schemas import UPSTREAM_URL_FIELDS
+
     for name in ("ChatCompletionRequest", "NativeCompletionRequest"):
         request = schemas[name]
         request["description"] = (f"Bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes (gzip or "
                                   "deflate accepted, the limit applies decoded); fields the gateway does not read "
-                                  "are passed to the provider as sent; max_tokens is limited to the key's tier's "
-                                  "tokens per minute.")
+                                  "are passed to the provider as sent, but none may be named like an upstream URL "
+                                  f"({', '.join(sorted(UPSTREAM_URL_FIELDS))}) at any depth: 400 upstream_url_refused; "
+                                  "max_tokens is limited to the key's tier's tokens per minute.")
         request["properties"]["messages"]["maxItems"] = settings.max_messages
         for field in ("max_tokens", "max_completion_tokens"):
             request["properties"][field]["maximum"] = largest

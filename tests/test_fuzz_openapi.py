@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from gateway.schemas import upstream_url_field
 from gateway.testing import issue_key, make_app
 from gateway.types import PERMISSIONS
 
@@ -44,6 +45,12 @@ def breaks_a_rule_of_time(case) -> bool:
     body = case.body if isinstance(case.body, dict) else {}
     expires = body.get("expires_at")
     return isinstance(expires, int | float) and not isinstance(expires, bool) and expires <= time.time() + 60
+
+
+def names_an_upstream(case) -> bool:
+    """A field named like an upstream URL anywhere in the body is refused (documented in the request's
+    description): fields the gateway passes on are free-form, so the generator may well make one."""
+    return isinstance(case.body, dict) and upstream_url_field(case.body) is not None
 
 
 WRONG_KEY = "gw_test_0123456789abcdef_" + "x" * 43
@@ -97,7 +104,8 @@ def admin_case_runner(app, statuses: Counter):
         response = case.call(headers=headers)
         label = case.operation.label
         excluded = ([schemathesis.checks.positive_data_acceptance]
-                    if label in CROSS_PARAMETER_RULES or breaks_a_rule_of_time(case) else [])
+                    if label in CROSS_PARAMETER_RULES or breaks_a_rule_of_time(case) or names_an_upstream(case)
+                    else [])
         if label in ERRORS_AT_200 or response.status_code == 413:  # 413: refused for its size, as documented
             excluded.append(schemathesis.checks.negative_data_rejection)
         case.validate_response(response, excluded_checks=excluded, headers=headers)
