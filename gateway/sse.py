@@ -20,9 +20,9 @@ def split_events(pieces: Iterable[bytes]) -> Iterator[tuple[bytes, bytes | None]
     buffer = b""
     for piece in pieces:
         buffer += piece
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if not buffer.endswith(b"\r") \
-                else buffer[:-1].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + b"\r"
+        if b"\r" in buffer:  # CRLF or CR line ends: made LF, but a last "\r" may be half of a "\r\n"
+            held = b"\r" if buffer.endswith(b"\r") else b""
+            buffer = buffer[:len(buffer) - len(held)].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
         while True:
             end = buffer.find(b"\n\n")
             if end < 0:
