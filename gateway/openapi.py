@@ -15,6 +15,7 @@ from flask import current_app, jsonify
 from marshmallow import INCLUDE, Schema
 from marshmallow import fields as f
 
+from gateway.schemas import UPSTREAM_URL_FIELDS
 from gateway.types import PERMISSIONS, TIERS
 
 _DOCUMENT = "openapi.document"
@@ -482,22 +483,24 @@ def build_document(app) -> dict:
 
 
 def _apply_limits(schemas: dict, app) -> None:
-    """State this app's limits in the request schemas: body size, messages, text length, max_tokens
-    (the largest tier's; a key of a smaller tier gets a 400 above its own)."""
+    """State this app's limits in the request schemas: body size, upstream URL fields, messages,
+    text length, output tokens (the largest tier's; a key of a smaller tier gets a 400 above its own)."""
     settings = app.extensions["gateway"].settings
     largest = max(settings.tier(tier).tokens_per_minute for tier in TIERS)
-    from gateway.schemas import UPSTREAM_URL_FIELDS
-
-    for name in ("ChatCompletionRequest", "NativeCompletionRequest"):
+    bodies = (f"Bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes (gzip or deflate accepted, the "
+              "limit applies decoded); fields the gateway does not read are passed to the provider as sent, but "
+              f"none may be named like an upstream URL ({', '.join(sorted(UPSTREAM_URL_FIELDS))}) at any depth: "
+              "400 upstream_url_refused; output tokens are limited to the key's tier's tokens per minute.")
+    token_fields = {"ChatCompletionRequest": ("max_tokens", "max_completion_tokens"),
+                    "NativeCompletionRequest": ("max_tokens", "max_completion_tokens"),
+                    "ResponsesRequest": ("max_output_tokens",), "EmbeddingRequest": ()}
+    for name, fields in token_fields.items():
         request = schemas[name]
-        request["description"] = (f"Bodies are limited to {app.config['MAX_CONTENT_LENGTH']} bytes (gzip or "
-                                  "deflate accepted, the limit applies decoded); fields the gateway does not read "
-                                  "are passed to the provider as sent, but none may be named like an upstream URL "
-                                  f"({', '.join(sorted(UPSTREAM_URL_FIELDS))}) at any depth: 400 upstream_url_refused; "
-                                  "max_tokens is limited to the key's tier's tokens per minute.")
-        request["properties"]["messages"]["maxItems"] = settings.max_messages
-        for field in ("max_tokens", "max_completion_tokens"):
+        request["description"] = bodies
+        for field in fields:
             request["properties"][field]["maximum"] = largest
+    for name in ("ChatCompletionRequest", "NativeCompletionRequest"):
+        schemas[name]["properties"]["messages"]["maxItems"] = settings.max_messages
     content = schemas["Message"]["properties"]["content"]["anyOf"]
     content[0]["maxLength"] = settings.max_message_chars
     content[2]["items"]["then"]["properties"]["text"]["maxLength"] = settings.max_message_chars

@@ -139,3 +139,24 @@ def test_responses_are_passed_through_and_recorded_with_their_tokens(upstreams_a
     assert record.prompt_tokens > 0 and record.completion_tokens > 0 and record.cost > 0
     if stream:
         assert b"event: response.completed" in data and b"[DONE]" not in data
+
+
+def test_fields_inside_messages_are_dropped_for_bedrock_and_nulls_are_absent(upstreams_app, fake_bedrock):
+    app = upstreams_app()
+    turn = {"role": "assistant", "content": "earlier answer", "tool_calls": None, "function_call": None,
+            "annotations": [], "provider_specific_fields": {"refusal": None}}
+    body = {"model": "claude-3-haiku", "max_tokens": None, "temperature": None,
+            "messages": [{"role": "user", "content": "hi"}, turn, {"role": "user", "content": "again"}]}
+    response = app.test_client().post(CHAT, json=body, headers={"X-API-Key": issue_key(app)})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    sent = fake_bedrock.requests[-1]
+    assert sent["messages"][1] == {"role": "assistant", "content": [{"text": "earlier answer"}]}
+    assert "inferenceConfig" not in sent
+
+
+def test_a_parameter_bedrock_cannot_honour_is_a_400_naming_it(upstreams_app, fake_bedrock):
+    app = upstreams_app()
+    body = {"model": "claude-3-haiku", "reasoning_effort": "low", "messages": [{"role": "user", "content": "hi"}]}
+    error = assert_envelope(app.test_client().post(CHAT, json=body, headers={"X-API-Key": issue_key(app)}),
+                            400, "upstream_rejected")
+    assert "reasoning_effort" in error["message"] and fake_bedrock.requests == []
