@@ -38,11 +38,17 @@ class Completion:
     """The normalized chat request, shared by the OpenAI-compatible and native APIs."""
 
     model: str
+    #: The messages as the caller sent them (every field kept), as enrichment left them.
     messages: list[dict[str, Any]]
+    #: Every other field of the body the gateway does not read itself, as sent (the caller's
+    #: ``metadata`` included, less the gateway's own switches): what an OpenAI-compatible
+    #: upstream receives beside ``model`` and ``messages``.
     parameters: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     provider: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: The gateway's own notes on this request: the caller's ``metadata`` switches (``mcp``) and what
+    #: enrichment plugins add (``mcp_context``); never sent upstream.
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
