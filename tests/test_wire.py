@@ -160,3 +160,15 @@ def test_a_parameter_bedrock_cannot_honour_is_a_400_naming_it(upstreams_app, fak
     error = assert_envelope(app.test_client().post(CHAT, json=body, headers={"X-API-Key": issue_key(app)}),
                             400, "upstream_rejected")
     assert "reasoning_effort" in error["message"] and fake_bedrock.requests == []
+
+
+def test_fields_inside_messages_reach_an_openai_compatible_upstream_unchanged(upstreams_app, fake_openai):
+    """litellm sends its previous answer back with ``provider_specific_fields`` (a 400 here before)."""
+    app = upstreams_app()
+    turn = {"role": "assistant", "content": "earlier", "tool_calls": None, "function_call": None,
+            "provider_specific_fields": {"refusal": None, "citations": []}}
+    messages = [{"role": "user", "content": "hi"}, turn, {"role": "user", "content": "again"}]
+    response = app.test_client().post(CHAT, json={"model": "gpt-4o-mini", "messages": messages},
+                                      headers={"X-API-Key": issue_key(app)})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert fake_openai.requests[-1]["messages"] == messages
