@@ -9,23 +9,31 @@ entirely.
 
 Storage is chosen by the ``response_cache`` setting's URI:
 
+- ``auto`` (the default): ``sqlite:///<sqlite_path's stem>-cache.db`` beside the store
+  when the store is SQLite, ``memory://`` when it is DynamoDB (see :func:`cache_uri`).
+- ``sqlite:///path?max_entries=N``: one SQLite file (WAL) shared by every worker of the
+  host, so ``gateway serve``'s gunicorn workers see each other's answers; kept near
+  ``max_entries`` (10000 by default) by an occasional prune.
 - ``memory://?max_entries=N``: a bounded LRU in this process (local, one worker).
 - ``redis://host:port/db``: shared by every worker; entries expire with Redis' own TTL.
 - ``dynamodb://table-name``: for Lambda; items carry ``expiresAt`` (the table's TTL
   attribute) and expired items are ignored until DynamoDB deletes them.
 
 The backends are small classes of our own: no maintained library offers one
-get/set-with-TTL interface over these three stores without bringing a framework along.
+get/set-with-TTL interface over these stores without bringing a framework along.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import itertools
 import logging
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +45,10 @@ logger = logging.getLogger(__name__)
 OPT_IN_HEADER = "X-Gateway-Cache"
 HIT, MISS = "HIT", "MISS"
 DEFAULT_MAX_ENTRIES = 1000
+#: A file on disk holds more than a worker's memory should; one entry is one answer (a few KB).
+DEFAULT_SQLITE_MAX_ENTRIES = 10_000
+#: ``response_cache`` value meaning "choose by store" (SQLite file, or memory on DynamoDB).
+AUTO = "auto"
 _STATE = "response_cache"
 
 
@@ -99,6 +111,95 @@ class RedisBackend:
         self.client.set(f"gateway:cache:{key}", value, ex=ttl)
 
 
+_SQLITE_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS response_cache (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS response_cache_expires_at ON response_cache (expires_at)",
+)
+_SQLITE_SET = """
+INSERT INTO response_cache (key, value, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+
+
+class SQLiteBackend:
+    """Entries in one SQLite file (WAL mode) shared by every process on the host.
+
+    Each thread opens its own connection on first use, so a file that cannot be opened
+    raises on ``get``/``set`` (a miss, a skipped write: see :class:`Lookup`), never at
+    start-up. Every ``prune_every``-th ``set`` of a process deletes expired rows and, past
+    ``max_entries``, the rows that expire first (with one TTL: the oldest), so the table
+    stays within ``max_entries`` plus the writes between two prunes.
+    """
+
+    PRUNE_EVERY = 100
+    #: Seconds a statement waits for another writer's lock: a cache must not hold a request up long.
+    BUSY_TIMEOUT = 2.0
+
+    #: Threads opening their first connection at once would race to switch a new file to WAL
+    #: (SQLite answers "database is locked" to that without waiting): one at a time per process.
+    _opening = threading.Lock()
+
+    def __init__(self, path: str, max_entries: int = DEFAULT_SQLITE_MAX_ENTRIES,
+                 prune_every: int = PRUNE_EVERY):
+        self.path = path
+        self.max_entries = max_entries
+        self.prune_every = prune_every
+        self._local = threading.local()
+        self._sets = itertools.count(1)
+
+    def _db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._opening:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    for statement in _SQLITE_SCHEMA:
+                        conn.execute(statement)
+                except BaseException:
+                    conn.close()  # not kept: the next call tries again
+                    raise
+            self._local.conn = conn
+        return conn
+
+    def get(self, key: str) -> bytes | None:
+        """The value under ``key``, or None when absent or expired."""
+        row = self._db().execute("SELECT value FROM response_cache WHERE key = ? AND expires_at > ?",
+                                 (key, time.time())).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        """Store (or replace) ``value`` until now + ``ttl`` seconds; now and then, prune."""
+        db = self._db()
+        db.execute(_SQLITE_SET, (key, value, time.time() + ttl))
+        if next(self._sets) % self.prune_every == 0:
+            self.prune()
+
+    def prune(self) -> None:
+        """Delete expired rows, then the soonest-expiring ones beyond ``max_entries``."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM response_cache WHERE expires_at <= ?", (time.time(),))
+            (count,) = db.execute("SELECT count(*) FROM response_cache").fetchone()
+            if count > self.max_entries:
+                db.execute("DELETE FROM response_cache WHERE key IN (SELECT key FROM response_cache "
+                           "ORDER BY expires_at LIMIT ?)", (count - self.max_entries,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def __len__(self) -> int:
+        return self._db().execute("SELECT count(*) FROM response_cache").fetchone()[0]
+
+
 class DynamoDBBackend:
     """Entries in a DynamoDB table keyed by ``cacheKey``, with TTL attribute ``expiresAt``."""
 
@@ -137,25 +238,47 @@ class DynamoDBBackend:
             self.TTL_ATTRIBUTE: {"N": str(int(time.time()) + ttl)}})
 
 
+def cache_uri(settings) -> str:
+    """The ``response_cache`` URI in effect: the setting, with ``auto`` chosen by store
+    (a SQLite file beside ``sqlite_path``, as the rate-limit counters; memory on DynamoDB)."""
+    uri = settings.response_cache
+    if uri != AUTO:
+        return uri
+    if settings.store == "dynamodb":
+        return "memory://"
+    base = Path(settings.sqlite_path)
+    return f"sqlite:///{base.with_name(base.stem + '-cache.db')}"
+
+
+def _max_entries(uri: str, query: str, default: int) -> int:
+    try:
+        max_entries = int(parse_qs(query).get("max_entries", [default])[0])
+    except ValueError:
+        max_entries = 0
+    if max_entries < 1:
+        raise ConfigError(f"response_cache {uri!r}: max_entries must be a positive integer")
+    return max_entries
+
+
 def open_backend(uri: str, region: str = "us-east-1") -> CacheBackend | None:
-    """The backend a ``response_cache`` URI names; None for "" (the cache is off)."""
+    """The backend a ``response_cache`` URI names (``auto`` resolved: see :func:`cache_uri`);
+    None for "" (the cache is off)."""
     if not uri:
         return None
+    if uri.startswith("sqlite:"):
+        path, _, query = uri[len("sqlite:///"):].partition("?")
+        if not uri.startswith("sqlite:///") or not path:
+            raise ConfigError(f"response_cache {uri!r}: use sqlite:///relative/path or sqlite:////absolute/path")
+        return SQLiteBackend(path, _max_entries(uri, query, DEFAULT_SQLITE_MAX_ENTRIES))
     parts = urlsplit(uri)
     if parts.scheme == "memory":
-        query = parse_qs(parts.query)
-        try:
-            max_entries = int(query.get("max_entries", [DEFAULT_MAX_ENTRIES])[0])
-        except ValueError:
-            max_entries = 0
-        if max_entries < 1:
-            raise ConfigError(f"response_cache {uri!r}: max_entries must be a positive integer")
-        return MemoryBackend(max_entries)
+        return MemoryBackend(_max_entries(uri, parts.query, DEFAULT_MAX_ENTRIES))
     if parts.scheme in ("redis", "rediss"):
         return RedisBackend(uri)
     if parts.scheme == "dynamodb" and parts.netloc:
         return DynamoDBBackend(parts.netloc, region)
-    raise ConfigError(f"response_cache {uri!r}: use memory://, redis://host:port/db or dynamodb://table")
+    raise ConfigError(f"response_cache {uri!r}: use auto, sqlite:///path, memory://, redis://host:port/db "
+                      "or dynamodb://table")
 
 
 @dataclass
@@ -229,7 +352,7 @@ def backend_for(gateway) -> CacheBackend | None:
     """This app's cache backend, opened on first use (None when the cache is off)."""
     state = gateway.state
     if _STATE not in state:
-        state.setdefault(_STATE, open_backend(gateway.settings.response_cache, gateway.settings.aws_region))
+        state.setdefault(_STATE, open_backend(cache_uri(gateway.settings), gateway.settings.aws_region))
     return state[_STATE]
 
 

@@ -138,8 +138,8 @@ class SettingsSchema(Schema):
     request_log_batch_wait_ms = f.Float(validate=validate.Range(min=0, max=1000))
     request_log_content = f.Boolean()
     response_cache = f.String(validate=validate.Regexp(
-        r"^$|^(memory|redis|rediss|dynamodb)://", error="must be empty (off) or a memory://, "
-        "redis:// or dynamodb:// URI"))
+        r"^$|^auto$|^(sqlite|memory|redis|rediss|dynamodb)://", error="must be empty (off), auto, "
+        "or a sqlite://, memory://, redis:// or dynamodb:// URI"))
     response_cache_ttl = f.Integer(validate=validate.Range(min=1))
     metrics_emf = f.Boolean()
     provider_connect_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
@@ -219,8 +219,10 @@ class Settings:
     request_log_batch_wait_ms: float = 20.0
     #: Store prompts and completions (after the ``gateway_redact`` hook) in the request log.
     request_log_content: bool = False
-    #: "" (off), "memory://?max_entries=N", "redis://host:port/db" or "dynamodb://table".
-    response_cache: str = "memory://"
+    #: "" (off), "auto" (sqlite:///<sqlite_path's stem>-cache.db on the SQLite store, memory://
+    #: on DynamoDB), "sqlite:///path?max_entries=N", "memory://?max_entries=N" (per process),
+    #: "redis://host:port/db" or "dynamodb://table".
+    response_cache: str = "auto"
     response_cache_ttl: int = 3600
     #: CloudWatch Embedded Metric Format lines on stdout.
     metrics_emf: bool = True

@@ -57,6 +57,13 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
 
 
+class RequestTooLarge(InvalidRequest):
+    """The body is over ``max_body_bytes``, as sent or decoded (413)."""
+
+    status = 413
+    code = "request_too_large"
+
+
 class UnsupportedMediaType(InvalidRequest):
     """The body is not JSON (415)."""
 

@@ -15,13 +15,15 @@ from werkzeug.routing import Rule
 from werkzeug.utils import import_string
 
 from gateway.config import Settings
-from gateway.errors import GatewayError, InvalidRequest, UnsupportedMediaType
+from gateway.errors import GatewayError, InvalidRequest, RequestTooLarge, UnsupportedMediaType
 
 logger = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "X-Correlation-ID"
 #: The request's own id (the request log's ``request_id``), on every answer as OpenAI sends its own.
 REQUEST_ID_HEADER = "x-request-id"
+#: How deep a body may nest objects and arrays (deeper: 400 ``too_deeply_nested``).
+MAX_NESTING = 64
 #: A ``\uD800``-``\uDFFF`` escape in raw JSON: the only way a lone surrogate gets into a body.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -163,19 +165,52 @@ def read_json_body() -> dict[str, Any]:
     if not request.is_json:
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, not {request.mimetype or 'missing'}.")
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    limit = request.max_content_length
+    raw = read_body(limit)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding and encoding != "identity":
-        raw = decode_body(raw, encoding, request.max_content_length)
+        raw = decode_body(raw, encoding, limit)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"Body is not valid JSON: {exc}.", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequest(f"Body is nested more than {MAX_NESTING} levels deep.", code="too_deeply_nested") \
+            from None
     if not isinstance(body, dict):
         raise InvalidRequest("Body must be a JSON object.", code="invalid_json")
+    if nested_deeper_than(body, MAX_NESTING):
+        raise InvalidRequest(f"Body is nested more than {MAX_NESTING} levels deep.", code="too_deeply_nested")
     if _SURROGATE_ESCAPE.search(raw):
         refuse_lone_surrogates(body)
     return body
+
+
+def read_body(limit: int | None) -> bytes:
+    """The raw body, at most ``limit`` bytes (413 past it), whether it came with a Content-Length or
+    chunked: for a chunked body werkzeug stops reading at the limit without a word, so the JSON
+    would be cut (a 400, or a 200 when the cut happened to parse)."""
+    if request.content_length is not None or limit is None:
+        try:
+            return request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise too_large(limit) from None
+    stream = request.environ["wsgi.input"]
+    pieces, size = [], 0
+    while size <= limit:
+        piece = stream.read(min(65536, limit + 1 - size))
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    if size > limit:
+        raise too_large(limit)
+    return b"".join(pieces)
+
+
+def too_large(limit: int | None) -> RequestTooLarge:
+    """The 413 for a body over ``limit`` bytes."""
+    return RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
 
 
 #: zlib's ``wbits`` per content coding: gzip's header and trailer, or zlib's (HTTP's "deflate").
@@ -202,7 +237,7 @@ def decode_body(raw: bytes, encoding: str, limit: int | None) -> bytes:
         except zlib.error:
             raise InvalidRequest(f"Body is not valid deflate data: {exc}.", code="invalid_encoding") from None
     if limit and (len(decoded) > limit or decoder.unconsumed_tail):
-        raise RequestEntityTooLarge()
+        raise too_large(limit)
     if not decoder.eof:
         raise InvalidRequest(f"Body's {encoding} data is truncated.", code="invalid_encoding")
     return decoded
@@ -211,6 +246,19 @@ def decode_body(raw: bytes, encoding: str, limit: int | None) -> bytes:
 def _decompress(raw: bytes, wbits: int, limit: int | None) -> tuple[Any, bytes]:
     decoder = zlib.decompressobj(wbits)
     return decoder, decoder.decompress(raw, limit + 1) if limit else decoder.decompress(raw)
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``value`` nest more than ``limit`` levels (walked without
+    recursion: what later walks the body, or serializes it, could not take much more)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def refuse_lone_surrogates(value: Any, path: str = "") -> None:

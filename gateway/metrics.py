@@ -12,14 +12,24 @@ share the dimensions Stage, Provider, Model and Tier and the same minute go out 
 line in which each metric holds one value per record (EMF takes a list of values), stamped
 with the earliest record's time. An authentication failure (no caller, so no record) is
 counted by :func:`count_auth_failure` where the pipeline raises it.
+
+Dimension values come only from the gateway's own configuration, never from the caller:
+CloudWatch bills every distinct dimension set as a metric, so a caller sending a new model
+name on each request would otherwise mint a new metric each time. ``Model`` is kept only
+when it is a model the gateway knows (a public name, alias or upstream id of the model
+table, or a model a registered provider lists), ``Provider`` only when it is a registered
+provider; anything else is emitted as ``unknown`` (see :func:`known_dimensions`).
 """
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import sys
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from gateway import metric_names as names
 from gateway.types import UsageRecord
@@ -33,6 +43,61 @@ UNKNOWN = "unknown"
 VALUES_PER_LINE = 100
 _write_lock = threading.Lock()
 _metric_sets = threading.local()
+#: Where :func:`known_dimensions` keeps its sets, in ``gateway.state``.
+_STATE_KEY = "metrics.known_dimensions"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnownDimensions:
+    """The Provider and Model values the gateway's configuration defines (all others are ``unknown``)."""
+
+    providers: frozenset[str]
+    models: frozenset[str]
+
+    def provider(self, value: str | None) -> str:
+        """``value`` if it names a registered provider, else ``unknown``."""
+        return value if value in self.providers else UNKNOWN
+
+    def model(self, value: str | None) -> str:
+        """``value`` if it names a model the gateway knows, else ``unknown``."""
+        return value if value in self.models else UNKNOWN
+
+
+def _mcp_tool_models(gateway) -> set[str]:
+    """The ``mcp:<tool>`` model names the built-in MCP server records (its fixed tool list), when
+    that plugin is loaded: a caller naming an unknown tool gets an error and no record."""
+    try:
+        if not gateway.pm.has_plugin("mcp"):
+            return set()
+        tools = importlib.import_module("plugins.mcp_tools").TOOLS
+        return {f"mcp:{name}" for name in tools}
+    except Exception:  # no MCP plugin, or one of another shape: its records count as unknown
+        return set()
+
+
+def known_dimensions(gateway) -> KnownDimensions:
+    """The app's :class:`KnownDimensions`, built on first use from the model table and the
+    registered providers (both fixed once the app is built) and kept in ``gateway.state``."""
+    known = gateway.state.get(_STATE_KEY)
+    if known is None:
+        providers = set(gateway.providers)
+        models: set[str] = set()
+        for spec in gateway.models:
+            models.add(spec.name)
+            models.update(spec.aliases)
+            models.update(route.upstream for route in spec.routes)
+        for name, provider in gateway.providers.items():
+            try:
+                models.update(provider.models())
+            except Exception:  # a provider's listing failing must not stop the metrics
+                logger.warning("provider %s could not list its models for the metrics", name, exc_info=True)
+        mcp_models = _mcp_tool_models(gateway)
+        if mcp_models:
+            providers.add("mcp")
+            models.update(mcp_models)
+        known = gateway.state[_STATE_KEY] = KnownDimensions(frozenset(providers), frozenset(models))
+    return known
 
 
 def _thread_metric_set():
@@ -105,9 +170,10 @@ def emit_requests(gateway, records: Iterable[UsageRecord]) -> None:
     """
     if not gateway.settings.metrics_emf:
         return
+    known = known_dimensions(gateway)
     groups: dict[tuple[str, str, str, int], list[UsageRecord]] = {}
     for record in records:
-        key = (record.provider or UNKNOWN, record.model or UNKNOWN, record.tier or UNKNOWN,
+        key = (known.provider(record.provider), known.model(record.model), record.tier or UNKNOWN,
                int(record.timestamp // 60))
         groups.setdefault(key, []).append(record)
     stage = gateway.settings.stage

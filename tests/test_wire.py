@@ -3,6 +3,7 @@ routes as the gateway records, caches and routes them (the clients' view is in t
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import zlib
 
@@ -172,3 +173,34 @@ def test_fields_inside_messages_reach_an_openai_compatible_upstream_unchanged(up
                                       headers={"X-API-Key": issue_key(app)})
     assert response.status_code == 200, response.get_data(as_text=True)
     assert fake_openai.requests[-1]["messages"] == messages
+
+
+def test_nesting_past_the_limit_is_a_400_however_deep(client, key):
+    for depth in (65, 900, 5000):
+        deep = "[" * depth + "]" * depth
+        body = json.dumps(BODY)[:-1] + f', "extra": {deep}}}'
+        response = client.post(CHAT, data=body, headers={"X-API-Key": key, "Content-Type": "application/json"})
+        assert_envelope(response, 400, "too_deeply_nested")
+    assert client.post(CHAT, json={**BODY, "extra": [[[["fine"]]]]}, headers={"X-API-Key": key}).status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_not_a_cut_body(app, client, key, gateway):
+    limit = gateway.settings.max_body_bytes
+    whole = json.dumps({**BODY, "pad": "x" * limit}).encode()
+    response = client.post(CHAT, input_stream=io.BytesIO(whole), environ_overrides={"wsgi.input_terminated": True},
+                           headers={"X-API-Key": key, "Content-Type": "application/json",
+                                    "Transfer-Encoding": "chunked"})
+    assert_envelope(response, 413, "request_too_large")
+    small = json.dumps(BODY).encode()
+    response = client.post(CHAT, input_stream=io.BytesIO(small), environ_overrides={"wsgi.input_terminated": True},
+                           headers={"X-API-Key": key, "Content-Type": "application/json",
+                                    "Transfer-Encoding": "chunked"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_refused_bodies_are_logged_with_their_real_status(app, client, key, gateway):
+    big = {**BODY, "pad": "x" * (gateway.settings.max_body_bytes + 1)}
+    assert client.post(CHAT, json=big, headers={"X-API-Key": key}).status_code == 413
+    assert client.post(CHAT, data="x", headers={"X-API-Key": key, "Content-Type": "text/plain"}).status_code == 415
+    records = gateway.store.records_for_user("alice")[-2:]
+    assert [(r.status, r.error_code) for r in records] == [(413, "request_too_large"), (415, "unsupported_media_type")]
