@@ -139,7 +139,12 @@ def _finish(response: Response) -> Response:
 
 
 def install(app: Flask, settings: Settings) -> None:
-    """Attach correlation ids, security headers, error handlers and CORS to ``app``."""
+    """Attach correlation ids, security headers, error handlers and CORS to ``app``.
+
+    Repeated slashes are not merged: werkzeug answers them with a redirect to an absolute URL
+    built from the request's ``Host`` header, which a caller controls; they are a 404 instead.
+    """
+    app.url_map.merge_slashes = False
     app.before_request(_assign_ids)
     app.after_request(_finish)
     app.register_error_handler(GatewayError, _gateway_error)

@@ -204,3 +204,9 @@ def test_refused_bodies_are_logged_with_their_real_status(app, client, key, gate
     assert client.post(CHAT, data="x", headers={"X-API-Key": key, "Content-Type": "text/plain"}).status_code == 415
     records = gateway.store.records_for_user("alice")[-2:]
     assert [(r.status, r.error_code) for r in records] == [(413, "request_too_large"), (415, "unsupported_media_type")]
+
+
+def test_repeated_slashes_are_a_404_not_a_redirect_to_the_callers_host(client, key):
+    response = client.get("/v1//models", headers={"X-API-Key": key, "Host": "evil.example"})
+    assert_envelope(response, 404, "not_found")
+    assert "Location" not in response.headers
