@@ -78,7 +78,8 @@ def test_failures_rate_limits_and_auth_failures_are_counted(app, capsys):
     assert ask(client, key).status_code == 429
     failed, missing, limited = emf_lines(capsys)
     assert (failed["Errors"], failed["Provider"], failed["RateLimited"]) == ([1.0], "fake", [0.0])
-    assert (missing["Errors"], missing["Provider"], missing["Model"]) == ([1.0], "unknown", "missing")
+    # The caller's made-up model name is not a dimension value: it would mint a metric.
+    assert (missing["Errors"], missing["Provider"], missing["Model"]) == ([1.0], "unknown", "unknown")
     assert (limited["RateLimited"], limited["Errors"], limited["Tier"]) == ([1.0], [1.0], "free")
 
     assert ask(client, None).status_code == 401
@@ -232,3 +233,50 @@ def test_a_reused_metric_set_carries_nothing_into_the_next_line(tmp_path, capsys
     assert "Tier" not in second and "Latency" not in second and second["AuthFailures"] == [1.0]
     assert second["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Stage"]]
     assert second["_aws"]["Timestamp"] >= int(before * 1000)  # its own time, not the previous line's
+
+
+def test_a_made_up_model_name_is_emitted_as_unknown_and_a_known_one_keeps_its_name(app, capsys):
+    client, key = app.test_client(), issue_key(app, tier="premium")
+    capsys.readouterr()
+    assert ask(client, key, model="made-up-model-1").status_code == 404
+    assert ask(client, key, model="echo").status_code == 200
+    made_up, echo = emf_lines(capsys)
+    assert (made_up["Provider"], made_up["Model"], made_up["Errors"]) == ("unknown", "unknown", [1.0])
+    assert (echo["Provider"], echo["Model"]) == ("echo", "echo")
+
+
+def test_a_thousand_made_up_model_names_make_one_dimension_value(app, capsys):
+    gateway = app.extensions["gateway"]
+    records = [_record(n, model=f"made-up-{n}", provider=f"provider-{n % 7}") for n in range(1000)]
+    records += [_record(1000 + n, model=f"made-up-{n}") for n in range(1000)]  # a registered provider
+    capsys.readouterr()
+    metrics.emit_requests(gateway, records)
+    lines = emf_lines(capsys)
+    assert {(line["Provider"], line["Model"]) for line in lines} == {("unknown", "unknown"), ("openai", "unknown")}
+    assert sum(len(line["Requests"]) for line in lines) == 2000  # every record still counted
+    assert len(lines) == 20  # 100 values a line, in two dimension sets
+
+
+def test_dimension_values_come_from_the_model_table_and_the_providers(tmp_path, capsys):
+    table = tmp_path / "models.json"
+    table.write_text(json.dumps({"models": {"fast": {"aliases": ["quick"], "routes": [
+        {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"}]}}}))
+    gateway = make_app(tmp_path, {"model_table_path": str(table)},
+                       plugins=(ProviderPlugin(FakeProvider()),)).extensions["gateway"]
+    names_sent = ["fast", "quick", "gpt-4o-mini-2024-07-18", "gpt-4o", "fake-model", "echo", "not-a-model", ""]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, [_record(n, model=model) for n, model in enumerate(names_sent)])
+    emitted = {line["Model"] for line in emf_lines(capsys)}
+    assert emitted == {"fast", "quick", "gpt-4o-mini-2024-07-18", "gpt-4o", "fake-model", "echo", "unknown"}
+    known = metrics.known_dimensions(gateway)
+    assert known is metrics.known_dimensions(gateway)  # built once per app
+    assert known.providers >= {"openai", "bedrock", "echo", "fake"} and "not-a-provider" not in known.providers
+
+
+def test_mcp_tool_records_keep_their_bounded_names(tmp_path, capsys):
+    gateway = make_app(tmp_path).extensions["gateway"]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, [_record(1, provider="mcp", model="mcp:search_products"),
+                                    _record(2, provider="mcp", model="mcp:made_up_tool")])
+    assert {(line["Provider"], line["Model"]) for line in emf_lines(capsys)} == {
+        ("mcp", "mcp:search_products"), ("mcp", "unknown")}
