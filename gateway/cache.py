@@ -25,8 +25,8 @@ get/set-with-TTL interface over these stores without bringing a framework along.
 from __future__ import annotations
 
 import hashlib
-import json
 import itertools
+import json
 import logging
 import sqlite3
 import threading

@@ -3,6 +3,16 @@
 Used by ``gateway catalog import FILE`` and the admin endpoints. A file is checked in
 full before anything is stored: every bad row is reported, and one bad row stores nothing.
 Rows are numbered from 1, the first product (a CSV header is not counted).
+
+CSV export guards against CSV (formula) injection, as OWASP advises: a text cell that starts
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, which a spreadsheet would run as a
+formula (``=HYPERLINK(...)``), is written with a single quote ``'`` in front. So that the
+quote is never ambiguous, a text cell that already starts with ``'`` followed by one of those
+characters or by another ``'`` gets one too; CSV import removes exactly that one added quote,
+so an exported file imports back unchanged. Only the text columns are treated this way, every
+one of them, even a ``productId`` of ``-5``; the number columns (``price``, ``rating``) are
+written as numbers and never quoted (the schema keeps them non-negative anyway). JSON files
+are written and read as they are.
 """
 from __future__ import annotations
 
@@ -20,6 +30,29 @@ from gateway.store.base import AVAILABILITY, Product, ProductStore
 FIELDS = ("productId", "name", "category", "price", "brand", "availability", "description", "rating")
 REQUIRED = ("productId", "name", "category", "price")
 FORMATS = (".json", ".csv")
+#: The text columns: neutralised on CSV export, restored on CSV import.
+TEXT_FIELDS = ("productId", "name", "category", "brand", "availability", "description")
+#: First characters a spreadsheet may take as the start of a formula (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTE = "'"
+
+
+def _is_quoted(cell: str) -> bool:
+    """Whether ``cell`` carries the quote export adds: ``'`` then a formula start or another ``'``."""
+    return len(cell) > 1 and cell[0] == _QUOTE and (cell[1] == _QUOTE or cell[1] in FORMULA_STARTS)
+
+
+def neutralise_cell(value: str) -> str:
+    """``value`` as a CSV text cell a spreadsheet will not run: ``'`` in front of a formula start
+    (and of a value that would otherwise read back as quoted); :func:`restore_cell` undoes it."""
+    if value and (value[0] in FORMULA_STARTS or _is_quoted(value)):
+        return _QUOTE + value
+    return value
+
+
+def restore_cell(cell: str) -> str:
+    """The value :func:`neutralise_cell` wrote as ``cell``."""
+    return cell[1:] if _is_quoted(cell) else cell
 
 
 class CatalogError(InvalidRequest):
@@ -106,7 +139,9 @@ def _load_csv(path: Path, text: str) -> list:
                 rows.append(_ExtraCells(len(row[None])))  # reported as an error below
                 continue
             # An empty cell means "not given": required fields then say so, others take defaults.
-            rows.append({k: v for k, v in row.items() if v not in (None, "")})
+            # Text cells lose the quote a CSV export put in front of a formula start.
+            rows.append({k: restore_cell(v) if k in TEXT_FIELDS else v
+                         for k, v in row.items() if v not in (None, "")})
         return rows
     except csv.Error as exc:
         raise CatalogError(f"{path} is not valid CSV (line {reader.line_num}: {exc}); "
@@ -121,7 +156,9 @@ def read_products(path: str | Path) -> list[Product]:
         raise CatalogError(f"{path}: unknown catalog format {suffix or '(no extension)'!r}; "
                            "use a .json or .csv file")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # newline="": a carriage return inside a quoted CSV cell is data, not a line end to translate.
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            text = fh.read()
     except UnicodeDecodeError:
         raise CatalogError(f"{path} is not UTF-8 text; save it as UTF-8 and try again") from None
     except OSError as exc:
@@ -199,7 +236,8 @@ def export_products(store: ProductStore, path: str | Path) -> int:
             else:
                 writer = csv.DictWriter(fh, fieldnames=FIELDS)
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows({k: neutralise_cell(v) if isinstance(v, str) else v for k, v in row.items()}
+                                 for row in rows)
     except OSError as exc:
         raise CatalogError(f"cannot write {path}: {exc.strerror or exc}; check the path and permissions") from None
     return len(rows)

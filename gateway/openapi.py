@@ -195,6 +195,7 @@ class MetricsReport(Schema):
     timeseries = f.Raw(required=True)
     top_users = f.List(f.Dict(), required=True)
     recent_errors = f.List(f.Dict(), required=True)
+    circuits = f.Dict(required=True, metadata={"description": "Each circuit breaker by provider/model."})
     from_ = f.String(required=True, data_key="from")
     to = f.String(required=True)
 

@@ -44,10 +44,17 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return max(jittered, retry_after or 0.0)
 
 
+#: Failures the upstream causes: its 5xx, an answer it garbled, a connection it refused or dropped,
+#: its timeouts. Only these count towards opening a breaker.
+UPSTREAM_FAILURES = frozenset({"provider_error", "provider_bad_response", "provider_unreachable",
+                               "provider_timeout"})
+
+
 def counts_as_failure(exc: ProviderError) -> bool:
-    """Whether ``exc`` says the upstream is unhealthy (the breaker counts it); the caller's own
-    mistakes and a provider without credentials do not."""
-    return not isinstance(exc, UpstreamRejected) and exc.code != "provider_not_configured"
+    """Whether ``exc`` says the upstream is unhealthy (the breaker counts it). Nothing a caller's
+    input causes counts (its 4xx, text it cannot read), nor the upstream's rate limiting of our
+    key or a provider without credentials: one tenant can never open a breaker for all."""
+    return exc.code in UPSTREAM_FAILURES and not isinstance(exc, UpstreamRejected)
 
 
 class CircuitBreaker:

@@ -197,6 +197,27 @@ def test_all_candidates_failing_names_each_failure(upstreams_app, fake_openai, f
     assert records(app)[-1].status == 502
 
 
+def circuit_state(app, name: str) -> str:
+    """A breaker's state as an admin sees it."""
+    admin = issue_key(app, user="ops", permissions=("admin",))
+    return app.test_client().get("/api/v1/admin/metrics", headers={"X-API-Key": admin}).get_json()[
+        "circuits"][name]["state"]
+
+
+@pytest.mark.parametrize("status, body", [
+    (400, {"error": {"message": "bad input", "type": "invalid_request_error"}}),
+    (429, {"error": {"message": "slow down"}}),
+    (401, {"error": {"message": "bad key"}}),
+])
+def test_failures_the_upstream_did_not_cause_never_open_a_breaker(upstreams_app, fake_openai, status, body):
+    app = upstreams_app({"retry_attempts": 0, "circuit_breaker_failure_threshold": 2})
+    key = issue_key(app)
+    fake_openai.push(*[Scripted(status=status, body=body)] * 4)
+    assert [ask(app, key=key).status_code for _ in range(4)] != [503] * 4
+    assert len(fake_openai.requests) == 4  # every request still reached the upstream
+    assert circuit_state(app, "openai/gpt-4o-mini") == "closed"
+
+
 def test_breaker_opens_after_threshold_and_stops_upstream_calls(upstreams_app, fake_openai):
     app = upstreams_app({"retry_attempts": 0, "circuit_breaker_failure_threshold": 3,
                          "circuit_breaker_cooldown": 0.5})
@@ -209,13 +230,15 @@ def test_breaker_opens_after_threshold_and_stops_upstream_calls(upstreams_app, f
     assert paused[0].get_json()["error"]["code"] == "circuit_open"
     assert len(fake_openai.requests) == 3  # nothing went upstream while open
     ready = app.test_client().get("/api/v1/health/ready").get_json()
-    assert ready["checks"]["circuits"]["openai/gpt-4o-mini"]["state"] == "open"
+    assert (ready["status"], ready["checks"]["circuits"]) == ("degraded", "degraded")  # which one: admin only
+    assert circuit_state(app, "openai/gpt-4o-mini") == "open"
     assert [r.error_code for r in records(app)][-2:] == ["circuit_open"] * 2
     time.sleep(0.6)  # past the cool-down: one probe goes through, succeeds, and closes it
     assert ask(app, key=key).status_code == 200
     assert len(fake_openai.requests) == 4
     ready = app.test_client().get("/api/v1/health/ready").get_json()
-    assert ready["checks"]["circuits"]["openai/gpt-4o-mini"]["state"] == "closed"
+    assert (ready["status"], ready["checks"]["circuits"]) == ("ok", "ok")
+    assert circuit_state(app, "openai/gpt-4o-mini") == "closed"
 
 
 def test_an_open_breaker_moves_straight_to_the_fallback(upstreams_app, fake_openai, fake_bedrock):

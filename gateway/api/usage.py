@@ -125,4 +125,5 @@ def gateway_metrics():
         "timeseries": usage.time_series(records, start, end, usage.bucket_size(start, end)),
         "top_users": usage.top_users(records),
         "recent_errors": usage.recent_errors(records),
+        "circuits": gateway.resilience.circuits(),
     })
