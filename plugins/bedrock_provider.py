@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway import hookimpl
-from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
+from gateway.errors import ProviderError, ProviderRateLimited, ProviderTimeout, UpstreamRejected, scrub
 from gateway.schemas import TRANSLATED_REQUEST, load_checked
 from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
 
@@ -310,14 +310,16 @@ def translate_error(exc: Exception) -> ProviderError:
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         if code in RETRYABLE or status == 429 or status >= 500:
             retry_after = headers.get("retry-after")
+            seconds = float(retry_after) if (retry_after or "").isdigit() else None
+            if status == 429 or "hrottl" in code:
+                return ProviderRateLimited(f"Provider '{NAME}' is throttling requests ({code or status}).",
+                                           retry_after=seconds)
             return ProviderError(f"Provider '{NAME}' answered {code or status}.", retryable=True,
-                                 retry_after=float(retry_after) if (retry_after or "").isdigit() else None,
-                                 code="provider_rate_limited" if status == 429 or "hrottl" in code
-                                 else "provider_error")
+                                 retry_after=seconds, code="provider_error")
         if code in ("AccessDeniedException", "UnrecognizedClientException") or status in (401, 403):
             return ProviderError(f"Provider '{NAME}' refused the gateway's AWS credentials ({code}).",
                                  code="provider_auth_failed")
-        return UpstreamRejected(f"Provider '{NAME}' rejected the request: {str(error.get('Message'))[:500]}")
+        return UpstreamRejected(f"Provider '{NAME}' rejected the request: {scrub(str(error.get('Message')))[:500]}")
     if isinstance(exc, aws.EndpointConnectionError | aws.ConnectionClosedError):
         return ProviderError(f"Provider '{NAME}' could not be reached.", retryable=True,
                              code="provider_unreachable")

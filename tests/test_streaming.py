@@ -137,7 +137,8 @@ def test_bedrock_exception_event_mid_stream(served, fake_bedrock):
             list(sdk(url, key).chat.completions.create(model="claude-3-haiku", messages=MESSAGES,
                                                         stream=True))
     record = records(app)[-1]
-    assert (record.provider, record.status, record.streamed) == ("bedrock", 502, True)
+    assert (record.provider, record.status, record.streamed) == ("bedrock", 429, True)  # throttled: Bedrock's 429
+    assert record.error_code == "provider_rate_limited"
 
 
 def test_bedrock_connection_reset_mid_stream(served, fake_bedrock):
