@@ -70,6 +70,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     app.json.sort_keys = False
     app.extensions["gateway"] = gateway
     http.install(app, settings)
+    if settings.trusted_proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     gateway.limiter.install(app)
 
     from gateway.api import admin, dashboard, health, native, openai_compat, usage

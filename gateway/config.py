@@ -112,6 +112,7 @@ class SettingsSchema(Schema):
     max_message_chars = f.Integer(validate=validate.Range(min=1))
     allowed_upstream_hosts = CommaList(f.String(validate=validate.Length(min=1)))
     cors_origins = CommaList(f.String())
+    trusted_proxy_hops = f.Integer(validate=validate.Range(min=0, max=10))
     plugins = CommaList(f.String())
     disable_plugins = CommaList(f.String())
     plugin_settings = JSONMapping(keys=f.String(), values=f.Dict())
@@ -184,6 +185,9 @@ class Settings:
     #: loopback is allowed without listing only in the dev stage (gateway/upstreams.py).
     allowed_upstream_hosts: list[str] = field(default_factory=list)
     cors_origins: list[str] = field(default_factory=list)
+    #: Proxies in front of the gateway whose X-Forwarded-For (and -Proto, -Host) to trust, counted
+    #: from the server: the client address the failed-auth throttle sees. 0 trusts none.
+    trusted_proxy_hops: int = 0
     plugins: list[str] = field(default_factory=list)
     disable_plugins: list[str] = field(default_factory=list)
     plugin_settings: dict[str, dict] = field(default_factory=dict)

@@ -173,10 +173,35 @@ def test_failed_attempts_per_address_are_throttled(tmp_path):
     throttled = attempt(bad)
     assert_envelope(throttled, 429, "too_many_failed_attempts")
     assert 1 <= int(throttled.headers["Retry-After"]) <= 60
-    assert attempt(good).status_code == 429  # no more guessing from there, right or wrong
+    assert attempt(good).status_code == 200  # a valid key is never refused, whatever its address did
+    assert attempt(bad).status_code == 429
     assert attempt(bad, {"REMOTE_ADDR": "10.0.0.7"}).status_code == 401
     assert attempt(good, {"REMOTE_ADDR": "10.0.0.7"}).status_code == 200
     assert client.get("/health", environ_base=attacker).status_code == 200
+
+
+def test_behind_trusted_proxies_the_forwarded_client_address_is_throttled(tmp_path):
+    app = make_app(tmp_path, {"failed_auth_limit": "2/minute", "trusted_proxy_hops": 1})
+    client, good = app.test_client(), issue_key(app)
+    bad = good[:-4] + "AAAA"
+    balancer = {"REMOTE_ADDR": "10.0.0.1"}
+
+    def attempt(key, client_address):
+        return client.post(CHAT, json=body(), headers={"X-API-Key": key, "X-Forwarded-For": client_address},
+                           environ_base=balancer).status_code
+
+    assert [attempt(bad, "203.0.113.9") for _ in range(3)] == [401, 401, 429]
+    assert attempt(bad, "198.51.100.4") == 401  # another client behind the same balancer
+    assert attempt(good, "203.0.113.9") == 200
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_ignored(tmp_path):
+    app = make_app(tmp_path, {"failed_auth_limit": "2/minute"})
+    client, good = app.test_client(), issue_key(app)
+    bad = good[:-4] + "AAAA"
+    statuses = [client.post(CHAT, json=body(), headers={"X-API-Key": bad, "X-Forwarded-For": f"198.51.100.{n}"},
+                            environ_base={"REMOTE_ADDR": "10.0.0.66"}).status_code for n in range(3)]
+    assert statuses == [401, 401, 429]  # a forged header does not buy fresh attempts
 
 
 def test_failed_attempt_throttle_fails_open_when_its_counters_are_down(tmp_path, monkeypatch):
