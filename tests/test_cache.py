@@ -1,15 +1,18 @@
-"""The response cache: when it answers, for whom, and on each storage (memory, Redis, DynamoDB)."""
+"""The response cache: when it answers, for whom, and on each storage (SQLite, memory, Redis, DynamoDB)."""
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
+import threading
 import time
 
 import pytest
 
-from gateway.cache import HIT, MISS, CachedAnswer, MemoryBackend, open_backend
+from gateway.cache import HIT, MISS, CachedAnswer, MemoryBackend, SQLiteBackend, backend_for, cache_uri, open_backend
+from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
 from gateway.types import Result, Usage
@@ -146,7 +149,8 @@ def test_memory_backend_is_a_bounded_lru_with_expiry():
 
 @pytest.mark.parametrize("uri,message", [
     ("memory://?max_entries=0", "max_entries"), ("memory://?max_entries=lots", "max_entries"),
-    ("dynamodb://", "dynamodb://table"),
+    ("dynamodb://", "dynamodb://table"), ("sqlite:///c.db?max_entries=0", "max_entries"),
+    ("sqlite://c.db", "sqlite:///"), ("sqlite:///", "sqlite:///"), ("auto", "use auto"),
 ])
 def test_bad_cache_uris_stop_start_up(uri, message):
     with pytest.raises(ConfigError, match=message):
@@ -224,3 +228,114 @@ def test_dynamodb_cache_round_trips_and_ignores_expired_items(monkeypatch):
         assert backend.get("k1:old") is None
         ttl = backend.client.describe_time_to_live(TableName="gateway-response-cache")
         assert ttl["TimeToLiveDescription"]["AttributeName"] == "expiresAt"
+
+
+def gateway_of(app):
+    return app.extensions["gateway"]
+
+
+def test_the_default_on_the_sqlite_store_is_a_sqlite_file_beside_it(tmp_path):
+    app = make_app(tmp_path)
+    settings = gateway_of(app).settings
+    assert settings.response_cache == "auto"
+    assert cache_uri(settings) == f"sqlite:///{tmp_path / 'gateway-cache.db'}"
+    backend = backend_for(gateway_of(app))
+    assert isinstance(backend, SQLiteBackend) and backend.path == str(tmp_path / "gateway-cache.db")
+
+
+def test_the_default_on_the_dynamodb_store_stays_in_memory():
+    assert cache_uri(load_settings({"store": "dynamodb"})) == "memory://"
+    assert isinstance(open_backend(cache_uri(load_settings({"store": "dynamodb"}))), MemoryBackend)
+
+
+@pytest.mark.parametrize("value", ["", "memory://", "sqlite:///x.db", "redis://h:1/0", "dynamodb://t"])
+def test_an_explicit_setting_is_used_as_given(value):
+    assert cache_uri(load_settings({"response_cache": value})) == value
+
+
+def test_two_workers_on_one_sqlite_file_share_answers(tmp_path):
+    provider = FakeProvider(outcomes=["from worker a", "other key", "never"])
+    worker_a = make_app(tmp_path, plugins=(ProviderPlugin(provider),))  # the default: auto
+    worker_b = make_app(tmp_path, plugins=(ProviderPlugin(provider),))
+    assert backend_for(gateway_of(worker_a)) is not backend_for(gateway_of(worker_b))
+    key = issue_key(worker_a)
+    assert ask(worker_a.test_client(), key, "shared", temperature=0).headers["X-Cache"] == MISS
+    hit = ask(worker_b.test_client(), key, "shared", temperature=0)
+    assert hit.headers["X-Cache"] == HIT
+    assert hit.get_json()["choices"][0]["message"]["content"] == "from worker a"
+    other = ask(worker_b.test_client(), issue_key(worker_a, user="bob"), "shared", temperature=0)
+    assert other.headers["X-Cache"] == MISS and len(provider.calls) == 2
+    mode = sqlite3.connect(tmp_path / "gateway-cache.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_memory_is_still_available_and_per_worker(tmp_path):
+    provider = FakeProvider(outcomes=["a", "b", "c"])
+    worker_a = make_app(tmp_path, {"response_cache": "memory://"}, plugins=(ProviderPlugin(provider),))
+    worker_b = make_app(tmp_path, {"response_cache": "memory://"}, plugins=(ProviderPlugin(provider),))
+    assert isinstance(backend_for(gateway_of(worker_a)), MemoryBackend)
+    key = issue_key(worker_a)
+    assert ask(worker_a.test_client(), key, temperature=0).headers["X-Cache"] == MISS
+    assert ask(worker_a.test_client(), key, temperature=0).headers["X-Cache"] == HIT
+    assert ask(worker_b.test_client(), key, temperature=0).headers["X-Cache"] == MISS
+    assert not (tmp_path / "gateway-cache.db").exists()
+
+
+def test_sqlite_backend_upserts_and_ignores_expired_rows(tmp_path):
+    backend = open_backend(f"sqlite:///{tmp_path / 'c.db'}")
+    backend.set("k", b"one", ttl=60)
+    backend.set("k", b"two", ttl=60)
+    assert (backend.get("k"), backend.get("other"), len(backend)) == (b"two", None, 1)
+    backend.set("old", b"stale", ttl=0)
+    assert backend.get("old") is None
+    backend.set("old", b"fresh", ttl=60)  # an expired row is replaced, not kept
+    assert backend.get("old") == b"fresh"
+
+
+def test_sqlite_backend_stays_near_max_entries_dropping_expired_then_oldest(tmp_path):
+    backend = SQLiteBackend(str(tmp_path / "c.db"), max_entries=10, prune_every=5)
+    for i in range(5):
+        backend.set(f"expired{i}", b"x", ttl=-1)
+    for i in range(100):
+        backend.set(f"k{i:03}", b"x", ttl=60 + i)  # later writes live longer: the oldest expire first
+        assert len(backend) <= 10 + 5
+    backend.prune()
+    assert len(backend) == 10
+    assert [backend.get(f"k{i:03}") for i in (89, 90, 99)] == [None, b"x", b"x"]
+    assert all(backend.get(f"expired{i}") is None for i in range(5))
+
+
+def test_sqlite_backend_is_safe_across_threads(tmp_path):
+    backend = SQLiteBackend(str(tmp_path / "new" / "c.db"), prune_every=7)
+    errors = []
+
+    def work(n):
+        try:
+            for i in range(30):
+                backend.set(f"{n}:{i}", str(i).encode(), ttl=60)
+                assert backend.get(f"{n}:{i}") == str(i).encode()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(backend) == 240
+
+
+@pytest.mark.parametrize("make_path", [
+    lambda tmp: tmp / "a-file" / "cache.db",  # its directory is a file: cannot be created
+    lambda tmp: tmp / "garbage.db",  # not a database
+])
+def test_an_unusable_sqlite_cache_is_a_miss_not_an_error(tmp_path, provider, make_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "garbage.db").write_bytes(b"this is not a SQLite database" * 100)
+    path = make_path(tmp_path)
+    app = make_app(tmp_path, {"response_cache": f"sqlite:///{path}"}, plugins=(ProviderPlugin(provider),))
+    client, key = app.test_client(), issue_key(app)
+    first, second = ask(client, key, temperature=0), ask(client, key, temperature=0)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == (MISS, MISS)
+    assert len(provider.calls) == 2
