@@ -70,20 +70,28 @@ STOPWORDS = frozenset(
     "item items product products thing things".split())
 IN_STOCK = ("in-stock", "limited")
 
-_NUMBER = r"\$?\s*(\d+(?:\.\d+)?)\s*(?:\$|dollars?|usd|bucks)?"
-_NOT_A_UNIT = r"(?!\s*(?:mah|mm|ml|l\b|inch|in\b|k\b|tb|gb|quart|piece|person|season|stars?|\+|%|-|\d))"
-_RANGE = re.compile(r"\b(?:between|from)\s+" + _NUMBER + r"\s*(?:and|to|-)\s*" + _NUMBER, re.I)
-_DASH_RANGE = re.compile(r"\$\s*(\d+(?:\.\d+)?)\s*(?:-|to)\s*\$?\s*(\d+(?:\.\d+)?)", re.I)
-_MAX = re.compile(r"\b(?:under|below|less\s+than|cheaper\s+than|up\s+to|at\s+most|max(?:imum)?|"
-                  r"no\s+more\s+than|within)\s+" + _NUMBER + _NOT_A_UNIT, re.I)
-_MIN = re.compile(r"\b(?:over|above|more\s+than|at\s+least|min(?:imum)?|starting\s+at)\s+"
+# Caller text reaches these patterns (up to ``max_message_chars`` of it), so each must run in linear
+# time. Where two quantified parts could match the same characters (``\s*`` beside ``\s+``, or
+# beside an optional ``\$?``/``\+?`` that cannot take a space), a failed match would try every split
+# of a long run of spaces between them: quadratic in the run ("between 1" + 30000 spaces + "x" took
+# 17 s). So every whitespace gap is possessive (``\s*+``, ``\s++``: once it has eaten a run it never
+# gives part of it back), which matches exactly what the greedy version matched, since nothing next to
+# a gap can match a space. tests/test_linear_parsing.py times each pattern on adversarial text.
+_NUMBER = r"\$?\s*+(\d+(?:\.\d+)?)\s*+(?:\$|dollars?|usd|bucks)?"
+_NOT_A_UNIT = r"(?!\s*+(?:mah|mm|ml|l\b|inch|in\b|k\b|tb|gb|quart|piece|person|season|stars?|\+|%|-|\d))"
+_RANGE = re.compile(r"\b(?:between|from)\s++" + _NUMBER + r"\s*+(?:and|to|-)\s*+" + _NUMBER, re.I)
+_DASH_RANGE = re.compile(r"\$\s*+(\d+(?:\.\d+)?)\s*+(?:-|to)\s*+\$?\s*+(\d+(?:\.\d+)?)", re.I)
+_MAX = re.compile(r"\b(?:under|below|less\s++than|cheaper\s++than|up\s++to|at\s++most|max(?:imum)?|"
+                  r"no\s++more\s++than|within)\s++" + _NUMBER + _NOT_A_UNIT, re.I)
+_MIN = re.compile(r"\b(?:over|above|more\s++than|at\s++least|min(?:imum)?|starting\s++at)\s++"
                   + _NUMBER + _NOT_A_UNIT, re.I)
-_RATED = re.compile(r"\b(?:rated|rating(?:\s+of)?)\s*(?:at\s+least\s+|above\s+|over\s+|of\s+)?"
-                    r"(\d(?:\.\d)?)\s*\+?\s*(?:stars?)?(?:\s*(?:or\s+(?:more|higher|better|above)|and\s+up))?", re.I)
-_STARS = re.compile(r"(?:\b(?:at\s+least|min(?:imum)?)\s+)?\b(\d(?:\.\d)?)\s*\+?\s*stars?\b"
-                    r"(?:\s*(?:or\s+(?:more|higher|better|above)|and\s+up|\+))?", re.I)
-_TOP_RATED = re.compile(r"\b(?:highly|top|best|well)[\s-]+(?:rated|reviewed)\b", re.I)
-_IN_STOCK = re.compile(r"\b(?:in[\s-]stock|available(?:\s+now)?|ready\s+to\s+ship|ships\s+now)\b", re.I)
+_RATED = re.compile(r"\b(?:rated|rating(?:\s++of)?)\s*+(?:at\s++least\s++|above\s++|over\s++|of\s++)?"
+                    r"(\d(?:\.\d)?)\s*+\+?\s*+(?:stars?)?(?:\s*+(?:or\s++(?:more|higher|better|above)|and\s++up))?",
+                    re.I)
+_STARS = re.compile(r"(?:\b(?:at\s++least|min(?:imum)?)\s++)?\b(\d(?:\.\d)?)\s*+\+?\s*+stars?\b"
+                    r"(?:\s*+(?:or\s++(?:more|higher|better|above)|and\s++up|\+))?", re.I)
+_TOP_RATED = re.compile(r"\b(?:highly|top|best|well)[\s-]++(?:rated|reviewed)\b", re.I)
+_IN_STOCK = re.compile(r"\b(?:in[\s-]stock|available(?:\s++now)?|ready\s++to\s++ship|ships\s++now)\b", re.I)
 _TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 TOP_RATED = 4.5
