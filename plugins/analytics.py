@@ -20,7 +20,9 @@ from gateway.request_log import writer_for
 _REDACTIONS = (
     (re.compile(r"\bgw_[a-z]+_[0-9a-f]+_[A-Za-z0-9_-]{20,}"), "[api-key]"),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "[api-key]"),
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
+    # Starts only where a local part can start, and takes it whole (possessive): retried from every
+    # character of a long run without '@', the pattern was quadratic in the text's length.
+    (re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
     (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), "[card-number]"),
 )
 
