@@ -45,6 +45,7 @@ _write_lock = threading.Lock()
 _metric_sets = threading.local()
 #: Where :func:`known_dimensions` keeps its sets, in ``gateway.state``.
 _STATE_KEY = "metrics.known_dimensions"
+_MCP_STATE_KEY = "metrics.mcp_tool_models"
 logger = logging.getLogger(__name__)
 
 
@@ -64,16 +65,27 @@ class KnownDimensions:
         return value if value in self.models else UNKNOWN
 
 
-def _mcp_tool_models(gateway) -> set[str]:
+def _mcp_tool_models(gateway) -> frozenset[str]:
     """The ``mcp:<tool>`` model names the built-in MCP server records (its fixed tool list), when
-    that plugin is loaded: a caller naming an unknown tool gets an error and no record."""
-    try:
-        if not gateway.pm.has_plugin("mcp"):
-            return set()
-        tools = importlib.import_module("plugins.mcp_tools").TOOLS
-        return {f"mcp:{name}" for name in tools}
-    except Exception:  # no MCP plugin, or one of another shape: its records count as unknown
-        return set()
+    that plugin is loaded: a caller naming an unknown tool gets an error and no record. Looked up
+    only when an MCP record comes (its tools are loaded by then), never on a cold start's first
+    completion. The plugin declaring these itself is what issue 17's plugin boundary is for."""
+    state = gateway.state
+    if _MCP_STATE_KEY not in state:
+        try:
+            tools = importlib.import_module("plugins.mcp_tools").TOOLS if gateway.pm.has_plugin("mcp") else ()
+        except Exception:  # an MCP plugin of another shape: its records count as unknown
+            tools = ()
+        state[_MCP_STATE_KEY] = frozenset(f"mcp:{name}" for name in tools)
+    return state[_MCP_STATE_KEY]
+
+
+def _dimensions(gateway, known: KnownDimensions, record: UsageRecord) -> tuple[str, str]:
+    """The (Provider, Model) dimensions of ``record``: known values, or ``unknown``."""
+    if record.provider == "mcp" and record.provider not in known.providers:
+        tools = _mcp_tool_models(gateway)
+        return ("mcp" if tools else UNKNOWN), (record.model if record.model in tools else UNKNOWN)
+    return known.provider(record.provider), known.model(record.model)
 
 
 def known_dimensions(gateway) -> KnownDimensions:
@@ -92,10 +104,6 @@ def known_dimensions(gateway) -> KnownDimensions:
                 models.update(provider.models())
             except Exception:  # a provider's listing failing must not stop the metrics
                 logger.warning("provider %s could not list its models for the metrics", name, exc_info=True)
-        mcp_models = _mcp_tool_models(gateway)
-        if mcp_models:
-            providers.add("mcp")
-            models.update(mcp_models)
         known = gateway.state[_STATE_KEY] = KnownDimensions(frozenset(providers), frozenset(models))
     return known
 
@@ -173,8 +181,7 @@ def emit_requests(gateway, records: Iterable[UsageRecord]) -> None:
     known = known_dimensions(gateway)
     groups: dict[tuple[str, str, str, int], list[UsageRecord]] = {}
     for record in records:
-        key = (known.provider(record.provider), known.model(record.model), record.tier or UNKNOWN,
-               int(record.timestamp // 60))
+        key = (*_dimensions(gateway, known, record), record.tier or UNKNOWN, int(record.timestamp // 60))
         groups.setdefault(key, []).append(record)
     stage = gateway.settings.stage
     for (provider, model, tier, _minute), group in groups.items():
