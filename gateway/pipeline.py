@@ -67,6 +67,14 @@ def authenticate(gateway, request: Request, permission: str) -> Caller:
     return caller
 
 
+def admit(gateway, request: Request, permission: str) -> Caller:
+    """The caller of ``request``, holding ``permission``, counted against its rate limits: what
+    every authenticated route other than the recorded calls starts with (401, 403, 429)."""
+    caller = authenticate(gateway, request, permission)
+    gateway.limiter.hit(caller)
+    return caller
+
+
 def select_candidates(gateway, completion: Completion, caller: Caller) -> list[tuple[Provider, str]]:
     """The ordered (provider, model) candidates for ``completion``; 404 when there are none."""
     candidates = gateway.hook.gateway_select_provider(

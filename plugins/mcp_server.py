@@ -227,7 +227,8 @@ def _list_tools(exchange: Exchange, _gateway, _caller) -> dict:
 
 
 def _call_tool(exchange: Exchange, gateway, caller) -> dict:
-    """Run a tool: counted against the key's rate limit and written to the request log."""
+    """Run a tool, written to the request log (every message already counted against the key's
+    rate limit, as every authenticated request is)."""
     name = exchange.params.get("name")
     tool = TOOLS.get(name) if isinstance(name, str) else None
     if tool is None:
@@ -238,7 +239,6 @@ def _call_tool(exchange: Exchange, gateway, caller) -> dict:
                          user_id=caller.user_id, api_key_id=caller.key_id, tier=caller.tier,
                          model=f"mcp:{tool.name}", provider="mcp")
     try:
-        gateway.limiter.hit(caller)
         result = call_tool(tool, catalog_search(gateway), exchange.params.get("arguments"),
                            with_structured=exchange.version != "2025-03-26")
         if result["isError"]:
@@ -265,6 +265,7 @@ def mcp_endpoint():
         _check_origin(gateway)
         caller = pipeline.authenticate(gateway, request, "mcp")
         message = _read_message()
+        gateway.limiter.hit(caller)  # after the read, so that a refusal names the message's id
         exchange = understand(message)
         if "id" not in message:
             return Response(status=202)  # a notification (notifications/initialized …): acknowledged

@@ -271,21 +271,22 @@ def test_key_without_mcp_permission_is_refused(catalog_app, url):
         "param": None, "code": "permission_denied"}
 
 
-def test_tool_calls_count_against_the_rate_limit_and_are_logged(catalog_app, url):
-    key = issue_key(catalog_app, user="limited", permissions=("mcp",), requests_per_minute=2)
+def test_every_message_counts_against_the_rate_limit_and_tool_calls_are_logged(catalog_app, url):
+    key = issue_key(catalog_app, user="limited", permissions=("mcp",), requests_per_minute=3)
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "search_products", "arguments": {"query": "yoga mat"}}}
     for _ in range(2):
         assert post(url, key, call).json()["result"]["isError"] is False
     listing = post(url, key, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
-    assert listing.status_code == 200  # listing is not a tool call
-    limited = post(url, key, call)
-    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
-    assert limited.json()["error"]["data"]["code"] == "rate_limit_exceeded" and limited.json()["id"] == 1
+    assert listing.status_code == 200  # the third message of the minute
+    for message in (call, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}):
+        limited = post(url, key, message)
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert limited.json()["error"]["data"]["code"] == "rate_limit_exceeded"
+        assert limited.json()["id"] == message["id"]
     records = catalog_app.extensions["gateway"].store.records_for_user("limited")
     assert [(r.model, r.provider, r.status) for r in records] == [
-        ("mcp:search_products", "mcp", 200), ("mcp:search_products", "mcp", 200),
-        ("mcp:search_products", "mcp", 429)]
+        ("mcp:search_products", "mcp", 200), ("mcp:search_products", "mcp", 200)]
     assert all(r.latency_ms > 0 for r in records)
 
 

@@ -202,3 +202,20 @@ def test_tiers_from_the_environment_and_bad_tier_fields():
     for bad in ('{"free": {"tokens": 5}}', '{"gold": {}}', '{"free": {"monthly_budget_usd": 0}}'):
         with pytest.raises(ConfigError, match="tiers"):
             load_settings(environ={"GATEWAY_TIERS": bad})
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/models/echo", "/api/v1/usage"])
+def test_every_authenticated_route_counts_against_the_rate_limit(tmp_path, path):
+    app = make_app(tmp_path)
+    client, key = app.test_client(), issue_key(app, requests_per_minute=3)
+    statuses = [client.get(path, headers={"X-API-Key": key}).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert_envelope(client.post(CHAT, json=body(), headers={"X-API-Key": key}), 429, "rate_limit_exceeded")
+
+
+def test_admin_routes_count_against_the_admins_rate_limit(tmp_path):
+    app = make_app(tmp_path)
+    client = app.test_client()
+    admin = issue_key(app, user="ops", permissions=("admin",), requests_per_minute=2)
+    statuses = [client.get("/api/v1/admin/keys", headers={"X-API-Key": admin}).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]

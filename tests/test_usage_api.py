@@ -183,6 +183,7 @@ def test_on_dynamodb_aggregations_query_the_analytics_index_and_never_scan_the_l
         app = make_app(tmp_path, {"store": "dynamodb", "table_prefix": "usage"})
         store = app.extensions["gateway"].store
         store.init()
+        app.extensions["gateway"].limiter.init()  # every authenticated route counts against the limits
         client = app.test_client()
         keys = {user: issue_key(app, user=user) for user in ("alice", "bob")}
         admin = issue_key(app, user="ops", permissions=("admin",))

@@ -20,4 +20,4 @@ blueprint = Blueprint("admin", __name__)
 def _require_admin() -> None:
     """Every method of every route under /api/v1/admin needs the admin permission."""
     if request.path == ADMIN_PREFIX or request.path.startswith(f"{ADMIN_PREFIX}/"):
-        pipeline.authenticate(current_gateway(), request, "admin")
+        pipeline.admit(current_gateway(), request, "admin")

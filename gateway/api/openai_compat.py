@@ -108,7 +108,7 @@ def visible_models(gateway, caller) -> list[dict]:
 def list_models():
     """The models this caller may use, in OpenAI's list format."""
     gateway = current_gateway()
-    caller = pipeline.authenticate(gateway, request, "completions")
+    caller = pipeline.admit(gateway, request, "completions")
     return jsonify({"object": "list", "data": visible_models(gateway, caller)})
 
 
@@ -116,7 +116,7 @@ def list_models():
 def retrieve_model(model_id: str):
     """One model this caller may use, by its name or an alias; 404 ``model_not_found`` otherwise."""
     gateway = current_gateway()
-    caller = pipeline.authenticate(gateway, request, "completions")
+    caller = pipeline.admit(gateway, request, "completions")
     for entry in visible_models(gateway, caller):
         if model_id == entry["id"] or model_id in entry.get("aliases", ()):
             return jsonify(entry)

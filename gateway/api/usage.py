@@ -87,7 +87,7 @@ def _usage_of(gateway, user_id: str, key_id: str | None = None) -> dict:
 def own_usage():
     """The caller's own usage; another user, or another user's key, is a 404."""
     gateway = current_gateway()
-    caller = pipeline.authenticate(gateway, request, "completions")
+    caller = pipeline.admit(gateway, request, "completions")
     user = request.args.get("user", caller.user_id)
     key_id = request.args.get("api_key_id")
     if user != caller.user_id:
