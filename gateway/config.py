@@ -176,7 +176,9 @@ class Settings:
     request_log_table: str = ""
     aws_region: str = "us-east-1"
     key_pepper: str = DEV_PEPPER
-    key_cache_ttl: float = 30.0
+    #: Seconds a worker may keep using a cached key where the store cannot signal changes
+    #: (DynamoDB): the bound on how long a revoked key keeps working there.
+    key_cache_ttl: float = 5.0
     max_body_bytes: int = 1024 * 1024
     #: Messages one completion may carry, and characters of text one message may hold (400 beyond).
     max_messages: int = 512

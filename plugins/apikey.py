@@ -2,8 +2,11 @@
 
 The key id is public and finds the stored row; the secret is verified by comparing
 HMACs (keyed by the server-side pepper, salted by the key id) in constant time.
-Validated keys are cached in process for ``key_cache_ttl`` seconds so the hot
-path does not read the store on every request.
+Validated keys are cached in process so the hot path does not read the store on
+every request. A revocation, rotation or permission change takes effect at once on
+every worker sharing a SQLite store (the cache is dropped whenever the store's change
+marker moves), and within ``key_cache_ttl`` seconds (5) on stores that cannot tell
+cheaply (DynamoDB).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 import time
 from dataclasses import asdict
 
@@ -25,6 +29,8 @@ from gateway.types import PERMISSIONS, TIERS, Caller
 
 logger = logging.getLogger(__name__)
 _CACHE = "apikey.cache"
+#: The store's change marker as this thread last saw it (markers of two connections do not compare).
+_SEEN_MARKER = "apikey.seen_marker"
 _TOUCHED = "apikey.touched"
 #: ``lastUsedAt`` is written at most this often per key, in seconds.
 LAST_USED_INTERVAL = 60.0
@@ -94,6 +100,12 @@ def presented_key(request) -> str | None:
 
 def _lookup(gateway, key_id: str) -> ApiKey | None:
     cache: dict[str, tuple[float, ApiKey]] = gateway.state.setdefault(_CACHE, {})
+    marker = gateway.store.change_marker()
+    if marker is not None:  # another worker may have revoked or changed a key: start afresh
+        seen = gateway.state.get(_SEEN_MARKER) or gateway.state.setdefault(_SEEN_MARKER, threading.local())
+        if getattr(seen, "marker", None) != marker:
+            cache.clear()
+            seen.marker = marker
     now = time.monotonic()
     hit = cache.get(key_id)
     if hit and hit[0] > now:

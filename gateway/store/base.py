@@ -85,6 +85,11 @@ class KeyStore(Protocol):
         """Record that the key was used at ``at`` (epoch seconds), unless it was recorded less
         than ``min_interval`` seconds before (by any instance). True when written."""
 
+    def change_marker(self) -> object | None:
+        """A value that differs from the one this thread saw last whenever another connection
+        changed the store meanwhile (a key revoked by another worker): caches of keys compare it
+        on every use. None when the store cannot tell cheaply; caches then expire by time."""
+
 
 class ProductStore(Protocol):
     """The product catalog."""

@@ -314,6 +314,10 @@ class DynamoDBStore:
         """Create or replace ``key``."""
         self.client.put_item(TableName=self.api_key_table, Item=_key_item(key))
 
+    def change_marker(self) -> None:
+        """DynamoDB cannot tell cheaply: cached keys expire after ``key_cache_ttl`` (5 s)."""
+        return None
+
     def get_key(self, key_id: str) -> ApiKey | None:
         """The key with this id (strongly consistent read), or None."""
         item = self.client.get_item(TableName=self.api_key_table, Key={"apiKeyId": {"S": key_id}},
