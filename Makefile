@@ -51,5 +51,9 @@ package: $(DEPLOY_VENV)/.installed-stamp
 	AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-offline} AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
 	$(DEPLOY_VENV)/bin/zappa package $(STAGE) -o dist/ai-gateway-$(STAGE).zip
 
+# Everything the targets above make: venvs, var/, the tests' and tools' caches and artifacts, the build's
+# egg-info, build/ and dist/ folders (the examples' too), the benchmark's results and node_modules.
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) var .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) var .pytest_cache .hypothesis .ruff_cache test-artifacts build dist \
+		*.egg-info $(EXAMPLES:%=%/*.egg-info) $(EXAMPLES:%=%/build) bench/results bench/portkey/node_modules
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
