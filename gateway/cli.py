@@ -6,23 +6,28 @@ saying what to fix, and a non-zero exit.
 """
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import sys
+import textwrap
 
 import click
 from flask.cli import FlaskGroup, with_appcontext
 
+from gateway.cli_output import answer, json_option
 from gateway.config import load_settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.plugins import build_plugin_manager
 
 
 def _create_app():
+    """The app a command works on. Its start-up lines (``gateway ready``) would precede every
+    command's answer, so the CLI logs warnings and errors only unless ``GATEWAY_LOG_LEVEL`` says."""
     from gateway.app import create_app
 
+    quiet = {} if os.environ.get("GATEWAY_LOG_LEVEL") else {"log_level": "WARNING"}
     try:
-        return create_app()
+        return create_app(quiet)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -57,8 +62,9 @@ def build_cli(pm) -> click.Group:
         os.execv(sys.executable, argv)
 
     @cli.command()
+    @json_option
     @with_appcontext
-    def init():
+    def init(as_json):
         """Create the store's tables (SQLite schema or DynamoDB tables); safe to repeat."""
         gateway = _current_gateway()
         try:
@@ -67,7 +73,7 @@ def build_cli(pm) -> click.Group:
         except Exception as exc:
             raise click.ClickException(f"cannot initialise the {gateway.settings.store} store: "
                                        f"{type(exc).__name__}: {exc}") from None
-        click.echo(f"{gateway.settings.store} store ready")
+        answer(as_json, {"store": gateway.settings.store, "ready": True}, f"{gateway.settings.store} store ready")
 
     @cli.group()
     def catalog():
@@ -75,7 +81,7 @@ def build_cli(pm) -> click.Group:
 
     @catalog.command("import")
     @click.argument("file", type=click.Path(dir_okay=False))
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @json_option
     @with_appcontext
     def import_(file, as_json):
         """Import products from a JSON or CSV FILE: all rows or none."""
@@ -89,12 +95,13 @@ def build_cli(pm) -> click.Group:
                 count = import_products(gateway.store, products, progress=bar.update)
         except GatewayError as exc:
             raise click.ClickException(exc.message) from None
-        click.echo(json.dumps({"imported": count}) if as_json else f"imported {count} products")
+        answer(as_json, {"imported": count}, f"imported {count} products")
 
     @catalog.command("export")
     @click.argument("file", type=click.Path(dir_okay=False))
+    @json_option
     @with_appcontext
-    def export(file):
+    def export(file, as_json):
         """Write the catalog to a JSON or CSV FILE."""
         from gateway.catalog import export_products
 
@@ -102,24 +109,35 @@ def build_cli(pm) -> click.Group:
             count = export_products(_current_gateway().store, file)
         except GatewayError as exc:
             raise click.ClickException(exc.message) from None
-        click.echo(f"exported {count} products")
+        answer(as_json, {"exported": count, "file": file}, f"exported {count} products")
 
     @cli.command("plugins")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @json_option
     def plugins_(as_json):
         """List loaded plugins: name, version, source and hooks."""
         rows = [{"name": name, "version": pm.plugin_version(name), "source": pm.sources.get(name, "?"),
                  "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])}
                 for name, plugin in pm.list_name_plugin()]
-        if as_json:
-            click.echo(json.dumps(rows))
-            return
-        for row in rows:
-            click.echo(f"{row['name']:<20} {row['version']:<10} {row['source']:<24} "
-                       f"{', '.join(row['hooks'])}")
+        answer(as_json, rows, plugin_table(rows, shutil.get_terminal_size().columns))
 
     pm.hook.gateway_register_commands(cli=cli)
     return cli
+
+
+def plugin_table(rows: list[dict], columns: int) -> str:
+    """``gateway plugins`` for people: each column as wide as its longest cell, the hooks wrapped
+    to ``columns`` characters under their own column."""
+    table = [("NAME", "VERSION", "SOURCE")] + [(r["name"], str(r["version"] or "-"), r["source"]) for r in rows]
+    widths = [max(len(cells[i]) for cells in table) for i in range(3)]
+    indent = sum(widths) + 2 * len(widths)
+    hooks = [["HOOKS"]] + [textwrap.wrap(", ".join(r["hooks"]), max(columns - indent, 30),
+                                         break_long_words=False) or ["-"] for r in rows]
+    lines = []
+    for cells, wrapped in zip(table, hooks, strict=True):
+        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        lines.append("  ".join([*padded, wrapped[0]]))
+        lines += [" " * indent + more for more in wrapped[1:]]
+    return "\n".join(lines)
 
 
 def main() -> None:

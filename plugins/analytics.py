@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import time
 
-import click
 from flask.cli import with_appcontext
 
 from gateway import hookimpl
@@ -49,16 +48,18 @@ def gateway_redact(text):
 @hookimpl
 def gateway_register_commands(cli):
     """Add ``gateway analytics purge``."""
+    from gateway.cli_output import answer, json_option
 
     @cli.group()
     def analytics():
         """Maintain the request log."""
 
     @analytics.command("purge")
+    @json_option
     @with_appcontext
-    def purge():
+    def purge(as_json):
         """Delete request log records past their retention (SQLite; DynamoDB's TTL does it itself)."""
         from gateway.app import current_gateway
 
         deleted = current_gateway().store.purge_expired_records(time.time())
-        click.echo(f"purged {deleted} expired records")
+        answer(as_json, {"purged": deleted}, f"purged {deleted} expired records")

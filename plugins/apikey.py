@@ -14,10 +14,12 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
@@ -197,6 +199,30 @@ def gateway_register_blueprints(app, gateway):
     FailedAuthThrottle(gateway.limiter.storage, gateway.settings.failed_auth_limit, presented_key).install(app)
 
 
+def kept_key(gateway, path: str, user_id: str, tier: str, permissions: list[str]) -> tuple[str, ApiKey] | None:
+    """The key saved in ``path`` (``keys create --keep``) while it still works and still has this owner,
+    tier and these permissions; None otherwise (no file, or a key revoked, expired, unknown or changed)."""
+    try:
+        plaintext = Path(path).read_text().strip()
+        caller = verify_key(gateway, plaintext)
+    except (FileNotFoundError, AuthenticationError):
+        return None
+    key = gateway.store.get_key(caller.key_id) if caller is not None else None
+    if key is None or (key.user_id, key.tier, key.permissions) != (user_id, tier, sorted(permissions)):
+        return None
+    return plaintext, key
+
+
+def save_key(path: str, plaintext: str) -> None:
+    """Write a key to ``path``, readable and writable by its owner only (mode 0600). The store keeps
+    only its hash: this file is the owner's own copy."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.unlink(missing_ok=True)
+    with os.fdopen(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(plaintext + "\n")
+
+
 def public(key: ApiKey) -> dict:
     """A key as the admin API and the CLI show it: every field but the hash."""
     row = asdict(key)
@@ -206,7 +232,8 @@ def public(key: ApiKey) -> dict:
 
 @hookimpl
 def gateway_register_commands(cli):
-    """Add ``gateway keys create|list|revoke``."""
+    """Add ``gateway keys create|list|revoke|rotate``."""
+    from gateway.cli_output import answer, json_option
 
     @cli.group()
     def keys():
@@ -218,9 +245,11 @@ def gateway_register_commands(cli):
     @click.option("--permissions", default="completions", show_default=True,
                   help=f"Comma-separated, from: {', '.join(PERMISSIONS)}.")
     @click.option("--name", default="", help="A label for the key.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @click.option("--keep", type=click.Path(dir_okay=False), default=None,
+                  help="Reuse the key saved in this file while it works; else save the new key there (mode 0600).")
+    @json_option
     @with_appcontext
-    def create(user_id, tier, permissions, name, as_json):
+    def create(user_id, tier, permissions, name, keep, as_json):
         """Create a key and print it (it is shown only this once)."""
         from gateway.app import current_gateway
 
@@ -229,16 +258,27 @@ def gateway_register_commands(cli):
         if unknown or not wanted:
             raise click.BadParameter(f"unknown permission(s) {', '.join(unknown) or '(none given)'}; "
                                      f"choose from {', '.join(PERMISSIONS)}", param_hint="--permissions")
-        plaintext, key = create_key(current_gateway(), user_id, tier, wanted, name)
-        if as_json:
-            click.echo(json.dumps({"key": plaintext, **public(key)}))
+        gateway = current_gateway()
+        kept = kept_key(gateway, keep, user_id, tier, wanted) if keep else None
+        if kept is None:
+            plaintext, key = create_key(gateway, user_id, tier, wanted, name)
+            if keep:
+                save_key(keep, plaintext)
         else:
-            click.echo(f"key id {key.key_id} for {user_id} ({tier}): {plaintext}")
+            plaintext, key = kept
+        if as_json:
+            click.echo(json.dumps({"key": plaintext, **({"kept_in": keep} if keep else {}), **public(key)}))
+            return
+        click.echo(f"key id {key.key_id} for {user_id} ({tier}): {plaintext}")
+        if keep:
+            click.echo(f"{'Reused' if kept else 'Saved'} in {keep} (mode 0600; delete it for a new key): "
+                       "the gateway keeps only the key's hash.")
+        else:
             click.echo("Store it now: the gateway keeps only its hash and cannot show it again.")
 
     @keys.command("list")
     @click.option("--user", "user_id", default=None, help="Only this user's keys.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @json_option
     @with_appcontext
     def list_(user_id, as_json):
         """List keys (never their secrets)."""
@@ -255,18 +295,19 @@ def gateway_register_commands(cli):
 
     @keys.command("revoke")
     @click.argument("key_id")
+    @json_option
     @with_appcontext
-    def revoke(key_id):
+    def revoke(key_id, as_json):
         """Revoke a key by its id."""
         from gateway.app import current_gateway
 
         if not current_gateway().store.set_key_active(key_id, False):
             raise click.ClickException(f"no key with id {key_id!r} (see 'gateway keys list')")
-        click.echo(f"revoked {key_id}")
+        answer(as_json, {"revoked": key_id}, f"revoked {key_id}")
 
     @keys.command("rotate")
     @click.argument("key_id")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @json_option
     @with_appcontext
     def rotate(key_id, as_json):
         """Issue a new key replacing KEY_ID; the old one works for the grace period."""
