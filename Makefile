@@ -21,10 +21,15 @@ $(STAMP): setup.cfg pyproject.toml $(EXAMPLES:%=%/setup.cfg)
 
 install: $(STAMP)
 
+# Safe to repeat: init and the catalog import leave what is there (products are replaced by id), and the
+# dev key is kept in var/dev-key (mode 0600; the store has only its hash) and printed again each time.
+DEV_KEY ?= var/dev-key
 run: install
 	$(BIN)/gateway init
 	$(BIN)/gateway catalog import data/demo_catalog.json
-	@$(BIN)/gateway keys create --user dev --tier premium --permissions completions,admin,mcp,health --name "make run"
+	@$(BIN)/gateway keys create --user dev --tier premium --permissions completions,admin,mcp,health \
+		--name "make run" --keep $(DEV_KEY)
+	@echo "The gateway command is $(BIN)/gateway (source $(BIN)/activate puts it on your PATH)."
 	$(BIN)/gateway serve --host $(HOST) --port $(PORT)
 
 test: install

@@ -104,3 +104,45 @@ def test_unreadable_store_exits_with_a_message(tmp_path, monkeypatch):
     cli = build_cli(build_plugin_manager(load_settings()))
     result = CliRunner().invoke(cli, ["init"])
     assert result.exit_code == 1 and "cannot initialise the sqlite store" in result.output
+
+
+def test_plugins_table_keeps_each_column_in_its_place(monkeypatch, run):
+    monkeypatch.setenv("COLUMNS", "100")
+    lines = run("plugins").output.splitlines()
+    header = lines[0]
+    starts = [header.index(title) for title in ("VERSION", "SOURCE", "HOOKS")]
+    rows = [line for line in lines[1:] if not line.startswith(" ")]
+    assert {row.split()[0] for row in rows} >= {"apikey", "routing", "mcp"}
+    for line in rows:  # every cell ends before the next column starts, with two spaces to spare
+        assert all(line[start - 2:start] == "  " and line[start] != " " for start in starts), line
+    assert max(len(line) for line in lines) <= 100
+    continued = [line for line in lines[1:] if line.startswith(" ")]
+    assert continued and all(line[:starts[2]].strip() == "" and line[starts[2]] != " " for line in continued)
+
+
+def test_a_kept_key_is_reused_while_it_works(run, tmp_path):
+    saved = tmp_path / "var" / "dev-key"
+    create = ("keys", "create", "--user", "dev", "--tier", "premium", "--permissions", "completions,admin",
+              "--keep", str(saved))
+    first = run(*create)
+    assert first.exit_code == 0 and f"Saved in {saved}" in first.output
+    assert saved.stat().st_mode & 0o777 == 0o600
+    key = saved.read_text().strip()
+    assert key in first.output
+    again = run(*create)
+    assert f"Reused in {saved}" in again.output and key in again.output
+    assert len(json.loads(run("keys", "list", "--json").output)) == 1
+    other_tier = json.loads(run(*create[:5], "basic", *create[6:], "--json").output)
+    assert other_tier["key"] != key and saved.read_text().strip() == other_tier["key"]
+    assert run("keys", "revoke", other_tier["key_id"]).exit_code == 0
+    after_revoke = json.loads(run(*create[:5], "basic", *create[6:], "--json").output)
+    assert after_revoke["key"] not in (key, other_tier["key"])
+    assert len(json.loads(run("keys", "list", "--json").output)) == 3
+
+
+def test_importing_the_catalog_again_adds_nothing(run, tmp_path):
+    counts = []
+    for _ in range(2):
+        assert run("catalog", "import", "data/demo_catalog.json").exit_code == 0
+        counts.append(json.loads(run("catalog", "export", str(tmp_path / "out.json"), "--json").output)["exported"])
+    assert counts[0] == counts[1] >= 200
