@@ -29,6 +29,8 @@ ENV_ALIASES = {
     "OPENAI_PROVIDER_ENABLED": "openai_provider_enabled",
     "RATE_LIMIT_FREE_TIER_RPM": "rate_limit_free_tier_rpm",
     "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "circuit_breaker_failure_threshold",
+    # Set by the Lambda runtime: the function's own region, so no stage names a region of its own.
+    "AWS_REGION": "aws_region",
 }
 
 #: Settings whose values an error message never repeats (they may hold secrets).
