@@ -232,8 +232,9 @@ class Settings:
     #: "redis://host:port/db" or "dynamodb://table".
     response_cache: str = "auto"
     response_cache_ttl: int = 3600
-    #: CloudWatch Embedded Metric Format lines on stdout.
-    metrics_emf: bool = True
+    #: CloudWatch Embedded Metric Format lines on stdout: by default only on Lambda (where CloudWatch Logs
+    #: turns them into metrics); elsewhere they would fill the console, so a host turns them on itself.
+    metrics_emf: bool = field(default_factory=lambda: "AWS_LAMBDA_FUNCTION_NAME" in os.environ)
     #: Seconds one upstream attempt may take (SDK read timeout); connect has its own, shorter one.
     provider_timeout: float = 20.0
     provider_connect_timeout: float = 3.0

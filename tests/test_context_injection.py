@@ -46,6 +46,7 @@ def shop(tmp_path, fake_openai, monkeypatch):
     """(app, base URL, completions key) with the demo catalog and the OpenAI provider on ``fake_openai``."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-upstream-secret-0123456789")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
+    monkeypatch.setenv("GATEWAY_METRICS_EMF", "true")  # CatalogUnavailable is counted in an EMF line
     app = catalog_openai_app(tmp_path)
     with serve(app) as url:
         yield app, url, issue_key(app)

@@ -37,6 +37,12 @@ def ask(client, key, model="fake-model", **body):
                        json={"model": model, "messages": [{"role": "user", "content": "hi"}], **body})
 
 
+@pytest.fixture(autouse=True)
+def _emf_on(gateway_environment, monkeypatch):
+    """EMF lines are on by default only on Lambda; these tests turn them on as a host would."""
+    monkeypatch.setenv("GATEWAY_METRICS_EMF", "true")
+
+
 @pytest.fixture
 def app(tmp_path):
     provider = FakeProvider(outcomes=["one", ProviderError("upstream down", code="upstream_error")])

@@ -229,7 +229,7 @@ def test_a_refused_write_is_retried_once(tmp_path, caplog):
 
 
 def test_store_failure_falls_back_to_a_log_line_and_a_metric(tmp_path, caplog, capsys):
-    app = make_app(tmp_path)
+    app = make_app(tmp_path, {"metrics_emf": True})
     gateway = app.extensions["gateway"]
     key = issue_key(app)
 
