@@ -62,6 +62,7 @@ def authenticate(gateway, request: Request, permission: str) -> Caller:
     except AuthenticationError:
         metrics.count_auth_failure(gateway)
         raise
+    g.key_id = caller.key_id  # for the access line (gateway/logs.py)
     if not caller.can(permission):
         raise PermissionDenied(f"This API key lacks the '{permission}' permission.")
     return caller
