@@ -10,10 +10,11 @@ from flask import Flask, current_app
 from gateway import http
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, install_access_log
 from gateway.models import load_model_table
 from gateway.plugins import PluginManager, build_plugin_manager
 from gateway.ratelimit import RequestLimiter
+from gateway.request_log import on_lambda
 from gateway.resilience import Resilience
 from gateway.store import Store, open_store
 from gateway.types import Provider
@@ -69,6 +70,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     app.config["DEBUG"] = False
     app.json.sort_keys = False
     app.extensions["gateway"] = gateway
+    if not on_lambda():  # API Gateway logs requests there; the request log has the rest
+        install_access_log(app)
     http.install(app, settings)
     if settings.trusted_proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
