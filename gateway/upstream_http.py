@@ -23,6 +23,14 @@ from urllib.parse import urlsplit
 ExchangeError = (OSError, http.client.HTTPException)
 
 
+def _readable(sock) -> bool:
+    """Whether ``sock`` has something to read right now (an idle connection should not).
+    ``poll``, not ``select``: a threaded server holds more than 1,024 descriptors."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class ConnectionPool:
     """Idle connections to one ``scheme://host:port``, most recently used first; at most ``size`` kept."""
 
@@ -49,7 +57,7 @@ class ConnectionPool:
                 connection = self._idle.pop() if self._idle else None
             if connection is None:
                 return self._open(connect_timeout)
-            if connection.sock is not None and not select.select([connection.sock], (), (), 0)[0]:
+            if connection.sock is not None and not _readable(connection.sock):
                 return connection
             connection.close()  # readable while idle: the upstream closed it (or sent junk)
 

@@ -47,7 +47,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Upstream statuses worth another attempt besides 429 and 5xx (what OpenAI's own SDK retries).
 RETRYABLE_STATUSES = (408, 409)
 #: Connections kept open to one upstream (calls in flight beyond it open, then drop, extra ones).
-POOL_SIZE = 64
+POOL_SIZE = 256
 
 
 def fetch_secret(secret_id: str, region: str) -> str:
