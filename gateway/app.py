@@ -37,6 +37,17 @@ class Gateway:
         #: Per-app state of plugins, by a name of their choosing (caches, clients).
         self.state: dict[str, Any] = {}
 
+    def unconfigured_providers(self) -> dict[str, str]:
+        """The registered providers that cannot answer for lack of configuration, each with what to set:
+        a provider's optional ``missing()`` (one without it counts as configured)."""
+        found = {}
+        for name, provider in self.providers.items():
+            missing = getattr(provider, "missing", None)
+            what = missing() if missing is not None else None
+            if what:
+                found[name] = what
+        return found
+
     def load_providers(self) -> None:
         """Collect every plugin's providers; two providers with one name stop start-up."""
         for batch in self.hook.gateway_register_providers(gateway=self):

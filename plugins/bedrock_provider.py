@@ -222,6 +222,27 @@ def chunks_from_events(events) -> Iterator[Chunk]:
 
 # ---- the provider ------------------------------------------------------------------------------
 
+#: Variables that name credentials (or where to get them) without looking them up: on Lambda, ECS,
+#: EKS and with a profile the answer needs no botocore import.
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+def aws_credentials_found() -> bool:
+    """Whether boto3 would find AWS credentials: a variable that names them, else botocore's own chain
+    (config files, then an EC2 instance role: one metadata request, bounded by botocore's 1 s timeout)."""
+    import os
+
+    if any(os.environ.get(name) for name in CREDENTIAL_VARIABLES):
+        return True
+    import botocore.session
+
+    try:
+        return botocore.session.Session().get_credentials() is not None
+    except Exception:  # a malformed config file: boto3 could not sign either
+        return False
+
+
 class BedrockProvider:
     """Bedrock Runtime, one boto3 client per app."""
 
@@ -231,10 +252,18 @@ class BedrockProvider:
         self._gateway = gateway
         self._client = None
         self._lock = threading.Lock()
+        self._has_credentials: bool | None = None
 
     def models(self) -> dict[str, Price]:
         """The model ids the model table routes to Bedrock, with prices."""
         return self._gateway.models.served_by(self.name)
+
+    def missing(self) -> str | None:
+        """What to set when no AWS credentials can be found (looked up once); None when they can."""
+        if self._has_credentials is None:
+            self._has_credentials = aws_credentials_found()
+        return None if self._has_credentials else ("AWS credentials (AWS_ACCESS_KEY_ID and "
+                                                    "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a role)")
 
     def client(self):
         """The ``bedrock-runtime`` client, built on first use and reused."""

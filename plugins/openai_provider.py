@@ -96,6 +96,13 @@ class OpenAIProvider:
         """The upstream model ids the model table routes here, with prices."""
         return self._gateway.models.served_by(self.name)
 
+    def missing(self) -> str | None:
+        """The settings to set when this upstream has no API key configured; None when it has one."""
+        if self._config.get("api_key") or self._config.get("api_key_secret"):
+            return None
+        return (("OPENAI_API_KEY, or " if self.name == "openai" else "")
+                + f"plugin_settings.openai_provider ({self.name}) api_key or api_key_secret")
+
     def _api_key(self) -> str:
         config = self._config
         if config.get("api_key"):
@@ -109,9 +116,7 @@ class OpenAIProvider:
                 raise ProviderError(f"Provider '{self.name}': its API key could not be read from "
                                     f"AWS Secrets Manager secret '{secret}' ({code}).",
                                     code="provider_not_configured", status=503) from None
-        raise ProviderError(f"Provider '{self.name}' has no API key: set "
-                            + ("OPENAI_API_KEY, or " if self.name == "openai" else "")
-                            + f"plugin_settings.openai_provider ({self.name}) api_key or api_key_secret.",
+        raise ProviderError(f"Provider '{self.name}' has no API key: set {self.missing()}.",
                             code="provider_not_configured", status=503)
 
     def upstream(self) -> Upstream:

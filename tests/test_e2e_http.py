@@ -32,7 +32,7 @@ def test_openai_sdk_against_the_echo_model(app, live_url):
 
 def test_openai_sdk_lists_models(app, live_url):
     models = [m.id for m in sdk(live_url, issue_key(app)).models.list()]
-    assert "echo" in models and "gpt-4o-mini" in models
+    assert "echo" in models and "gpt-4o-mini" not in models  # no OPENAI_API_KEY: it could only answer 503
 
 
 def test_openai_sdk_sees_gateway_errors_as_its_own_exceptions(app, live_url):

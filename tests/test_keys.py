@@ -279,7 +279,11 @@ def test_no_key_secret_or_pepper_in_any_log_line(tmp_path, caplog):
     assert any(json.loads(line).get("message") for line in lines[:-1])
 
 
-def test_models_list_shows_only_the_allowed_models(app, client):
+def test_models_list_shows_only_the_allowed_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-upstream-secret-0123456789")  # its models are listed then
+    app = make_app(tmp_path)
+    client = app.test_client()
+
     def listed(key):
         return [m["id"] for m in client.get("/v1/models", headers={"X-API-Key": key}).get_json()["data"]]
 

@@ -1,4 +1,4 @@
-"""Public health routes: liveness, and readiness (store reachable, providers configured)."""
+"""Public health routes: liveness, and readiness (store reachable, providers configured, circuits closed)."""
 from __future__ import annotations
 
 import logging
@@ -20,14 +20,19 @@ def live():
 
 @blueprint.get("/api/v1/health/ready")
 def ready():
-    """503 until the store answers and at least one provider is registered; ``degraded`` (still 200:
-    fallbacks may answer) while a circuit breaker is open. Which one is an admin's detail
-    (``/api/v1/admin/metrics``): the public page does not tell anyone when to strike again."""
+    """503 until the store answers and at least one provider is registered and configured; ``degraded``
+    (still 200: other models answer) while a provider lacks its configuration (``unconfigured`` names
+    the setting each needs, never a value) or a circuit breaker is open. Which breaker is an admin's
+    detail (``/api/v1/admin/metrics``): the public page does not tell anyone when to strike again."""
     gateway = current_gateway()
-    degraded = any(circuit["state"] != "closed" for circuit in gateway.resilience.circuits().values())
+    open_circuit = any(circuit["state"] != "closed" for circuit in gateway.resilience.circuits().values())
+    unconfigured = gateway.unconfigured_providers()
     checks = {"store": "ok", "providers": sorted(gateway.providers) or "none registered",
-              "circuits": "degraded" if degraded else "ok"}
-    healthy = bool(gateway.providers)
+              "circuits": "degraded" if open_circuit else "ok"}
+    if unconfigured:
+        checks["unconfigured"] = {name: f"set {what}" for name, what in sorted(unconfigured.items())}
+    degraded = open_circuit or bool(unconfigured)
+    healthy = len(gateway.providers) > len(unconfigured)
     try:
         gateway.store.ping()
     except Exception as exc:

@@ -88,16 +88,19 @@ def responses():
 
 
 def visible_models(gateway, caller) -> list[dict]:
-    """The models ``caller`` may use, in OpenAI's model format: the model table's models whose
-    provider is registered, then models that providers outside the table serve."""
-    providers = gateway.providers
+    """The models ``caller`` may use, in OpenAI's model format: the model table's models that a
+    registered and configured provider serves (``owned_by`` the first of them), then models that such
+    providers serve outside the table. A model only unconfigured providers serve (no ``OPENAI_API_KEY``,
+    no AWS credentials) would answer 503: it is left out, and readiness names what is missing."""
+    unconfigured = gateway.unconfigured_providers()
+    ready = {name: provider for name, provider in gateway.providers.items() if name not in unconfigured}
     data = [{"id": spec.name, "object": "model", "created": 0, "owned_by": route.provider,
              "aliases": list(spec.aliases)}
             for spec in gateway.models
-            for route in spec.routes[:1] if any(r.provider in providers for r in spec.routes)]
+            for route in [r for r in spec.routes if r.provider in ready][:1]]
     listed = {entry["id"] for entry in data}
     data += [{"id": model, "object": "model", "created": 0, "owned_by": name}
-             for name, provider in providers.items() for model in provider.models()
+             for name, provider in ready.items() for model in provider.models()
              if model not in listed and gateway.models.price(name, model) is None]
     if caller.allowed_models is not None:
         data = [entry for entry in data if entry["id"] in caller.allowed_models]
