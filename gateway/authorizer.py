@@ -1,9 +1,17 @@
-"""The API Gateway Lambda TOKEN authorizer, and the app's side of its context.
+"""The API Gateway Lambda REQUEST authorizer, and the app's side of its context.
 
-Zappa wires it up with ``"authorizer": {"function": "gateway.authorizer.handler",
-"token_header": "X-API-Key"}``. It validates the key with the same hook the app
-uses (``gateway_authenticate``) and answers an IAM policy: Allow with the caller in
-the context (userId, apiKeyId, tier, permissions, limits), or Deny.
+``cloudformation/api.yaml`` puts it in front of every route but ``OPTIONS`` preflights; it
+allows the app's public routes (:data:`PUBLIC_PATHS`) without a key. A REQUEST authorizer
+sees the request's headers and path, so a key is
+accepted in ``X-API-Key`` and in ``Authorization: Bearer`` alike (a TOKEN authorizer
+reads one header only). It validates the key with the same hook the app uses
+(``gateway_authenticate``), on the app Zappa's handler serves in this container
+(:func:`_gateway`: one app per container), and answers an IAM policy: Allow for the
+one method called, with the caller in the context (userId, apiKeyId, tier,
+permissions, limits), or Deny. A Deny, for a missing credential too, counts in the
+``AuthFailures`` metric; API Gateway answers it with the 401 envelope of api.yaml.
+The authorizer's results are not cached (TTL 0): a revoked key is refused after at
+most ``key_cache_ttl`` seconds, the app's own bound.
 
 Behind it, Zappa passes the API Gateway event to the app in the WSGI environ
 (``environ["lambda.event"]``, set by ``zappa.handler.LambdaHandler``); an HTTP
@@ -15,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import cache
+import re
 from typing import Any
 
 from gateway.errors import GatewayError
@@ -25,6 +33,17 @@ logger = logging.getLogger(__name__)
 
 #: The context keys the authorizer sets; all must be present for the app to trust it.
 CONTEXT_KEYS = ("userId", "apiKeyId", "tier", "permissions")
+#: The app's routes that need no key (health checks, the dashboard page that asks for one, the
+#: OpenAPI document), allowed without a key for GET and HEAD. Exact paths only: a path the app would
+#: normalise differently is not public here.
+PUBLIC_PATHS = frozenset({"/health", "/api/v1/health/live", "/api/v1/health/ready", "/dashboard", "/openapi.json"})
+PUBLIC_PREFIXES = ("/dashboard/static/",)
+#: The request headers that may carry a key (names compared case-insensitively).
+CREDENTIAL_HEADERS = ("x-api-key", "authorization")
+#: The caller's correlation id, as the app accepts it (``gateway.http``); anything else is replaced
+#: by API Gateway's request id, so the access log and the app's log share one id.
+CORRELATION_HEADER = "x-correlation-id"
+_VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def caller_context(caller: Caller) -> dict[str, str]:
@@ -67,43 +86,92 @@ def caller_from_authorizer(environ: dict[str, Any], presented_key: str) -> Calle
                   mcp_context={"true": True, "false": False}.get(context.get("mcpContext")))
 
 
-@cache
 def _gateway():
-    """The Gateway of this Lambda container, built on the first invocation and reused."""
-    from gateway.app import create_app
+    """The Gateway of the app Zappa's handler serves (``gateway.wsgi.app``): imported once per
+    container, whichever of the authorizer and the handler runs first; never a second app."""
+    from gateway.wsgi import app
 
-    return create_app().extensions["gateway"]
+    return app.extensions["gateway"]
 
 
 def _policy(principal: str, effect: str, method_arn: str, context: dict[str, str] | None = None) -> dict:
-    # Authorizer results are cached by token for the whole API: allow every method of it.
-    api = "/".join(method_arn.split("/")[:2]) if "/" in method_arn else method_arn
+    # Results are not cached (api.yaml: TTL 0), so the policy names exactly the method called.
     policy: dict[str, Any] = {
         "principalId": principal,
         "policyDocument": {"Version": "2012-10-17", "Statement": [
-            {"Action": "execute-api:Invoke", "Effect": effect, "Resource": f"{api}/*/*"}]},
+            {"Action": "execute-api:Invoke", "Effect": effect, "Resource": method_arn}]},
     }
     if context:
         policy["context"] = context
     return policy
 
 
-def authorize(gateway, token: str, method_arn: str) -> dict:
-    """The policy for ``token``: Allow with the caller as context, or Deny."""
+def _request_headers(event: dict) -> dict[str, str]:
+    """The request's headers, lower-cased names (API Gateway passes them as the client wrote them)."""
+    headers = event.get("headers") or {}
+    return {str(name).lower(): value for name, value in headers.items() if isinstance(value, str)}
+
+
+def correlation_id(event: dict, headers: dict[str, str]) -> str:
+    """The caller's correlation id when the app would accept it, else API Gateway's request id."""
+    given = headers.get(CORRELATION_HEADER, "")
+    if _VALID_CORRELATION_ID.match(given):
+        return given
+    return str((event.get("requestContext") or {}).get("requestId") or "")
+
+
+def is_public(event: dict) -> bool:
+    """Whether the request is a GET or HEAD of one of the app's public routes."""
+    path = event.get("path") or ""
+    return event.get("httpMethod") in ("GET", "HEAD") and (path in PUBLIC_PATHS or (
+        path.startswith(PUBLIC_PREFIXES) and ".." not in path and "//" not in path))
+
+
+def authorize(gateway, event: dict) -> dict:
+    """The policy for a REQUEST authorizer event: Allow for a public route; Allow with the caller as
+    context; or Deny (counted in ``AuthFailures``: no credential, or one that is invalid, revoked or
+    expired)."""
     from werkzeug.test import EnvironBuilder
     from werkzeug.wrappers import Request
 
-    request = Request(EnvironBuilder(headers={"X-API-Key": token}).get_environ())
+    from gateway.metrics import count_auth_failure
+
+    headers = _request_headers(event)
+    method_arn = event.get("methodArn", "")
+    if is_public(event):  # a key sent anyway is checked by the app itself
+        return _policy("public", "Allow", method_arn, {"correlationId": correlation_id(event, headers)})
+    credentials = {name: headers[name] for name in CREDENTIAL_HEADERS if name in headers}
+    request = Request(EnvironBuilder(headers=credentials).get_environ())
     try:
         caller = gateway.hook.gateway_authenticate(request=request, gateway=gateway)
     except GatewayError as exc:
         logger.info("authorizer denied a key", extra={"error_code": exc.code})
         caller = None
     if caller is None:
+        if not credentials:
+            logger.info("authorizer denied a request without a key")
+        count_auth_failure(gateway)
         return _policy("anonymous", "Deny", method_arn)
-    return _policy(caller.user_id, "Allow", method_arn, caller_context(caller))
+    context = {**caller_context(caller), "correlationId": correlation_id(event, headers)}
+    return _policy(caller.user_id, "Allow", method_arn, context)
+
+
+def is_authorizer_event(event: Any) -> bool:
+    """Whether ``event`` is what API Gateway sends a REQUEST authorizer (not a proxied request)."""
+    return isinstance(event, dict) and event.get("type") == "REQUEST" and "methodArn" in event
 
 
 def handler(event: dict, context: Any = None) -> dict:
-    """The Lambda entry point for an API Gateway TOKEN authorizer event."""
-    return authorize(_gateway(), event.get("authorizationToken", "") or "", event.get("methodArn", ""))
+    """The authorizer's entry point, for an API Gateway REQUEST authorizer event."""
+    return authorize(_gateway(), event)
+
+
+def lambda_handler(event: Any, context: Any) -> Any:
+    """The function's Lambda handler (``lambda_handler`` in zappa_settings.json): authorizer
+    events to :func:`handler`, every other event to Zappa's own handler. Zappa's handler would
+    take a REQUEST authorizer event for a request (it carries ``httpMethod``) and serve it."""
+    if is_authorizer_event(event):
+        return handler(event, context)
+    from zappa.handler import lambda_handler as zappa_lambda_handler
+
+    return zappa_lambda_handler(event, context)

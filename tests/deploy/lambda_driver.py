@@ -4,7 +4,8 @@
 
 SETTINGS_DIR holds the ``zappa_settings.py`` that ``zappa save-python-settings-file``
 wrote (and, for the hello-world baseline, its app module); the environment is the
-stage's Lambda environment. Writes the handler's answers, and the wall-clock and CPU
+stage's Lambda environment; ``_HANDLER`` names the function's handler as Lambda's runtime
+has it (Zappa's own when unset). Writes the handler's answers, and the wall-clock and CPU
 seconds to the first answer (import of the handler and the app, and the first request:
 what a cold start costs), to ANSWERS_FILE; the handler prints to stdout.
 """
@@ -12,7 +13,9 @@ import time
 
 STARTED = time.perf_counter()
 
+import importlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -22,7 +25,8 @@ def main() -> None:
     sys.path.insert(0, settings_dir)
     with open(events_file) as file:
         events = json.load(file)
-    from zappa.handler import lambda_handler
+    module, _, function = os.environ.get("_HANDLER", "zappa.handler.lambda_handler").rpartition(".")
+    lambda_handler = getattr(importlib.import_module(module), function)
 
     context = SimpleNamespace(function_name="ai-gateway", aws_request_id="request-1",
                               get_remaining_time_in_millis=lambda: 30_000)

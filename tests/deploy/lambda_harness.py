@@ -38,13 +38,23 @@ def proxy_event(method: str, path: str, body: dict | None = None, headers: dict 
     }
 
 
-def stage_environment(stage: str) -> dict[str, str]:
-    """The stage's ``aws_environment_variables`` from zappa_settings.json, following ``extends`` as Zappa does."""
+def stage_setting(stage: str, name: str):
+    """One of the stage's settings in zappa_settings.json, following ``extends`` as Zappa does."""
     settings = json.loads((ROOT / "zappa_settings.json").read_text())
-    name = stage
-    while "aws_environment_variables" not in settings[name]:
-        name = settings[name]["extends"]
-    return dict(settings[name]["aws_environment_variables"])
+    while name not in settings[stage]:
+        stage = settings[stage]["extends"]
+    return settings[stage][name]
+
+
+def stage_environment(stage: str) -> dict[str, str]:
+    """The stage's ``aws_environment_variables`` from zappa_settings.json."""
+    return dict(stage_setting(stage, "aws_environment_variables"))
+
+
+def function_environment(stage: str) -> dict[str, str]:
+    """What the function's process sees on Lambda: the stage's variables, the runtime's own, and
+    ``_HANDLER``, the handler Zappa configures (``lambda_handler``)."""
+    return {**stage_environment(stage), **LAMBDA_RUNTIME, "_HANDLER": stage_setting(stage, "lambda_handler")}
 
 
 #: What the Lambda runtime sets in every function's environment (the gateway reads the name to
@@ -57,10 +67,10 @@ def local_environment(stage: str, sqlite_path: Path) -> dict[str, str]:
     """The stage's Lambda environment (with the variables the Lambda runtime adds), on a SQLite
     file and without the SSM path, secret and DynamoDB response cache (they need AWS);
     rate-limit counters follow the store to SQLite."""
-    environment = stage_environment(stage)
+    environment = function_environment(stage)
     for remote in ("GATEWAY_SSM_PATH", "GATEWAY_SECRET_ID", "GATEWAY_RESPONSE_CACHE"):
         environment.pop(remote, None)
-    return {**environment, **LAMBDA_RUNTIME, "GATEWAY_STORE": "sqlite", "GATEWAY_SQLITE_PATH": str(sqlite_path)}
+    return {**environment, "GATEWAY_STORE": "sqlite", "GATEWAY_SQLITE_PATH": str(sqlite_path)}
 
 
 

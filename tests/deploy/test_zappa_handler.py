@@ -19,7 +19,19 @@ USER = "lambda-user"
 METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/dev/POST/v1/chat/completions"
 AUTHORIZER_CONTEXT = {"principalId": USER, "userId": USER, "tier": "free", "integrationLatency": 7}
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "Hello from Lambda"}]}
+def authorizer_event(headers: dict[str, str]) -> dict:
+    """What API Gateway sends api.yaml's REQUEST authorizer: the request itself, with the method's ARN."""
+    event = proxy_event("POST", "/v1/chat/completions", CHAT, headers)
+    return {"type": "REQUEST", "methodArn": METHOD_ARN,
+            **{k: v for k, v in event.items() if k not in ("body", "isBase64Encoded")}}
+
+
 EVENTS = {
+    # First, as when a container's first event is an authorizer call: it builds the one app.
+    "authorize": authorizer_event({"X-API-Key": "{KEY}"}),
+    "authorize_bearer": authorizer_event({"Authorization": "Bearer {KEY}"}),
+    "authorize_bad": authorizer_event({"X-API-Key": "gw_test_0000_" + "y" * 40}),
+    "authorize_none": authorizer_event({}),
     "health": proxy_event("GET", "/health"),
     "ready": proxy_event("GET", "/api/v1/health/ready"),
     "completion": proxy_event("POST", "/v1/chat/completions", CHAT, {"X-API-Key": "{KEY}"}, AUTHORIZER_CONTEXT),
@@ -34,9 +46,6 @@ EVENTS = {
     "stream": proxy_event("POST", "/v1/chat/completions",
                           {**CHAT, "stream": True, "stream_options": {"include_usage": True}},
                           {"X-API-Key": "{KEY}"}, AUTHORIZER_CONTEXT),
-    # What API Gateway sends the TOKEN authorizer Zappa wires up (token_header X-API-Key).
-    "authorize": {"type": "TOKEN", "authorizationToken": "{KEY}", "methodArn": METHOD_ARN},
-    "authorize_bad": {"type": "TOKEN", "authorizationToken": "gw_test_0000_" + "y" * 40, "methodArn": METHOD_ARN},
 }
 
 
@@ -65,7 +74,8 @@ def _headers(answer: dict) -> dict[str, str]:
 def test_settings_file_is_the_dev_stage(lambda_run):
     generated = lambda_run[3]
     assert "APP_MODULE='gateway.wsgi'" in generated and "APP_FUNCTION='app'" in generated
-    assert "AUTHORIZER_FUNCTION='gateway.authorizer.handler'" in generated
+    assert "AUTHORIZER_FUNCTION" not in generated  # api.yaml's authorizer, reached through lambda_handler
+    assert "CONTEXT_HEADER_MAPPINGS={'X-Correlation-Id': 'authorizer.correlationId'}" in generated
     assert "DEBUG=False" in generated and "API_STAGE='dev'" in generated
 
 
@@ -132,11 +142,20 @@ def test_streamed_completion_arrives_buffered_but_whole(lambda_run):
     assert [r.streamed for r in records if r.status == 200].count(True) == 1
 
 
-def test_token_authorizer_through_zappas_handler_allows_and_denies(lambda_run):
+def test_request_authorizer_through_the_functions_handler_allows_either_header_and_denies(lambda_run):
     answers = lambda_run[0]
-    allow, deny = answers["authorize"], answers["authorize_bad"]
-    assert allow["principalId"] == USER
-    assert allow["policyDocument"]["Statement"][0]["Effect"] == "Allow"
-    assert allow["context"]["userId"] == USER and allow["context"]["tier"] == "free"
-    assert deny["policyDocument"]["Statement"][0]["Effect"] == "Deny"
-    assert "context" not in deny
+    for name in ("authorize", "authorize_bearer"):
+        allow = answers[name]
+        assert allow["principalId"] == USER
+        assert allow["policyDocument"]["Statement"] == [
+            {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": METHOD_ARN}]
+        assert allow["context"]["userId"] == USER and allow["context"]["tier"] == "free"
+    for name in ("authorize_bad", "authorize_none"):
+        assert answers[name]["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+        assert "context" not in answers[name]
+
+
+def test_one_app_per_container(lambda_run):
+    logs = lambda_run[2]
+    # The authorizer ran first and built the app; Zappa's handler served the requests with it.
+    assert logs.count('"message": "gateway ready"') == 1

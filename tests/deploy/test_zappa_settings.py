@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 
 import pytest
@@ -35,11 +36,67 @@ def test_stage_runs_the_app_on_this_runtime_within_api_gateway_limits(stage):
     assert config["memory_size"] >= 1024
     assert 29 <= config["timeout_seconds"] <= 30
     assert config["debug"] is False and config["keep_warm"] is True
-    assert config["authorizer"] == {"function": "gateway.authorizer.handler", "token_header": "X-API-Key",
-                                    "result_ttl": 300}
     assert config["tags"] == {"Project": "ai-gateway", "Stage": stage}
     for left_out in ("tests", "bench", "docs", "cloudformation", "boto3", "botocore"):
         assert left_out in config["exclude"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_leaves_the_api_to_api_yaml_and_its_authorizer_events_to_the_gateway(stage):
+    config = stage_config(stage)
+    # api.yaml makes the API with a REQUEST authorizer; Zappa's own would be a TOKEN one (one header).
+    assert config["apigateway_enabled"] is False and "authorizer" not in config
+    # Zappa's handler would serve a REQUEST authorizer event as a request (it carries httpMethod).
+    assert config["lambda_handler"] == "gateway.authorizer.lambda_handler"
+    # The correlation id the authorizer chose (and the access log records) is the one the app uses.
+    assert config["context_header_mappings"] == {"X-Correlation-Id": "authorizer.correlationId"}
+    assert config.get("xray_tracing", False) is (stage != "dev")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_has_nothing_that_fails_on_a_fresh_account_or_pins_a_region(stage):
+    config = stage_config(stage)
+    # Reserved concurrency above the account's unreserved quota (a fresh account has 10 in all) fails.
+    assert "lambda_concurrency" not in config
+    assert "aws_region" not in config and "GATEWAY_AWS_REGION" not in stage_environment(stage)
+    # Bucket names are global: the account id makes them unique (docs/deploy.md substitutes it).
+    assert config["s3_bucket"] == f"ai-gateway-{stage}-deployments-ACCOUNT_ID"
+    named = config["s3_bucket"].replace("ACCOUNT_ID", "123456789012")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", named)
+
+
+
+def test_the_guides_bucket_step_makes_every_stages_bucket_name_unique(tmp_path):
+    [command] = [line.strip() for line in (ROOT / "docs" / "deploy.md").read_text().splitlines()
+                 if line.strip().startswith("sed -i") and "ACCOUNT_ID" in line]
+    (tmp_path / "zappa_settings.json").write_text((ROOT / "zappa_settings.json").read_text())
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, env={"ACCOUNT": "123456789012", "PATH": "/usr/bin:/bin"},
+                   check=True, timeout=30)
+    edited = json.loads((tmp_path / "zappa_settings.json").read_text())
+    assert {stage: edited[stage]["s3_bucket"] for stage in STAGES} == {
+        stage: f"ai-gateway-{stage}-deployments-123456789012" for stage in STAGES}
+    assert {stage: {**edited[stage], "s3_bucket": None} for stage in STAGES} == {
+        stage: {**ZAPPA[stage], "s3_bucket": None} for stage in STAGES}  # nothing else changed
+
+
+def test_no_deploy_time_package_is_shipped():
+    excluded = set(stage_config("dev")["exclude"])
+    deploy_time = {"yaml", "_yaml", "pkg_resources", "requests", "cfn_flip", "placebo", "hjson", "toml", "slugify",
+                   "troposphere", "setuptools", "pip", "wheel", "tqdm", "argcomplete", "gunicorn"}
+    # The openai SDK and its stack: the gateway forwards bytes to OpenAI-compatible upstreams itself.
+    sdk = {"openai", "pydantic", "pydantic_core", "jiter", "anyio", "httpx2", "httpcore2", "h11", "sniffio"}
+    assert deploy_time | sdk <= excluded
+    for name in (deploy_time | sdk) - {"yaml", "_yaml", "pkg_resources", "slugify"}:
+        assert f"{name}-*.dist-info" in excluded, name
+
+
+def test_stage_log_levels_are_not_overridden_by_the_parameters_stack():
+    parameters = template("parameters")
+    assert parameters["Parameters"]["LogLevel"]["Default"] == ""
+    [level] = [r for r in resources_of(parameters, "AWS::SSM::Parameter").values()
+               if r["Properties"]["Name"]["Fn::Sub"].endswith("/log_level")]
+    assert level["Condition"] == "SetLogLevel"
+    assert stage_environment("dev")["GATEWAY_LOG_LEVEL"] == "DEBUG"
 
 
 @pytest.mark.parametrize("stage", STAGES)
