@@ -47,19 +47,21 @@ def build_cli(pm) -> click.Group:
     @click.option("--host", default="127.0.0.1", show_default=True)
     @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
     @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
-                  help="gunicorn worker processes.")
+                  help="Worker processes (one per core).")
+    @click.option("--threads", default=256, show_default=True, type=click.IntRange(1, 4096),
+                  help="Calls in flight per worker.")
     @click.option("--reload", is_flag=True, help="Development server that restarts on code changes.")
     @with_appcontext
-    def serve(host, port, workers, reload):
-        """Serve the gateway (gunicorn; --reload for development)."""
+    def serve(host, port, workers, threads, reload):
+        """Serve the gateway (granian, see gateway/serving.py; --reload for development)."""
         from flask import current_app
+
+        from gateway.serving import serve as serve_with_granian
 
         if reload:
             current_app.run(host=host, port=port, use_reloader=True, debug=False)
             return
-        argv = [sys.executable, "-m", "gunicorn", "gateway.wsgi:app", "--bind", f"{host}:{port}",
-                "--workers", str(workers), "--timeout", "60", "--graceful-timeout", "10"]
-        os.execv(sys.executable, argv)
+        serve_with_granian(host, port, workers, threads)
 
     @cli.command()
     @json_option

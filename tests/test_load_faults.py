@@ -1,4 +1,4 @@
-"""Load and faults against the gateway served by gunicorn (2 workers) on loopback.
+"""Load and faults against the gateway served by ``gateway serve`` (granian, 2 workers) on loopback.
 
 64 concurrent clients send a mix of streamed and plain completions (OpenAI and Bedrock wire
 formats, OpenAI and native API) to ``gateway serve``, whose providers are the fault-injecting
@@ -92,7 +92,7 @@ def _environment(workdir: Path, openai: FakeOpenAI, bedrock: FakeBedrock, fault_
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """gunicorn with 2 workers in front of local OpenAI and Bedrock servers, for the whole module."""
+    """``gateway serve`` with 2 workers in front of local OpenAI and Bedrock servers, for the whole module."""
     workdir = tmp_path_factory.mktemp("load")
     fault_file = workdir / "store-fault"
     fault_file.write_text("")
@@ -138,8 +138,9 @@ def run_load(stack: Stack, count: int, mix=MIX, during=None) -> list[Outcome]:
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
             futures = [pool.submit(one, i) for i in range(count)]
-            if during is not None:
-                time.sleep(0.2)
+            if during is not None:  # once a quarter is answered: the load is under way, most still to come
+                while sum(future.done() for future in futures) < count // 4:
+                    time.sleep(0.005)
                 during()
             outcomes = [future.result() for future in futures]
     finally:
@@ -186,8 +187,8 @@ def assert_clean(outcomes: list[Outcome]) -> None:
     assert set(endings) == {"done"}, endings
 
 
-def gunicorn_processes(stack: Stack) -> tuple[int, list[int]]:
-    """The gunicorn master serving ``stack`` and its workers' pids."""
+def server_processes(stack: Stack) -> tuple[int, list[int]]:
+    """The granian main process serving ``stack`` and its workers' pids."""
     port = stack.url.rsplit(":", 1)[1]
     parents = {}
     for entry in Path("/proc").iterdir():
@@ -199,7 +200,7 @@ def gunicorn_processes(stack: Stack) -> tuple[int, list[int]]:
                 continue
             parents[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
     master = next(pid for pid, (ppid, cmdline) in parents.items()
-                  if ppid == os.getpid() and "gunicorn" in cmdline and f":{port}" in cmdline)
+                  if ppid == os.getpid() and "granian" in cmdline and f" --port {port} " in cmdline)
     return master, sorted(pid for pid, (ppid, _) in parents.items() if ppid == master)
 
 
@@ -274,12 +275,12 @@ def test_a_slow_or_refusing_store_loses_nothing_and_fails_no_request(stack, mode
 def test_workers_survive_and_memory_does_not_grow(stack):
     """Runs last in this module: the same two workers served everything above, and three more
     rounds do not grow their memory beyond noise (a leak of even a few KiB per request would)."""
-    master, workers = gunicorn_processes(stack)
+    master, workers = server_processes(stack)
     assert len(workers) == 2
     run_load(stack, 64)  # warm-up: caches, SDK clients, allocator pools
     baseline = rss_kib(workers)
     rounds = [assert_clean(run_load(stack, 64)) or rss_kib(workers) for _ in range(3)]
-    assert gunicorn_processes(stack) == (master, workers)  # no worker died or was replaced
+    assert server_processes(stack) == (master, workers)  # no worker died or was replaced
     assert "WORKER TIMEOUT" not in stack.log_text() and "Worker exiting" not in stack.log_text()
     growth = rounds[-1] - baseline
     assert growth < max(16 * 1024, baseline // 8), (baseline, rounds)
@@ -301,11 +302,11 @@ def test_long_mixed_load_with_faults(stack):
     faulted = run_load(stack, 1000, during=faults)
     assert_clean(faulted)
     fault_figures = assert_one_record_per_request(stack, faulted)
-    master, workers = gunicorn_processes(stack)
+    master, workers = server_processes(stack)
     sizes = []
     for _ in range(5):
         assert_clean(run_load(stack, 400))
         sizes.append(rss_kib(workers))
-    assert gunicorn_processes(stack) == (master, workers)
+    assert server_processes(stack) == (master, workers)
     assert sizes[-1] - sizes[0] < max(16 * 1024, sizes[0] // 8), sizes
     print(f"long load: {figures}; with faults: {fault_figures}; rss KiB per round {sizes}")

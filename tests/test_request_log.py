@@ -145,7 +145,7 @@ def test_record_count_equals_request_count_under_concurrent_load(tmp_path):
     writer.close()
 
 
-def test_gunicorn_workers_write_every_record_before_they_exit(tmp_path):
+def test_served_workers_write_every_record_before_they_exit(tmp_path):
     db = tmp_path / "served.db"
     key = issue_key(make_app(tmp_path, {"sqlite_path": str(db)}), user="load", tier="premium")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))},
@@ -165,7 +165,7 @@ def test_gunicorn_workers_write_every_record_before_they_exit(tmp_path):
         with ThreadPoolExecutor(max_workers=6) as pool:
             assert set(pool.map(one, range(40))) == {200}
     finally:
-        server.send_signal(signal.SIGTERM)  # graceful stop: workers exit, atexit drains their queues
+        server.send_signal(signal.SIGTERM)  # graceful stop: as workers exit, close_at_exit drains their queues
         server.wait(timeout=60)
     assert len(SQLiteStore(str(db)).records_for_user("load")) == 40
 

@@ -1,7 +1,7 @@
 """Real local servers for tests, each in its own process on a free loopback port.
 
 ``redis_server`` runs the system's ``redis-server`` (no persistence); ``moto_server``
-runs moto's DynamoDB-compatible server; ``gateway_server`` runs gunicorn on the
+runs moto's DynamoDB-compatible server; ``gateway_server`` runs ``gateway serve`` on the
 gateway. Output goes to a file, never a pipe (a full pipe would block the server).
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ def moto_server(workdir: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def gateway_server(workdir: Path, env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
-    """``gateway serve`` (gunicorn) with ``env``; yields its base URL once it answers /health."""
+    """``gateway serve`` (granian) with ``env``; yields its base URL once it answers /health."""
     import httpx
 
     port = free_port()
