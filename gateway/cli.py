@@ -21,11 +21,14 @@ from gateway.plugins import build_plugin_manager
 
 
 def _create_app():
-    """The app a command works on. Its start-up lines (``gateway ready``) would precede every
-    command's answer, so the CLI logs warnings and errors only unless ``GATEWAY_LOG_LEVEL`` says."""
+    """The app a command works on. Its start-up lines (``gateway ready``) would precede every data
+    command's answer, so those log warnings and errors only unless ``GATEWAY_LOG_LEVEL`` says; ``serve``
+    keeps the configured level (``--reload``'s access lines)."""
     from gateway.app import create_app
 
-    quiet = {} if os.environ.get("GATEWAY_LOG_LEVEL") else {"log_level": "WARNING"}
+    context = click.get_current_context(silent=True)
+    serving = context is not None and context.info_name == "serve"
+    quiet = {} if serving or os.environ.get("GATEWAY_LOG_LEVEL") else {"log_level": "WARNING"}
     try:
         return create_app(quiet)
     except ConfigError as exc:

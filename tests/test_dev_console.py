@@ -1,14 +1,23 @@
 """The dev console: one plain access line per request on stderr, and no EMF lines unless on Lambda or asked."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.config import load_settings
 from gateway.logs import ACCESS_LOGGER, access_line
 from gateway.testing import issue_key, make_app, serve
+from tests.fakes.servers import free_port
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<method>[A-Z]+) (?P<path>\S+) (?P<status>\d{3}) (?P<ms>\d+\.\d) ms "
                   r"key=(?P<key>\S+) cid=(?P<cid>\S+)$")
@@ -80,3 +89,30 @@ def test_no_emf_line_on_the_dev_console(tmp_path, capsys):
                                       json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 200
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.xfail(strict=True, reason="gateway serve --reload exits at once: Flask ignores app.run() under its "
+                   "own CLI (FLASK_RUN_FROM_CLI); the serve command's owner is told")
+def test_the_reloading_dev_server_prints_access_lines_too(tmp_path):
+    port, log = free_port(), tmp_path / "serve.log"
+    env = {**os.environ, "GATEWAY_SQLITE_PATH": str(tmp_path / "gateway.db")}
+    gateway = Path(sys.executable).parent / "gateway"
+    with open(log, "wb") as out:  # its own session: the reloader's child goes with it
+        server = subprocess.Popen([str(gateway), "serve", "--reload", "--port", str(port)], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        time.sleep(0.2)  # the line is written once the answer has been sent
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+    lines = [LINE.match(line) for line in log.read_text().splitlines()]
+    assert [(m["method"], m["path"], m["status"], m["key"]) for m in lines if m] == [("GET", "/health", "200", "-")]
