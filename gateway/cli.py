@@ -95,8 +95,9 @@ def build_cli(pm) -> click.Group:
         gateway = _current_gateway()
         try:
             products = read_products(file)
-            with click.progressbar(length=len(products), label="importing",
-                                   file=sys.stderr if not as_json else open(os.devnull, "w")) as bar:
+            # A progress bar only where someone watches it: a terminal, and not under --json.
+            with click.progressbar(length=len(products), label="importing", file=sys.stderr,
+                                   hidden=as_json or not sys.stderr.isatty()) as bar:
                 count = import_products(gateway.store, products, progress=bar.update)
         except GatewayError as exc:
             raise click.ClickException(exc.message) from None

@@ -80,5 +80,7 @@ def test_every_data_command_answers_json_alone(tmp_path):
 def test_commands_log_nothing_unless_asked(tmp_path):
     quiet = run_gateway(["keys", "list"], tmp_path)
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    imported = run_gateway(["catalog", "import", str(ROOT / "data/demo_catalog.json")], tmp_path)
+    assert imported.stdout.startswith("imported ") and imported.stderr == ""  # no progress bar off a terminal
     chatty = run_gateway(["keys", "list"], tmp_path, GATEWAY_LOG_LEVEL="INFO")
     assert json.loads(chatty.stderr.splitlines()[0])["message"] == "gateway ready"
