@@ -5,13 +5,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fakes.servers import free_port
+from tests.fakes.servers import free_port, running
 
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAY = Path(sys.executable).parent / "gateway"
@@ -22,28 +21,24 @@ def files_under(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*")}
 
 
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 (False while the server is not up)."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def test_serve_writes_nothing_outside_its_store(tmp_path):
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("GATEWAY_", "XDG_"))}
     env.update(HOME=str(home), GATEWAY_SQLITE_PATH=str(work / "var" / "gateway.db"))
-    port = free_port()
-    with open(tmp_path / "serve.log", "wb") as log:
-        server = subprocess.Popen([str(GATEWAY), "serve", "--port", str(port), "--workers", "1"],
-                                  env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health/ready", timeout=2).status_code == 200
-                break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.2)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    url = f"http://127.0.0.1:{free_port()}"
+    argv = [str(GATEWAY), "serve", "--port", url.rsplit(":", 1)[1], "--workers", "1"]
+    with running(argv, tmp_path / "serve.log", lambda: answers(f"{url}/api/v1/health/ready"), env=env):
+        assert answers(f"{url}/health")
     assert files_under(home) == set()
     assert {name for name in files_under(work) if not name.startswith("var/gateway")} == {"var"}
 
