@@ -5,6 +5,8 @@
 ``--pace`` seconds for ``--stream-seconds``, then the finish chunk, the usage chunk (when
 asked) and ``[DONE]``. ``GET /health`` answers at once. One asyncio loop holds every
 connection (keep-alive, thousands at a time), so the upstream is never what limits a run.
+A request may set its own pacing with the extra body fields ``paced_latency``, ``paced_pace``
+and ``paced_seconds`` (the gateway forwards fields it does not know; the tests use them).
 
 Usage: ``python bench/paced_upstream.py PORT [--latency 1] [--pace 1] [--stream-seconds 90]``.
 ``bench/paced.py`` starts it; ``tests/test_serving.py`` uses it as a module.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 BODY = json.dumps(json.loads((Path(__file__).resolve().parent / "upstream.json").read_text())).encode()
@@ -38,8 +41,8 @@ class PacedUpstream:
     def __init__(self, latency: float = 1.0, pace: float = 1.0, stream_seconds: float = 90.0):
         self.latency, self.pace, self.stream_seconds = latency, pace, stream_seconds
 
-    async def serve(self, port: int, ready: asyncio.Event | None = None) -> None:
-        """Listen on 127.0.0.1:``port`` until cancelled."""
+    async def serve(self, port: int, ready: threading.Event | None = None) -> None:
+        """Listen on 127.0.0.1:``port`` until cancelled; ``ready`` is set once it listens."""
         server = await asyncio.start_server(self._connection, "127.0.0.1", port, backlog=4096)
         if ready:
             ready.set()
@@ -53,13 +56,14 @@ class PacedUpstream:
                 request_line, *header_lines = head.decode("latin-1").split("\r\n")
                 headers = dict(line.lower().split(": ", 1) for line in header_lines if ": " in line)
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
+                request = json.loads(body) if body else {}
                 if request_line.startswith("GET"):
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                elif json.loads(body).get("stream"):
-                    await self._stream(json.loads(body), writer)
+                elif request.get("stream"):
+                    await self._stream(request, writer)
                     return  # the stream ends with the connection (HTTP/1.0 style, like many upstreams)
                 else:
-                    await asyncio.sleep(self.latency)
+                    await asyncio.sleep(request.get("paced_latency", self.latency))
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                                  + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
                 await writer.drain()
@@ -71,9 +75,10 @@ class PacedUpstream:
     async def _stream(self, request: dict, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
                      + chunk({"role": "assistant", "content": ""}))
-        chunks = max(1, round(self.stream_seconds / self.pace))
+        pace = request.get("paced_pace", self.pace)
+        chunks = max(1, round(request.get("paced_seconds", self.stream_seconds) / pace))
         for index in range(chunks):
-            await asyncio.sleep(self.pace)
+            await asyncio.sleep(pace)
             writer.write(chunk({"content": f"word{index} "}))
             await writer.drain()
         writer.write(chunk({}, "stop"))

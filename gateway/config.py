@@ -147,6 +147,8 @@ class SettingsSchema(Schema):
     metrics_emf = f.Boolean()
     provider_connect_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
     request_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
+    stream_idle_timeout = f.Float(validate=validate.Range(min=1))
+    stream_max_seconds = f.Float(validate=validate.Range(min=1))
     retry_attempts = f.Integer(validate=validate.Range(min=0, max=10))
     retry_base_delay = f.Float(validate=validate.Range(min=0))
     retry_max_delay = f.Float(validate=validate.Range(min=0))
@@ -240,6 +242,10 @@ class Settings:
     provider_connect_timeout: float = 3.0
     #: Seconds for all attempts of one request (retries, fallbacks): inside API Gateway's 29 s.
     request_timeout: float = 27.0
+    #: Seconds a stream may go without an upstream event (a reasoning model may think minutes
+    #: before its first token) before it ends with an error event; then the total a stream may last.
+    stream_idle_timeout: float = 300.0
+    stream_max_seconds: float = 3600.0
     #: Retries after the first attempt, per candidate, with exponential backoff and full jitter.
     retry_attempts: int = 2
     retry_base_delay: float = 0.25

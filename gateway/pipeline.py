@@ -307,4 +307,5 @@ def start_streaming(gateway, call: RecordedCall, candidates: list[tuple[Provider
         record.latency_ms = (time.perf_counter() - call.started) * 1000
         notify_after_response(gateway, record)
 
-    return Answer(completion, None, provider.name, model, record, chunks=MeteredStream(first, chunks, finish))
+    return Answer(completion, None, provider.name, model, record, chunks=MeteredStream(
+        first, chunks, finish, gateway.settings.stream_max_seconds))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 from flask import Response
@@ -33,10 +34,11 @@ class MeteredStream:
     """
 
     def __init__(self, first: Chunk | None, rest: Iterator[Chunk],
-                 on_finish: Callable[[MeteredStream, GatewayError | None], None]):
+                 on_finish: Callable[[MeteredStream, GatewayError | None], None], max_seconds: float | None = None):
         self._first = first
         self._rest = rest
         self._on_finish = on_finish
+        self._ends_at = None if max_seconds is None else time.monotonic() + max_seconds
         self._finished = False
         self._texts: list[str] = []
         self.usage = Usage()
@@ -64,6 +66,9 @@ class MeteredStream:
             except Exception:
                 self._finish(GatewayError("The stream failed inside the gateway."))
                 raise
+        if self._ends_at is not None and time.monotonic() > self._ends_at:
+            self._stop(GatewayError("The stream went on longer than the gateway allows (stream_max_seconds).",
+                                    code="stream_too_long", status=504))
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.text and chunk.index == 0:
@@ -72,13 +77,19 @@ class MeteredStream:
 
     def close(self) -> None:
         """Stop reading: close the upstream; record the request if it had not ended yet."""
+        self._stop(GatewayError("The client closed the connection before the stream ended.",
+                                code="client_closed", status=CLIENT_CLOSED), raise_it=False)
+
+    def _stop(self, error: GatewayError, raise_it: bool = True) -> None:
+        """Close the upstream and end the stream with ``error`` (raised, for the renderer to send)."""
         try:
             close = getattr(self._rest, "close", None)
             if close is not None:
                 close()
         finally:
-            self._finish(GatewayError("The client closed the connection before the stream ended.",
-                                      code="client_closed", status=CLIENT_CLOSED))
+            self._finish(error)
+        if raise_it:
+            raise error
 
     def _finish(self, error: GatewayError | None) -> None:
         if self._finished:

@@ -71,17 +71,22 @@ class ConnectionPool:
 
     @contextmanager
     def post(self, path: str, body: bytes, headers: dict[str, str], connect_timeout: float,
-             read_timeout: float) -> Iterator[http.client.HTTPResponse]:
-        """POST ``body`` to ``path``; the response, its body unread. The connection goes back to the
-        pool when the block has read the body to the end, and is closed otherwise."""
+             read_timeout: float, body_timeout: float | None = None) -> Iterator[http.client.HTTPResponse]:
+        """POST ``body`` to ``path``; the response, its body unread. ``read_timeout`` bounds the wait
+        for the status line, ``body_timeout`` (default: the same) each read of the body after it. The
+        connection goes back to the pool when the block has read the body to the end, and is closed
+        otherwise."""
         connection = self._take(connect_timeout)
         response = None
         try:
             if connection.sock is None:
                 connection.connect()
-            connection.sock.settimeout(read_timeout)
+            sock = connection.sock  # the response reads it even when getresponse() lets go of it
+            sock.settimeout(read_timeout)
             connection.request("POST", path, body=body, headers=headers)
             response = connection.getresponse()
+            if body_timeout is not None:
+                sock.settimeout(body_timeout)
             yield response
         except BaseException:
             connection.close()

@@ -128,8 +128,10 @@ class OpenAIProvider:
         return self._upstream
 
     @contextmanager
-    def _exchange(self, route: str, model: str, body: dict[str, Any]) -> Iterator[HTTPResponse]:
-        """POST ``body`` (serialized here, once) to ``route``: the response, its body to read in the block.
+    def _exchange(self, route: str, model: str, body: dict[str, Any],
+                  between_events: float | None = None) -> Iterator[HTTPResponse]:
+        """POST ``body`` (serialized here, once) to ``route``: the response, its body to read in the block
+        (a stream's with ``between_events`` seconds allowed for each read).
 
         An error status raises the gateway's error for it; a timeout is a 504 and a dropped or
         refused connection a retryable 502, before or during the answer.
@@ -141,7 +143,7 @@ class OpenAIProvider:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             with upstream.pool.post(upstream.path(route, model), data, upstream.headers,
-                                    min(settings.provider_connect_timeout, read), read) as response:
+                                    min(settings.provider_connect_timeout, read), read, between_events) as response:
                 if response.status >= 400:
                     raise self._status_error(response.status, response.read(), response.headers)
                 yield response
@@ -160,7 +162,7 @@ class OpenAIProvider:
     def _events(self, route: str, model: str, body: dict[str, Any]) -> Iterator[tuple[bytes, bytes | None]]:
         """The upstream's stream as (raw event, its ``data``), as each arrives; the connection is
         closed when the iterator is closed early, so a caller who goes away closes the upstream too."""
-        with self._exchange(route, model, body) as response:
+        with self._exchange(route, model, body, self._gateway.settings.stream_idle_timeout) as response:
             yield from split_events(iter(lambda: response.read1(65536), b""))
 
     def complete(self, completion: Completion) -> Result:

@@ -62,6 +62,25 @@ def test_metered_stream_closed_early_records_client_closed_and_closes_upstream()
     assert [(e.status, e.code) for e in finished] == [(499, "client_closed")]
 
 
+def test_a_stream_past_stream_max_seconds_ends_with_an_error_event_and_closes_upstream():
+    closed, finished = [], []
+
+    def endless():
+        try:
+            while True:
+                time.sleep(0.02)
+                yield Chunk(text="more ")
+        finally:
+            closed.append(True)
+
+    stream = MeteredStream(None, endless(), lambda done, error: finished.append(error), max_seconds=0.1)
+    events = list(render_sse(stream, completion_id="c", created=1, model="m", include_usage=False))
+    assert 2 <= len(events) <= 7  # a chunk each 20 ms for 100 ms, then the error event
+    assert events[-1].startswith(b'data: {"error":{"message":"The stream went on longer')
+    assert closed == [True]
+    assert [(e.status, e.code) for e in finished] == [(504, "stream_too_long")]
+
+
 def test_render_sse_error_mid_stream_is_one_error_event_without_done():
     def failing():
         yield Chunk(text="part")
@@ -185,7 +204,8 @@ def test_client_disconnect_stops_the_upstream_read_and_is_logged_once(served, re
 @pytest.mark.parametrize("model, fake_name", [("gpt-4o-mini", "fake_openai"), ("claude-3-haiku", "fake_bedrock")])
 def test_an_upstream_hanging_mid_stream_times_out_into_an_error_event(served, request, model, fake_name):
     fake = request.getfixturevalue(fake_name)
-    app, key = served({"provider_timeout": 0.3})
+    # Between events OpenAI streams have stream_idle_timeout; Bedrock's client has one read timeout.
+    app, key = served({"provider_timeout": 0.3, "stream_idle_timeout": 1})
     # The first event carries text (so the stream has started), then the upstream stalls.
     events = stream_events(model, "slow words")[1:] if fake_name == "fake_openai" \
         else converse_events("slow words")[1:]
