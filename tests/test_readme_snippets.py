@@ -4,7 +4,8 @@ Each Python block runs as a script in its own process against a local gateway se
 ``make run`` sets it up (installed plugins, the demo catalog, a premium key with every
 permission); only the key placeholder and the address are swapped for the test's. A
 ``# -> text`` comment is what the block must print. The ``curl`` block runs in a shell the
-same way, and every JSON block that is a model table loads as one.
+same way (in a folder whose ``var/dev-key`` holds the key), and every JSON block, a model table,
+loads as one.
 """
 from __future__ import annotations
 
@@ -70,9 +71,12 @@ def test_curl_snippet_runs_as_written(local_gateway, tmp_path):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed (apt-get install -y curl)")
     url, key = local_gateway
-    [code] = [block for block in blocks("sh") if block.startswith("curl")]
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "dev-key").write_text(key + "\n")  # where make run keeps it
+    [code] = [block for block in blocks("sh") if "curl " in block]
+    env = {name: value for name, value in os.environ.items() if name != "GATEWAY_KEY"}
     result = subprocess.run(["sh", "-c", as_written(code, url, key)], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "GATEWAY_KEY": key}, cwd=tmp_path)
+                            env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["choices"][0]["message"]["content"] == "Hello, gateway"
 
