@@ -71,25 +71,31 @@ class TierSchema(Schema):
     requests_per_hour = f.Integer(validate=validate.Range(min=1))
     tokens_per_minute = f.Integer(validate=validate.Range(min=1))
     monthly_budget_usd = f.Float(validate=validate.Range(min=0, min_inclusive=False))
+    concurrent_requests = f.Integer(validate=validate.Range(min=1))
 
 
 @dataclass(frozen=True, eq=False)
 class TierLimits:
-    """What one tier allows: requests per minute and hour, tokens per minute, USD per month."""
+    """What one tier allows: requests per minute and hour, tokens per minute, USD per month, and
+    calls in flight at once (completions, embeddings, responses; a stream until it ends)."""
 
     requests_per_minute: int
     requests_per_hour: int
     tokens_per_minute: int
     monthly_budget_usd: float
+    concurrent_requests: int
 
 
 #: Tier defaults (DESIGN.md "Data"); the ``tiers`` setting overrides any field of any tier.
 DEFAULT_TIERS = {
-    "free": {"requests_per_hour": 100, "tokens_per_minute": 10_000, "monthly_budget_usd": 5.0},
-    "basic": {"requests_per_hour": 3_000, "tokens_per_minute": 100_000, "monthly_budget_usd": 50.0},
-    "premium": {"requests_per_hour": 30_000, "tokens_per_minute": 1_000_000, "monthly_budget_usd": 500.0},
+    "free": {"requests_per_hour": 100, "tokens_per_minute": 10_000, "monthly_budget_usd": 5.0,
+             "concurrent_requests": 4},
+    "basic": {"requests_per_hour": 3_000, "tokens_per_minute": 100_000, "monthly_budget_usd": 50.0,
+              "concurrent_requests": 16},
+    "premium": {"requests_per_hour": 30_000, "tokens_per_minute": 1_000_000, "monthly_budget_usd": 500.0,
+                "concurrent_requests": 64},
     "enterprise": {"requests_per_hour": 200_000, "tokens_per_minute": 5_000_000,
-                   "monthly_budget_usd": 5_000.0},
+                   "monthly_budget_usd": 5_000.0, "concurrent_requests": 512},
 }
 
 
@@ -126,6 +132,7 @@ class SettingsSchema(Schema):
                         values=f.Nested(TierSchema))
     rate_limit_storage_uri = f.String()
     rate_limit_fail_mode = f.String(validate=validate.OneOf(["open", "closed"]))
+    concurrency_lease_seconds = f.Float(validate=validate.Range(min=3, max=3600))
     failed_auth_limit = f.String(validate=validate.Length(min=1))
     key_rotation_grace_seconds = f.Float(validate=validate.Range(min=0))
     circuit_breaker_failure_threshold = f.Integer(validate=validate.Range(min=1))
@@ -208,6 +215,9 @@ class Settings:
     rate_limit_storage_uri: str = ""
     #: Counter store unreachable: "closed" answers 503, "open" serves and logs a warning.
     rate_limit_fail_mode: str = "closed"
+    #: Seconds a call-in-flight slot (the tiers' ``concurrent_requests``) outlives its holder's last
+    #: renewal (every third of it): how long a crashed worker's slots stay taken, at most.
+    concurrency_lease_seconds: float = 30.0
     #: Failed authentications allowed per client address (a ``limits`` limit string such as "20/minute").
     failed_auth_limit: str = "20/minute"
     #: How long a rotated-out key keeps working, in seconds.

@@ -12,7 +12,8 @@ accepts them:
   server); an expired window is restarted by a second conditional update that only
   one writer can win. Counters carry a TTL attribute so DynamoDB deletes them.
 
-Both implement the fixed-window counter interface (``incr``/``get``/``get_expiry``),
+The SQLite file and the DynamoDB table also hold the leases of calls in flight
+(:mod:`gateway.leases`). Both implement the fixed-window counter interface (``incr``/``get``/``get_expiry``),
 which is what ``limits.strategies.FixedWindowRateLimiter`` needs. :func:`batch` groups
 several calls into one transaction where the storage has them (SQLite: one commit
 instead of one per increment).
@@ -39,7 +40,13 @@ CREATE TABLE IF NOT EXISTS counters (
     key TEXT PRIMARY KEY,
     count INTEGER NOT NULL,
     expires_at REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT NOT NULL,
+    lease TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key, lease)
+) WITHOUT ROWID;
 """
 _SQLITE_INCR = """
 INSERT INTO counters (key, count, expires_at) VALUES (:key, :amount, :expires_at)
@@ -124,9 +131,14 @@ class SQLiteStorage(_WindowCounters, Storage):
                 conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(_SQLITE_SCHEMA)
+                conn.executescript(_SQLITE_SCHEMA)
             self._local.conn = conn
         return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection to the file (the calls-in-flight leases of
+        :mod:`gateway.leases` share it, and so the rate-limit hit's transaction)."""
+        return self._db()
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add ``amount`` to ``key``'s counter (a new window of ``expiry`` s if none is open)."""

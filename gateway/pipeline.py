@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -17,6 +18,7 @@ from flask import Request, g
 from marshmallow import Schema
 
 from gateway import cache, metrics, request_log
+from gateway.concurrency import Slot
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -164,12 +166,21 @@ class RecordedCall:
     streaming: bool = False
     #: The caller's tokens and spend so far, read with the rate-limit hit (None: the store failed open).
     spend: Spend | None = None
+    #: The call's place among its key's calls in flight, given back when it ends (None: failed open).
+    slot: Slot | None = None
+
+    def release_slot(self) -> None:
+        """Give the call's slot back (the call has ended)."""
+        if self.slot is not None:
+            self.slot.release()
 
 
 @contextmanager
 def recorded_call(gateway, request: Request, permission: str) -> Iterator[RecordedCall]:
-    """Authenticate and rate-limit ``request``, then record it whatever happens in the block:
-    its status and error code, its latency, every ``gateway_after_response`` implementation.
+    """Authenticate and rate-limit ``request`` and take one of its key's slots for calls in flight,
+    then record it whatever happens in the block: its status and error code, its latency, every
+    ``gateway_after_response`` implementation. The slot is given back as the block ends, or, for a
+    stream, when the stream ends (:func:`start_streaming`).
 
     The body is read only inside the block, after authentication, so an anonymous
     caller learns nothing but 401.
@@ -180,7 +191,7 @@ def recorded_call(gateway, request: Request, permission: str) -> Iterator[Record
     try:
         call.caller = caller = authenticate(gateway, request, permission)
         record.user_id, record.api_key_id, record.tier = caller.user_id, caller.key_id, caller.tier
-        call.spend = gateway.limiter.hit(caller)
+        call.spend, call.slot = gateway.limiter.enter(caller)
         yield call
     except GatewayError as exc:
         record.status, record.error_code = exc.status, exc.code
@@ -191,6 +202,7 @@ def recorded_call(gateway, request: Request, permission: str) -> Iterator[Record
     finally:
         record.latency_ms = (time.perf_counter() - call.started) * 1000
         if call.caller is not None and not call.streaming:
+            call.release_slot()
             notify_after_response(gateway, record)
 
 
@@ -298,6 +310,7 @@ def start_streaming(gateway, call: RecordedCall, candidates: list[tuple[Provider
     call.streaming = True
 
     def finish(stream: MeteredStream, error: GatewayError | None) -> None:
+        call.release_slot()
         account(gateway, call, provider, model, stream.usage)
         record.completion_text = request_log.loggable_text(gateway, stream.text)
         if error is not None:
@@ -307,5 +320,7 @@ def start_streaming(gateway, call: RecordedCall, candidates: list[tuple[Provider
         record.latency_ms = (time.perf_counter() - call.started) * 1000
         notify_after_response(gateway, record)
 
-    return Answer(completion, None, provider.name, model, record, chunks=MeteredStream(
-        first, chunks, finish, gateway.settings.stream_max_seconds))
+    stream = MeteredStream(first, chunks, finish, gateway.settings.stream_max_seconds)
+    if call.slot is not None:  # a response dropped before it was ever read must not keep the slot
+        weakref.finalize(stream, call.slot.release)
+    return Answer(completion, None, provider.name, model, record, chunks=stream)

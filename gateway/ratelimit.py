@@ -7,6 +7,11 @@ shared by all workers on a host) or ``dynamodb://`` (Lambda); the last two are i
 :mod:`gateway.limit_storage`. Windows are fixed windows (one atomic increment per
 check, so no storage ever admits more than the limit).
 
+Each completion, embedding or Responses call also takes one of its key's slots for calls in
+flight (``concurrent_requests``: the key's own, else its tier's) with the hit, in the same
+transaction on SQLite, and gives it back when it ends (:mod:`gateway.concurrency`; 429
+``concurrency_limit_exceeded`` when every slot is taken).
+
 flask-limiter's route decorators do not fit these limits: they are chosen per
 *authenticated caller* (known only inside the pipeline) and token and spend
 counts are only known after the provider answered. So this module drives
@@ -28,8 +33,10 @@ from flask import Flask, g
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.storage import Storage, storage_from_string
 
+from gateway.concurrency import Slot, Slots
 from gateway.config import Settings, TierLimits
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, ServiceUnavailable
+from gateway.leases import leases_for
 from gateway.limit_storage import batch  # importing it registers the sqlite:// and dynamodb:// schemes
 from gateway.types import TIERS, Caller, UsageRecord
 
@@ -67,6 +74,14 @@ class Spend(NamedTuple):
     micro_usd: int
 
 
+class Entry(NamedTuple):
+    """What :meth:`RequestLimiter.enter` gives a call: its spend so far (None: the store failed open)
+    and its slot among the key's calls in flight (None: the store failed open)."""
+
+    spend: Spend | None
+    slot: Slot | None
+
+
 class RequestLimiter:
     """Counts each caller's requests, tokens and spend; raises 429/400/503 when it must."""
 
@@ -76,6 +91,8 @@ class RequestLimiter:
         self.storage: Storage = storage_from_string(settings.limit_storage_uri())
         self.fail_open = settings.rate_limit_fail_mode == "open"
         self._tiers = {name: settings.tier(name) for name in TIERS}
+        #: Calls in flight per key, as leases beside the counters (gateway.concurrency).
+        self.slots = Slots(leases_for(self.storage), settings.concurrency_lease_seconds)
         #: Storage failures since start (the fail-open metric; also logged as warnings).
         self.store_errors = 0
 
@@ -121,6 +138,17 @@ class RequestLimiter:
         minute window admitted the request. Returns what the caller has spent so far, read
         in the same transaction, for :meth:`check_spend` (None when the store failed open).
         """
+        return self._count(caller, None).spend
+
+    def enter(self, caller: Caller) -> Entry:
+        """:meth:`hit`, and take one of the caller's slots for calls in flight (its key's
+        ``concurrent_requests``, else its tier's) in the same transaction where the store has them
+        (SQLite); 429 ``concurrency_limit_exceeded`` when all are taken. The call gives the slot
+        back with ``Entry.slot.release()`` when it ends."""
+        return self._count(caller, caller.concurrent_requests or self.tier(caller).concurrent_requests)
+
+    def _count(self, caller: Caller, in_flight: int | None) -> Entry:
+        """Count the request (and take a slot of ``in_flight`` when given), raising what refuses it."""
         tier = self.tier(caller)
         per_minute = caller.requests_per_minute or tier.requests_per_minute
         per_hour = caller.requests_per_hour or tier.requests_per_hour
@@ -129,18 +157,21 @@ class RequestLimiter:
         minute_key, hour_key = minute.key_for("requests", caller.key_id), hour.key_for("requests", caller.key_id)
         token_key, budget_key = self._token_key(caller.tier, caller.key_id), self._budget_key(caller.key_id)
 
-        def count() -> tuple[int, float, int, Spend]:
+        def count() -> tuple[int, float, int, Spend, str | None]:
+            lease = None
             with batch(self.storage):
                 in_minute = self.storage.incr(minute_key, minute.get_expiry())
                 reset = self.storage.get_expiry(minute_key)
                 in_hour = self.storage.incr(hour_key, hour.get_expiry()) if in_minute <= per_minute else 0
                 spend = Spend(self.storage.get(token_key), self.storage.get(budget_key))
-            return in_minute, reset, in_hour, spend
+                if in_flight and in_minute <= per_minute and in_hour <= per_hour:
+                    lease = self.slots.take(caller.key_id, in_flight)
+            return in_minute, reset, in_hour, spend, lease
 
         counted = self._guard(count, None)
         if counted is None:
-            return None
-        in_minute, reset, in_hour, spend = counted
+            return Entry(None, None)
+        in_minute, reset, in_hour, spend, lease = counted
         g.rate_limit = LimitState(per_minute, max(0, per_minute - in_minute), math.ceil(reset))
         if in_minute > per_minute:
             raise RateLimited(f"Rate limit of {per_minute} requests per minute exceeded for this key; "
@@ -149,7 +180,10 @@ class RequestLimiter:
             reset = self._guard(lambda: self.storage.get_expiry(hour_key), time.time() + 60)
             raise RateLimited(f"Rate limit of {per_hour} requests per hour exceeded for this key; "
                               "retry after the time in Retry-After.", retry_after=math.ceil(reset - time.time()))
-        return spend
+        if in_flight and lease is None:
+            raise RateLimited(f"Concurrency limit of {in_flight} calls in flight reached for this key; "
+                              "retry when one of them has ended.", retry_after=1, code="concurrency_limit_exceeded")
+        return Entry(spend, self.slots.hold(caller.key_id, lease) if lease else None)
 
     def check_spend(self, caller: Caller, asked: int | None = None, spend: Spend | None = None) -> None:
         """Before the call: refuse ``asked`` output tokens (``max_tokens`` or its kin) above the tier's

@@ -23,6 +23,8 @@ class Caller:
     permissions: frozenset[str] = frozenset({"completions"})
     requests_per_minute: int | None = None
     requests_per_hour: int | None = None
+    #: Calls in flight at once (None: the tier's ``concurrent_requests``).
+    concurrent_requests: int | None = None
     #: Models this caller may use; None allows every model.
     allowed_models: frozenset[str] | None = None
     #: This caller's default for catalog context injection; None follows the global setting.

@@ -34,6 +34,8 @@ _CACHE = "apikey.cache"
 #: The store's change marker as this thread last saw it (markers of two connections do not compare).
 _SEEN_MARKER = "apikey.seen_marker"
 _TOUCHED = "apikey.touched"
+#: The largest per-key limit a store can hold (SQLite and DynamoDB integers; far above any real limit).
+MAX_RATE = 2**31 - 1
 #: ``lastUsedAt`` is written at most this often per key, in seconds.
 LAST_USED_INTERVAL = 60.0
 
@@ -55,7 +57,8 @@ def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str]
                name: str = "", expires_at: float | None = None,
                requests_per_minute: int | None = None, requests_per_hour: int | None = None,
                allowed_models: list[str] | None = None,
-               mcp_context: bool | None = None) -> tuple[str, ApiKey]:
+               mcp_context: bool | None = None,
+               concurrent_requests: int | None = None) -> tuple[str, ApiKey]:
     """Create and store a key; returns (the plaintext key, shown once, and the stored record)."""
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -65,6 +68,7 @@ def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str]
                  permissions=sorted(permissions or ["completions"]), active=True,
                  created_at=time.time(), expires_at=expires_at, name=name,
                  requests_per_minute=requests_per_minute, requests_per_hour=requests_per_hour,
+                 concurrent_requests=concurrent_requests,
                  allowed_models=sorted(allowed_models) if allowed_models is not None else None,
                  mcp_context=mcp_context)
     gateway.store.put_key(key)
@@ -80,7 +84,8 @@ def rotate_key(gateway, key_id: str) -> tuple[str, ApiKey] | None:
     grace_end = time.time() + gateway.settings.key_rotation_grace_seconds
     plaintext, new = create_key(gateway, old.user_id, old.tier, old.permissions,
                                 old.name, old.expires_at, old.requests_per_minute,
-                                old.requests_per_hour, old.allowed_models, old.mcp_context)
+                                old.requests_per_hour, old.allowed_models, old.mcp_context,
+                                old.concurrent_requests)
     gateway.store.update_key(key_id, {"expires_at": min(old.expires_at or grace_end, grace_end)})
     forget_key(gateway, key_id)
     return plaintext, new
@@ -138,6 +143,7 @@ def caller_for(key: ApiKey) -> Caller:
                   permissions=frozenset(key.permissions),
                   requests_per_minute=key.requests_per_minute,
                   requests_per_hour=key.requests_per_hour,
+                  concurrent_requests=key.concurrent_requests,
                   allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
                   mcp_context=key.mcp_context)
 
@@ -245,11 +251,13 @@ def gateway_register_commands(cli):
     @click.option("--permissions", default="completions", show_default=True,
                   help=f"Comma-separated, from: {', '.join(PERMISSIONS)}.")
     @click.option("--name", default="", help="A label for the key.")
+    @click.option("--concurrent-requests", type=click.IntRange(1, MAX_RATE), default=None,
+                  help="Calls this key may have in flight at once (default: its tier's).")
     @click.option("--keep", type=click.Path(dir_okay=False), default=None,
                   help="Reuse the key saved in this file while it works; else save the new key there (mode 0600).")
     @json_option
     @with_appcontext
-    def create(user_id, tier, permissions, name, keep, as_json):
+    def create(user_id, tier, permissions, name, concurrent_requests, keep, as_json):
         """Create a key and print it (it is shown only this once)."""
         from gateway.app import current_gateway
 
@@ -261,7 +269,8 @@ def gateway_register_commands(cli):
         gateway = current_gateway()
         kept = kept_key(gateway, keep, user_id, tier, wanted) if keep else None
         if kept is None:
-            plaintext, key = create_key(gateway, user_id, tier, wanted, name)
+            plaintext, key = create_key(gateway, user_id, tier, wanted, name,
+                                        concurrent_requests=concurrent_requests)
             if keep:
                 save_key(keep, plaintext)
         else:

@@ -20,13 +20,9 @@ from gateway.errors import InvalidRequest, NotFound
 from gateway.http import read_json_body
 from gateway.store.base import ApiKey
 from gateway.types import PERMISSIONS, TIERS
-from plugins.apikey import create_key, forget_key, public, rotate_key
+from plugins.apikey import MAX_RATE, create_key, forget_key, public, rotate_key
 
 blueprint = Blueprint("admin_keys", __name__, url_prefix=f"{ADMIN_PREFIX}/keys")
-
-
-#: The largest per-key rate a store can hold (SQLite and DynamoDB integers; far above any real limit).
-MAX_RATE = 2**31 - 1
 
 
 def _future(value: float) -> None:
@@ -47,6 +43,8 @@ class KeyChangeSchema(Schema):
     expires_at = f.Float(allow_none=True, validate=_future)
     requests_per_minute = f.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_RATE))
     requests_per_hour = f.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_RATE))
+    #: Calls in flight at once; null follows the tier's ``concurrent_requests``.
+    concurrent_requests = f.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_RATE))
     allowed_models = f.List(f.String(validate=validate.Length(min=1, max=256)), allow_none=True)
     mcp_context = f.Boolean(allow_none=True)
 

@@ -95,6 +95,8 @@ def test_missing_key_is_404(client, admin, method, path):
     ({"user_id": "bob", "tier": "platinum"}, "tier"),
     ({"user_id": "bob", "permissions": ["root"]}, "permissions"),
     ({"user_id": "bob", "requests_per_minute": 0}, "requests_per_minute"),
+    ({"user_id": "bob", "concurrent_requests": 0}, "concurrent_requests"),
+    ({"user_id": "bob", "concurrent_requests": "many"}, "concurrent_requests"),
     ({"user_id": "bob", "expires_at": 1000.0}, "expires_at"),
     ({"user_id": "bob", "active": False}, "active"),
     ({"tier": "free"}, "user_id"),

@@ -27,27 +27,33 @@ def moto_endpoint(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(params=["sqlite", "dynamodb", "redis"])
-def storage(request, tmp_path, monkeypatch):
-    if request.param == "sqlite":
+def build_storage(kind: str, request, tmp_path, monkeypatch):
+    """A fresh ``limits`` storage of ``kind`` (sqlite, redis, dynamodb on a moto server, memory)."""
+    if kind == "sqlite":
         built = storage_from_string(f"sqlite:///{tmp_path}/counters.db")
         assert isinstance(built, SQLiteStorage)
-        yield built
-    elif request.param == "redis":
+        return built
+    if kind == "redis":
         built = storage_from_string(request.getfixturevalue("redis_uri"))
         built.reset()
-        yield built
-    else:
-        for name in ENDPOINT_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        for name, value in FAKE_AWS.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_endpoint"))
-        built = storage_from_string(f"dynamodb://counters-{uuid.uuid4().hex[:6]}?region=us-east-1")
-        assert isinstance(built, DynamoDBStorage)
-        built.create_table()
-        built.create_table()  # idempotent
-        yield built
+        return built
+    if kind == "memory":
+        return storage_from_string("memory://")
+    for name in ENDPOINT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in FAKE_AWS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_endpoint"))
+    built = storage_from_string(f"dynamodb://counters-{uuid.uuid4().hex[:6]}?region=us-east-1")
+    assert isinstance(built, DynamoDBStorage)
+    built.create_table()
+    built.create_table()  # idempotent
+    return built
+
+
+@pytest.fixture(params=["sqlite", "dynamodb", "redis"])
+def storage(request, tmp_path, monkeypatch):
+    return build_storage(request.param, request, tmp_path, monkeypatch)
 
 
 def test_incr_counts_and_get_reads(storage):

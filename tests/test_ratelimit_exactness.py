@@ -29,7 +29,8 @@ def _environment(tmp_path, **settings: str) -> dict[str, str]:
 
 def _limited_key(tmp_path, storage_uri: str) -> str:
     app = make_app(tmp_path, {"rate_limit_storage_uri": storage_uri})
-    return issue_key(app, "exact", requests_per_minute=LIMIT, requests_per_hour=10 * LIMIT)
+    return issue_key(app, "exact", requests_per_minute=LIMIT, requests_per_hour=10 * LIMIT,
+                     concurrent_requests=CLIENTS)  # only the rate limit refuses here
 
 
 def _hammer(urls: list[str], key: str) -> list[int]:
@@ -68,13 +69,21 @@ def test_exact_across_two_processes_sharing_redis(tmp_path):
             _assert_exact(_hammer(urls, key))
 
 
-def test_exact_across_two_processes_sharing_dynamodb(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def dynamodb_counters(tmp_path, monkeypatch):
+    """A moto server with a fresh counters table: yields its storage URI and the AWS environment
+    that reaches it (set in this process too)."""
     with servers.moto_server(tmp_path) as endpoint:
         aws = {**FAKE_AWS, "AWS_ENDPOINT_URL": endpoint}
         for name, value in aws.items():
             monkeypatch.setenv(name, value)
         uri = f"dynamodb://rate-limits-{uuid.uuid4().hex[:8]}?region=us-east-1"
         DynamoDBStorage(uri).create_table()
+        yield uri, aws
+
+
+def test_exact_across_two_processes_sharing_dynamodb(tmp_path, monkeypatch):
+    with dynamodb_counters(tmp_path, monkeypatch) as (uri, aws):
         key = _limited_key(tmp_path, uri)
         with _two_gateways(tmp_path, {**_environment(tmp_path, rate_limit_storage_uri=uri), **aws}) as urls:
             _assert_exact(_hammer(urls, key))

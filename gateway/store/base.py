@@ -29,6 +29,8 @@ class ApiKey:
     name: str = ""
     requests_per_minute: int | None = None
     requests_per_hour: int | None = None
+    #: Calls in flight at once for this key; None follows its tier's ``concurrent_requests``.
+    concurrent_requests: int | None = None
     #: Models this key may use; None allows every model.
     allowed_models: list[str] | None = None
     #: When the key last authenticated a request (written at most once a minute).
@@ -39,8 +41,8 @@ class ApiKey:
 
 #: The fields of a key that ``KeyStore.update_key`` may change (never the hash, owner or id).
 UPDATABLE_KEY_FIELDS = frozenset({"tier", "permissions", "active", "expires_at", "name",
-                                  "requests_per_minute", "requests_per_hour", "allowed_models",
-                                  "mcp_context"})
+                                  "requests_per_minute", "requests_per_hour", "concurrent_requests",
+                                  "allowed_models", "mcp_context"})
 
 
 @dataclass

@@ -85,7 +85,8 @@ def _optional(kind: type, value: Any) -> Any:
 
 
 def _key_item(key: ApiKey) -> dict[str, Any]:
-    limits = {"requestsPerMinute": key.requests_per_minute, "requestsPerHour": key.requests_per_hour}
+    limits = {"requestsPerMinute": key.requests_per_minute, "requestsPerHour": key.requests_per_hour,
+              "concurrentRequests": key.concurrent_requests}
     return _item({
         "apiKeyId": key.key_id, "userId": key.user_id, "apiKeyHash": key.key_hash,
         "tier": key.tier, "permissions": sorted(key.permissions), "active": key.active,
@@ -100,7 +101,8 @@ def _key_item(key: ApiKey) -> dict[str, Any]:
 #: ApiKey field -> the item attribute that holds it.
 _KEY_ATTRIBUTE = {"tier": "tier", "permissions": "permissions", "active": "active",
                   "expires_at": "expiresAt", "name": "name", "requests_per_minute": "rateLimit",
-                  "requests_per_hour": "rateLimit", "allowed_models": "allowedModels",
+                  "requests_per_hour": "rateLimit", "concurrent_requests": "rateLimit",
+                  "allowed_models": "allowedModels",
                   "mcp_context": "mcpContext"}
 
 
@@ -115,6 +117,7 @@ def _key_from_item(item: dict[str, Any]) -> ApiKey:
         expires_at=_optional(float, values.get("expiresAt")), name=values.get("name", ""),
         requests_per_minute=_optional(int, limits.get("requestsPerMinute")),
         requests_per_hour=_optional(int, limits.get("requestsPerHour")),
+        concurrent_requests=_optional(int, limits.get("concurrentRequests")),
         allowed_models=list(values["allowedModels"]) if "allowedModels" in values else None,
         last_used_at=_optional(float, values.get("lastUsedAt")),
         mcp_context=_optional(bool, values.get("mcpContext")),

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT NOT NULL DEFAULT '',
     requests_per_minute INTEGER,
     requests_per_hour INTEGER,
+    concurrent_requests INTEGER,
     allowed_models TEXT,
     last_used_at REAL,
     mcp_context INTEGER
@@ -77,7 +78,8 @@ CREATE INDEX IF NOT EXISTS request_log_expiry ON request_log (expires_at);
 _ADDED_COLUMNS = {
     "request_log": {"saved_cost": "REAL NOT NULL DEFAULT 0", "prompt_text": "TEXT NOT NULL DEFAULT ''",
                     "completion_text": "TEXT NOT NULL DEFAULT ''"},
-    "api_keys": {"allowed_models": "TEXT", "last_used_at": "REAL", "mcp_context": "INTEGER"},
+    "api_keys": {"allowed_models": "TEXT", "last_used_at": "REAL", "mcp_context": "INTEGER",
+                 "concurrent_requests": "INTEGER"},
 }
 
 

@@ -104,13 +104,16 @@ def test_revoke_missing_key_is_false_and_creates_nothing(store):
     assert store.list_keys() == []
 
 
-@pytest.mark.parametrize("per_minute,per_hour", [(60, 1000), (60, None), (None, 500), (None, None)])
-def test_rate_limit_round_trips(store, per_minute, per_hour):
-    key = _key("k1", requests_per_minute=per_minute, requests_per_hour=per_hour)
+@pytest.mark.parametrize("per_minute,per_hour,in_flight", [(60, 1000, 8), (60, None, None), (None, 500, None),
+                                                           (None, None, 3), (None, None, None)])
+def test_rate_limit_round_trips(store, per_minute, per_hour, in_flight):
+    key = _key("k1", requests_per_minute=per_minute, requests_per_hour=per_hour, concurrent_requests=in_flight)
     store.put_key(key)
     got = store.get_key("k1")
-    assert (got.requests_per_minute, got.requests_per_hour) == (per_minute, per_hour)
+    assert (got.requests_per_minute, got.requests_per_hour, got.concurrent_requests) == (per_minute, per_hour,
+                                                                                        in_flight)
     assert type(got.requests_per_minute) is type(per_minute)
+    assert type(got.concurrent_requests) is type(in_flight)
 
 
 @pytest.mark.parametrize("expires_at", [None, 1767225600.25])
@@ -152,18 +155,18 @@ def test_update_key_changes_only_given_fields(store):
                        last_used_at=123.5))
     updated = store.update_key("k1", {"tier": "premium", "requests_per_minute": 500,
                                       "permissions": ["completions", "mcp"], "allowed_models": ["echo"],
-                                      "expires_at": 2000000000.5})
+                                      "expires_at": 2000000000.5, "concurrent_requests": 6})
     assert updated == store.get_key("k1")
     assert updated == _key("k1", tier="premium", name="ci", requests_per_minute=500, requests_per_hour=50,
                            permissions=["completions", "mcp"], allowed_models=["echo"],
-                           expires_at=2000000000.5, last_used_at=123.5)
+                           expires_at=2000000000.5, last_used_at=123.5, concurrent_requests=6)
 
 
 def test_update_key_clears_optional_fields(store):
     store.put_key(_key("k1", name="ci", requests_per_minute=5, requests_per_hour=50, expires_at=5.0,
-                       allowed_models=["echo"]))
+                       allowed_models=["echo"], concurrent_requests=2))
     store.update_key("k1", {"requests_per_minute": None, "requests_per_hour": None, "expires_at": None,
-                            "allowed_models": None, "name": "", "active": False})
+                            "allowed_models": None, "name": "", "active": False, "concurrent_requests": None})
     assert store.get_key("k1") == _key("k1", active=False)
 
 
