@@ -102,7 +102,7 @@ def test_allow_counts_nothing_and_never_logs_the_key(app, capsys, caplog):
     assert authorize(app, {"X-API-Key": key})["policyDocument"]["Statement"][0]["Effect"] == "Allow"
     authorize(app, {"X-API-Key": key[:-4] + "AAAA"})
     assert auth_failures(capsys) == 1
-    assert key.split("_")[3][:-4] not in caplog.text
+    assert key.split("_", 3)[3][:-4] not in caplog.text
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/health"), ("HEAD", "/api/v1/health/ready"),

@@ -121,6 +121,8 @@ def test_stage_environment_is_valid_settings_naming_the_stage_resources(stage):
     assert settings.provider_timeout < 29
     assert settings.requests_per_minute("free") == 10 and settings.requests_per_minute("premium") == 1000
     assert settings.circuit_breaker_failure_threshold == 5
+    # The authorizer caches nothing (api.yaml), so this is how long a revoked key may still pass.
+    assert settings.key_cache_ttl <= 5.0
 
 
 def test_no_secret_in_the_file():
