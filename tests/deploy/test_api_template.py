@@ -103,16 +103,16 @@ def test_role_allows_every_model_the_table_routes_to_bedrock_and_its_inference_p
     [statement] = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == "InvokeTableModels"]
     granted = set()
     for resource in statement["Resource"]:
-        sub = resource["Fn::Sub"]
-        granted.add(sub if isinstance(sub, str) else sub[0])
+        granted.add(resource["Fn::Sub"])
     upstreams = _bedrock_upstreams()
     profiles = {u for u in upstreams if u.startswith(PROFILE_PREFIXES)}
     models = {u for u in upstreams - profiles} | {p.split(".", 1)[1] for p in profiles}
     assert len(upstreams) == 14 and profiles == {"us.anthropic.claude-3-5-haiku-20241022-v1:0"}
     assert granted == (
         {f"arn:${{AWS::Partition}}:bedrock:*::foundation-model/{m}" for m in models}
-        | {f"arn:${{AWS::Partition}}:bedrock:${{Region}}:${{AWS::AccountId}}:inference-profile/{p}" for p in profiles})
-    # Nothing names a region: the profile's is the BedrockRegion parameter or the stack's own.
+        | {f"arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}:${{AWS::AccountId}}:inference-profile/{p}"
+           for p in profiles})
+    # Nothing names a region: the profile's is the stack's, where the function runs and calls Bedrock.
     assert "us-east-1" not in json.dumps(template("access"))
 
 
