@@ -82,7 +82,7 @@ def test_the_guides_bucket_step_makes_every_stages_bucket_name_unique(tmp_path):
 def test_no_deploy_time_package_is_shipped():
     excluded = set(stage_config("dev")["exclude"])
     deploy_time = {"yaml", "_yaml", "pkg_resources", "requests", "cfn_flip", "placebo", "hjson", "toml", "slugify",
-                   "troposphere", "setuptools", "pip", "wheel", "tqdm", "argcomplete", "gunicorn"}
+                   "troposphere", "setuptools", "pip", "wheel", "tqdm", "argcomplete", "gunicorn", "granian"}
     # The openai SDK and its stack: the gateway forwards bytes to OpenAI-compatible upstreams itself.
     sdk = {"openai", "pydantic", "pydantic_core", "jiter", "anyio", "httpx2", "httpcore2", "h11", "sniffio"}
     assert deploy_time | sdk <= excluded
