@@ -10,8 +10,10 @@ Completions are counted from their records, by the request log writer (so off th
 critical path where the host allows), one batch at a time: the records of a batch that
 share the dimensions Stage, Provider, Model and Tier and the same minute go out as one
 line in which each metric holds one value per record (EMF takes a list of values), stamped
-with the earliest record's time. An authentication failure (no caller, so no record) is
-counted by :func:`count_auth_failure` where the pipeline raises it.
+with the earliest record's time. A record of folded refusals (:mod:`gateway.refusals`)
+holds its ``count`` as its Requests, Errors and RateLimited values, so sums stay exact.
+An authentication failure (no caller, so no record) is counted by
+:func:`count_auth_failure` where the pipeline raises it.
 
 Dimension values come only from the gateway's own configuration, never from the caller:
 CloudWatch bills every distinct dimension set as a metric, so a caller sending a new model
@@ -154,15 +156,17 @@ def _emit(gateway, dimensions: dict[str, str], values: list[tuple[str, str, floa
 
 
 def _request_values(record: UsageRecord) -> list[tuple[str, str, float]]:
-    """One completion's metrics: requests, errors, latencies, tokens, cost, cache hits, rate limits."""
+    """One record's metrics: requests, errors, latencies, tokens, cost, cache hits, rate limits. A
+    record of folded refusals counts its ``count`` requests (its latency is their mean)."""
+    count = record.count
     values = [
-        (names.REQUESTS, "Count", 1),
-        (names.ERRORS, "Count", 1 if record.status >= 400 else 0),
+        (names.REQUESTS, "Count", count),
+        (names.ERRORS, "Count", count if record.status >= 400 else 0),
         (names.LATENCY, "Milliseconds", round(record.latency_ms, 3)),
         (names.TOKENS, "Count", record.tokens),
         (names.COST, "None", record.cost),
-        (names.CACHE_HITS, "Count", 1 if record.cached else 0),
-        (names.RATE_LIMITED, "Count", 1 if record.status == 429 else 0),
+        (names.CACHE_HITS, "Count", count if record.cached else 0),
+        (names.RATE_LIMITED, "Count", count if record.status == 429 else 0),
     ]
     if record.upstream_latency_ms:
         values.append((names.PROVIDER_LATENCY, "Milliseconds", round(record.upstream_latency_ms, 3)))

@@ -26,6 +26,7 @@ from gateway.errors import (
     ModelNotFound,
     PermissionDenied,
     ProviderError,
+    RateLimited,
 )
 from gateway.http import read_json_body
 from gateway.plugins import is_optional
@@ -74,8 +75,23 @@ def admit(gateway, request: Request, permission: str) -> Caller:
     """The caller of ``request``, holding ``permission``, counted against its rate limits: what
     every authenticated route other than the recorded calls starts with (401, 403, 429)."""
     caller = authenticate(gateway, request, permission)
-    gateway.limiter.hit(caller)
+    limit(gateway, caller)
     return caller
+
+
+def limit(gateway, caller: Caller) -> None:
+    """Count a request of ``caller`` that is not a recorded call (model listing, usage, admin, MCP)
+    against its rate limits; a refusal (429) is recorded, folded with the key's others of its
+    minute (gateway/refusals.py), as a recorded call's is."""
+    started = time.perf_counter()
+    try:
+        gateway.limiter.hit(caller)
+    except RateLimited as exc:
+        notify_after_response(gateway, UsageRecord(
+            request_id=g.request_id, correlation_id=g.correlation_id, timestamp=time.time(),
+            user_id=caller.user_id, api_key_id=caller.key_id, tier=caller.tier, status=exc.status,
+            error_code=exc.code, latency_ms=(time.perf_counter() - started) * 1000))
+        raise
 
 
 def select_candidates(gateway, completion: Completion, caller: Caller) -> list[tuple[Provider, str]]:

@@ -15,6 +15,11 @@ process, 1.5-1.9 ms per completion against 1.1-1.3 ms with a 20 ms gather; see
 ``bench/RESULTS.md``). ``flush`` and ``close`` cut the gathering short; a batch of one
 is written with ``put_record`` as in the caller's thread.
 
+Refusals (429s of the gateway's own limits) are not queued one by one: they are folded
+per key, minute and reason (:mod:`gateway.refusals`) and written, added to their row,
+when their minute ends (the thread wakes for it), at ``flush`` and at ``close``; in the
+caller's thread (Lambda) each is added to its row at once.
+
 A record the store refuses is retried once, then written as a structured log line
 and counted. A batch the store refuses is written again record by record that way,
 so a bad record cannot take the good ones with it.
@@ -34,6 +39,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gateway import metrics
+from gateway.refusals import RefusalTally, folded, is_refusal
 from gateway.types import UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -77,6 +83,8 @@ PURGE_INTERVAL = 3600.0
 #: The most records the background thread takes from the queue for one store call.
 BATCH_SIZE = 100
 _STOP = object()
+#: Queued to wake the thread when refusals start to gather, so that it wakes again at their minute's end.
+_TICK = object()
 _WRITER = "request_log.writer"
 
 
@@ -108,9 +116,14 @@ class RequestLogWriter:
         self._lock = threading.Lock()
         self._closed = False
         self._next_purge = 0.0
+        self._refusals = RefusalTally()
 
     def submit(self, record: UsageRecord) -> None:
-        """Write ``record`` now (Lambda, full queue, closed writer) or hand it to the background thread."""
+        """Write ``record`` now (Lambda, full queue, closed writer) or hand it to the background thread;
+        fold a refusal into its key's, minute's and reason's record."""
+        if is_refusal(record):
+            self._fold(record)
+            return
         if self.background and not self._closed and self._ensure_thread():
             try:
                 self._queue.put_nowait(record)
@@ -118,6 +131,28 @@ class RequestLogWriter:
             except queue.Full:
                 pass
         self.write(record)
+
+    def _fold(self, record: UsageRecord) -> None:
+        """Keep a refusal in the tally for the thread to write when its minute ends, or (no thread)
+        add it to its row now."""
+        if self.background and self._ensure_thread():
+            with self._lock:  # close() takes what is folded under this lock: nothing folds after it
+                first = None if self._closed else self._refusals.add(record)
+            if first:
+                try:
+                    self._queue.put_nowait(_TICK)
+                except queue.Full:  # the thread is busy with a full queue: it sees the tally next
+                    pass
+            if first is not None:
+                return
+        self._write_folded([folded(record)])
+
+    def _write_folded(self, records: list[UsageRecord]) -> None:
+        """Emit folded refusals' metrics (their counts), then add each to its row (retried once, then
+        kept in a log line, as any record)."""
+        self._emit(records)
+        for record in records:
+            self._put_alone(record, int(record.timestamp) + self.retention, adding=True)
 
     def _ensure_thread(self) -> bool:
         """Start the thread on first use, and again in a forked child (threads do not survive a fork)."""
@@ -128,6 +163,7 @@ class RequestLogWriter:
                 return False
             if self._thread is None or self._pid != os.getpid():
                 self._queue = queue.Queue(maxsize=self._queue.maxsize)
+                self._refusals = RefusalTally()  # a forked child's parent writes its own
                 self._wake = threading.Event()
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
@@ -140,33 +176,41 @@ class RequestLogWriter:
         marker or ``BATCH_SIZE``), write them as one batch; every item taken is marked done, so
         ``flush`` stays exact."""
         while True:
-            batch = [self._queue.get()]
-            if batch[0] is not _STOP and self.batch_wait:
+            try:
+                batch, taken = [self._queue.get(timeout=self._refusals.next_due())], 1
+            except queue.Empty:  # the minute of some folded refusals has ended
+                batch, taken = [_TICK], 0
+            if batch[0] is not _STOP and batch[0] is not _TICK and self.batch_wait:
                 self._wake.wait(self.batch_wait)  # flush() and close() set it: no waiting then
                 self._wake.clear()
             while batch[-1] is not _STOP and len(batch) < BATCH_SIZE:
                 try:
                     batch.append(self._queue.get_nowait())
+                    taken += 1
                 except queue.Empty:
                     break
             stop = batch[-1] is _STOP
-            records = batch[:-1] if stop else batch
+            records = [item for item in batch if item is not _STOP and item is not _TICK]
             try:
                 if records:
                     self._write_batch(records)
+                due = self._refusals.take(time.time())
+                if due:
+                    self._write_folded(due)
             except Exception:  # the thread must outlive any one batch, or the queue would stall
                 logger.exception("request log writer failed", extra={"records": [asdict(r) for r in records]})
             finally:
-                for _ in batch:
+                for _ in range(taken):
                     self._queue.task_done()
             if stop:
                 return
 
     def flush(self) -> None:
-        """Wait until every queued record is written."""
+        """Wait until every queued record is written, and add the refusals folded so far to their rows."""
         if self._thread is not None and self._pid == os.getpid():
             self._wake.set()
             self._queue.join()
+            self._write_folded(self._refusals.take())
 
     def close(self) -> None:
         """Write everything queued, stop the thread; later records are written in the caller's thread."""
@@ -184,12 +228,13 @@ class RequestLogWriter:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
+                break
             try:
-                if item is not _STOP:
+                if item is not _STOP and item is not _TICK:
                     self.write(item)
             finally:
                 self._queue.task_done()
+        self._write_folded(self._refusals.take())  # a fold after _closed was set is written inline
 
     def write(self, record: UsageRecord) -> None:
         """Store ``record`` in the caller's thread; retry once, then keep it in a log line and
@@ -199,16 +244,20 @@ class RequestLogWriter:
     def _write_batch(self, records: list[UsageRecord]) -> None:
         """Emit the records' metrics, then store them: one ``put_records`` for several, else (one
         record, or a refused batch) each alone."""
-        if self.on_records is not None:
-            try:
-                self.on_records(records)
-            except Exception:  # metrics never cost a record
-                logger.exception("request metrics failed")
+        self._emit(records)
         items = [(record, int(record.timestamp) + self.retention) for record in records]
         if len(items) == 1 or not self._put_together(items):
             for record, expires_at in items:
                 self._put_alone(record, expires_at)
         self._purge_when_due()
+
+    def _emit(self, records: list[UsageRecord]) -> None:
+        """Hand ``records`` to ``on_records`` (metrics, limits); its failure never costs a record."""
+        if self.on_records is not None and records:
+            try:
+                self.on_records(records)
+            except Exception:  # metrics never cost a record
+                logger.exception("request metrics failed")
 
     def _put_together(self, items: list[tuple[UsageRecord, int]]) -> bool:
         """Store the batch in one ``put_records``; False when the store refused it."""
@@ -220,12 +269,16 @@ class RequestLogWriter:
             return False
         return True
 
-    def _put_alone(self, record: UsageRecord, expires_at: int) -> None:
-        """Store one record; retry once, then keep it in a log line and count the fallback."""
+    def _put_alone(self, record: UsageRecord, expires_at: int, adding: bool = False) -> None:
+        """Store one record (``adding``: add it to its row, ``add_records``); retry once, then keep it
+        in a log line and count the fallback."""
         failure: Exception | None = None
         for _attempt in range(2):
             try:
-                self.store.put_record(record, expires_at)
+                if adding:
+                    self.store.add_records([(record, expires_at)])
+                else:
+                    self.store.put_record(record, expires_at)
                 return
             except Exception as exc:  # any store failure: retry, then keep the record in the log
                 failure = exc

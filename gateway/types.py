@@ -190,6 +190,9 @@ class UsageRecord:
     #: The prompt and answer, redacted; empty unless the ``request_log_content`` setting is on.
     prompt_text: str = ""
     completion_text: str = ""
+    #: Requests this row stands for: 1, or the refusals (429s of the gateway's own limits) of one
+    #: key, minute and reason folded into one row (gateway/refusals.py).
+    count: int = 1
 
     @property
     def tokens(self) -> int:

@@ -1,8 +1,10 @@
 """Usage arithmetic over request-log records: totals, groups, percentiles, time series.
 
 Plain functions over lists of :class:`UsageRecord`, so the API views stay thin and
-every store gives the same answers. Records are read per user (DynamoDB: a Query of
-``UserAnalyticsGlobalSecondaryIndex`` each, never a Scan of the log).
+every store gives the same answers. A record stands for ``count`` requests (folded
+refusals, :mod:`gateway.refusals`): every sum, rate and percentile weighs it so.
+Records are read per user (DynamoDB: a Query of ``UserAnalyticsGlobalSecondaryIndex``
+each, never a Scan of the log).
 """
 from __future__ import annotations
 
@@ -31,15 +33,15 @@ def summarize(records: Iterable[UsageRecord]) -> dict:
     totals = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "tokens": 0,
               "cost": 0.0, "saved_cost": 0.0, "cache_hits": 0, "rate_limited": 0}
     for r in records:
-        totals["requests"] += 1
-        totals["errors"] += r.status >= 400
+        totals["requests"] += r.count
+        totals["errors"] += r.count if r.status >= 400 else 0
         totals["prompt_tokens"] += r.prompt_tokens
         totals["completion_tokens"] += r.completion_tokens
         totals["tokens"] += r.tokens
         totals["cost"] += r.cost
         totals["saved_cost"] += r.saved_cost
-        totals["cache_hits"] += r.cached
-        totals["rate_limited"] += r.status == 429
+        totals["cache_hits"] += r.count if r.cached else 0
+        totals["rate_limited"] += r.count if r.status == 429 else 0
     totals["cost"], totals["saved_cost"] = round(totals["cost"], 8), round(totals["saved_cost"], 8)
     return totals
 
@@ -53,18 +55,35 @@ def grouped(records: list[UsageRecord], by: str) -> list[dict]:
     return [{by: key, **summarize(rows)} for key, rows in sorted(groups.items())]
 
 
-def percentile(values: list[float], p: float) -> float | None:
-    """The nearest-rank ``p``-th percentile of ``values`` (None for none)."""
+def percentile(values: list[float], p: float, weights: list[int] | None = None) -> float | None:
+    """The nearest-rank ``p``-th percentile of ``values``, each counted ``weights`` times (once when
+    not given); None for none."""
     if not values:
         return None
-    ordered = sorted(values)
-    return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 3)
+    pairs = sorted(zip(values, weights or [1] * len(values), strict=True))
+    rank = max(1, math.ceil(p / 100 * sum(weight for _value, weight in pairs)))
+    for value, weight in pairs:
+        rank -= weight
+        if rank <= 0:
+            return round(value, 3)
+    return round(pairs[-1][0], 3)
+
+
+def _latency(records: list[UsageRecord], p: float) -> float | None:
+    return percentile([r.latency_ms for r in records], p, [r.count for r in records])
 
 
 def latency_percentiles(records: list[UsageRecord]) -> dict:
-    """p50, p95 and p99 latency in milliseconds."""
-    latencies = [r.latency_ms for r in records]
-    return {f"p{p}": percentile(latencies, p) for p in (50, 95, 99)}
+    """p50, p95 and p99 latency in milliseconds (a folded record's mean counts for each of its requests)."""
+    return {f"p{p}": _latency(records, p) for p in (50, 95, 99)}
+
+
+def _errors_by_type(records: list[UsageRecord]) -> dict[str, int]:
+    found: Counter[str] = Counter()
+    for record in records:
+        if record.status >= 400:
+            found[record.error_code] += record.count
+    return dict(found)
 
 
 def by_provider_and_model(records: list[UsageRecord]) -> list[dict]:
@@ -79,7 +98,7 @@ def by_provider_and_model(records: list[UsageRecord]) -> list[dict]:
         rows.append({
             "provider": provider, "model": model, "requests": totals["requests"],
             "errors": totals["errors"],
-            "errors_by_type": dict(Counter(r.error_code for r in rows_of if r.status >= 400)),
+            "errors_by_type": _errors_by_type(rows_of),
             "latency_ms": latency_percentiles(rows_of), "tokens": totals["tokens"],
             "cost": totals["cost"], "saved_cost": totals["saved_cost"],
             "cache_hit_rate": round(totals["cache_hits"] / totals["requests"], 4),
@@ -106,11 +125,11 @@ def time_series(records: list[UsageRecord], start: float, end: float, bucket: in
     for name, buckets in sorted(cells.items()):
         series.append({
             "name": name,
-            "requests": [len(b) for b in buckets],
+            "requests": [sum(r.count for r in b) for b in buckets],
             "tokens": [sum(r.tokens for r in b) for b in buckets],
             "cost": [round(sum(r.cost for r in b), 8) for b in buckets],
-            "latency_p50": [percentile([r.latency_ms for r in b], 50) for b in buckets],
-            "latency_p95": [percentile([r.latency_ms for r in b], 95) for b in buckets],
+            "latency_p50": [_latency(b, 50) for b in buckets],
+            "latency_p95": [_latency(b, 95) for b in buckets],
         })
     return {"bucket_seconds": bucket, "buckets": [iso(start + i * bucket) for i in range(count)],
             "series": series}
@@ -130,7 +149,8 @@ def recent_errors(records: list[UsageRecord], limit: int = 20) -> list[dict]:
     """The latest failed requests, newest first."""
     failed = sorted((r for r in records if r.status >= 400), key=lambda r: r.timestamp, reverse=True)
     return [{"timestamp": iso(r.timestamp), "request_id": r.request_id, "user": r.user_id,
-             "provider": r.provider, "model": r.model, "status": r.status, "error_code": r.error_code}
+             "provider": r.provider, "model": r.model, "status": r.status, "error_code": r.error_code,
+             "count": r.count}
             for r in failed[:limit]]
 
 

@@ -265,7 +265,7 @@ def mcp_endpoint():
         _check_origin(gateway)
         caller = pipeline.authenticate(gateway, request, "mcp")
         message = _read_message()
-        gateway.limiter.hit(caller)  # after the read, so that a refusal names the message's id
+        pipeline.limit(gateway, caller)  # after the read, so that a refusal names the message's id
         exchange = understand(message)
         if "id" not in message:
             return Response(status=202)  # a notification (notifications/initialized …): acknowledged

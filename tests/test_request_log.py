@@ -260,10 +260,11 @@ def test_every_completion_is_recorded_including_failures_and_rate_limits(tmp_pat
     assert ask(client, key).status_code == 200
     assert ask(client, key, model="nope").status_code == 404
     assert ask(client, key).status_code == 429
-    rows = app.extensions["gateway"].store.records_for_user("alice")
-    assert [(r.status, r.error_code) for r in rows] == [(200, ""), (404, "model_not_found"),
-                                                         (429, "rate_limit_exceeded")]
+    rows = sorted(app.extensions["gateway"].store.records_for_user("alice"), key=lambda r: r.status)
+    assert [(r.status, r.error_code, r.count) for r in rows] == [(200, "", 1), (404, "model_not_found", 1),
+                                                                  (429, "rate_limit_exceeded", 1)]
     assert rows[0].correlation_id and rows[0].latency_ms > 0 and rows[0].api_key_id
+    assert rows[2].request_id.startswith(f"refused-{rows[0].api_key_id}-")  # the refusal is folded
 
 
 def test_prompts_and_answers_are_not_stored_by_default(tmp_path):

@@ -126,6 +126,12 @@ class RequestLogStore(Protocol):
         caller that must keep every record writes them again one by one.
         """
 
+    def add_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+        """Add each record's ``count`` to the stored record with its request id, creating it from the
+        record when there is none: how folded refusals from many flushes, workers and instances
+        end up in one row (gateway/refusals.py). Its other fields are the first writer's (latency:
+        the mean where the store can compute it)."""
+
     def records_for_user(self, user_id: str, start: float = 0.0,
                          end: float | None = None) -> list[UsageRecord]:
         """A user's records with ``start <= timestamp < end``, oldest first."""

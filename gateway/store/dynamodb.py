@@ -153,6 +153,7 @@ def _record_item(record: UsageRecord, expires_at: int) -> dict[str, Any]:
         "errorCode": record.error_code, "streamed": record.streamed, "cached": record.cached,
         "savedCost": record.saved_cost, "promptText": record.prompt_text,
         "completionText": record.completion_text, TTL_ATTRIBUTE: int(expires_at),
+        "count": record.count if record.count != 1 else None,
     })
 
 
@@ -170,7 +171,7 @@ def _record_from_item(item: dict[str, Any]) -> UsageRecord:
         status=int(values.get("status", 200)), error_code=values.get("errorCode", ""),
         streamed=values.get("streamed", False), cached=values.get("cached", False),
         saved_cost=float(values.get("savedCost", 0)), prompt_text=values.get("promptText", ""),
-        completion_text=values.get("completionText", ""),
+        completion_text=values.get("completionText", ""), count=int(values.get("count", 1)),
     )
 
 
@@ -494,6 +495,20 @@ class DynamoDBStore:
         pending = list(requests.values())
         for start in range(0, len(pending), BATCH_WRITE_SIZE):
             self._batch_write(self.request_log_table, pending[start:start + BATCH_WRITE_SIZE])
+
+    def add_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+        """One UpdateItem per record: ``ADD count``, every other attribute set (latency: this
+        record's; DynamoDB cannot weigh two means). A failure after DynamoDB applied an update
+        (a lost answer) may count that record twice when the caller writes it again."""
+        for record, expires_at in items:
+            item = _record_item(record, expires_at)
+            item.pop("count", None)
+            expr = _Expression()
+            sets = ", ".join(f"{expr.name(name)} = {expr.value(_from_av(value))}" for name, value in item.items()
+                             if name != "requestId")
+            self.client.update_item(TableName=self.request_log_table, Key={"requestId": item["requestId"]},
+                                    UpdateExpression=f"SET {sets} ADD {expr.name('count')} {expr.value(record.count)}",
+                                    **expr.params())
 
     def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
         """One BatchWriteItem of at most 25 requests, sending unprocessed ones again (bounded)."""

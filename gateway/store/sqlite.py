@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS request_log (
     expires_at INTEGER NOT NULL,
     saved_cost REAL NOT NULL DEFAULT 0,
     prompt_text TEXT NOT NULL DEFAULT '',
-    completion_text TEXT NOT NULL DEFAULT ''
+    completion_text TEXT NOT NULL DEFAULT '',
+    count INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS request_log_user_time ON request_log (user_id, timestamp);
 CREATE INDEX IF NOT EXISTS request_log_expiry ON request_log (expires_at);
@@ -77,7 +78,7 @@ CREATE INDEX IF NOT EXISTS request_log_expiry ON request_log (expires_at);
 #: Columns added after the first release, per table: added to an older file on first use.
 _ADDED_COLUMNS = {
     "request_log": {"saved_cost": "REAL NOT NULL DEFAULT 0", "prompt_text": "TEXT NOT NULL DEFAULT ''",
-                    "completion_text": "TEXT NOT NULL DEFAULT ''"},
+                    "completion_text": "TEXT NOT NULL DEFAULT ''", "count": "INTEGER NOT NULL DEFAULT 1"},
     "api_keys": {"allowed_models": "TEXT", "last_used_at": "REAL", "mcp_context": "INTEGER",
                  "concurrent_requests": "INTEGER"},
 }
@@ -107,6 +108,10 @@ def _insert(table: str, columns: list[str]) -> str:
 _PUT_KEY = _insert("api_keys", _KEY_COLUMNS)
 _PUT_PRODUCT = _insert("products", _PRODUCT_COLUMNS)
 _PUT_RECORD = _insert("request_log", _RECORD_COLUMNS + ["expires_at"])
+#: A folded record (gateway/refusals.py): added to the row of its id, whose latency becomes the mean of both.
+_ADD_RECORD = (_PUT_RECORD.replace("INSERT OR REPLACE", "INSERT") + " ON CONFLICT (request_id) DO UPDATE SET "
+               "latency_ms = (request_log.latency_ms * request_log.count + excluded.latency_ms * excluded.count) "
+               "/ (request_log.count + excluded.count), count = request_log.count + excluded.count")
 #: A record's column values, in ``_RECORD_COLUMNS`` order (plain attribute reads, no copy).
 _record_values = attrgetter(*_RECORD_COLUMNS)
 
@@ -295,6 +300,11 @@ class SQLiteStore:
         for each row): all or none."""
         if items:
             self._write_all(_PUT_RECORD, [(*_record_values(record), expires_at) for record, expires_at in items])
+
+    def add_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+        """Add each record's ``count`` to the row of its id (created when absent), in one transaction."""
+        if items:
+            self._write_all(_ADD_RECORD, [(*_record_values(record), expires_at) for record, expires_at in items])
 
     def records_for_user(self, user_id: str, start: float = 0.0,
                          end: float | None = None) -> list[UsageRecord]:

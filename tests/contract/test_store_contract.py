@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -376,6 +377,22 @@ def test_put_records_honours_each_records_expiry(store):
         assert ttl == {"old": {"N": "1000"}, "edge": {"N": "2000"}, "fresh": {"N": "3000"}}
     else:
         assert deleted == 2 and left == ["fresh"]
+
+
+def test_add_records_creates_a_row_then_adds_each_count_to_it(store):
+    first = _record("refused-k1-20-rate_limit_exceeded", api_key_id="k1", status=429,
+                    error_code="rate_limit_exceeded", latency_ms=2.0, count=3)
+    store.add_records([(first, 2000)])
+    store.add_records([(replace(first, count=5, latency_ms=4.0), 2000), (_record("other", count=2), 2000)])
+    store.add_records([(replace(first, count=1, latency_ms=2.0), 2000)])
+    rows = {r.request_id: r for r in store.records_for_user("u1")}
+    folded = rows["refused-k1-20-rate_limit_exceeded"]
+    assert (folded.count, folded.status, folded.error_code, folded.api_key_id) == (9, 429, "rate_limit_exceeded", "k1")
+    assert rows["other"].count == 2 and len(rows) == 2
+    if not hasattr(store, "client"):  # SQLite keeps the mean latency of all nine
+        assert folded.latency_ms == pytest.approx((3 * 2.0 + 5 * 4.0 + 2.0) / 9)
+    store.put_record(_record("plain"), 2000)
+    assert {r.request_id: r.count for r in store.records_for_user("u1")}["plain"] == 1
 
 
 def test_put_records_of_nothing_writes_nothing(store):
