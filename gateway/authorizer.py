@@ -53,6 +53,8 @@ def caller_context(caller: Caller) -> dict[str, str]:
         context["requestsPerMinute"] = str(caller.requests_per_minute)
     if caller.requests_per_hour is not None:
         context["requestsPerHour"] = str(caller.requests_per_hour)
+    if caller.concurrent_requests is not None:
+        context["concurrentRequests"] = str(caller.concurrent_requests)
     if caller.allowed_models is not None:
         context["allowedModels"] = json.dumps(sorted(caller.allowed_models))
     if caller.mcp_context is not None:
@@ -81,6 +83,7 @@ def caller_from_authorizer(environ: dict[str, Any], presented_key: str) -> Calle
                   permissions=frozenset(p for p in context["permissions"].split(",") if p),
                   requests_per_minute=optional_int("requestsPerMinute"),
                   requests_per_hour=optional_int("requestsPerHour"),
+                  concurrent_requests=optional_int("concurrentRequests"),
                   allowed_models=frozenset(json.loads(allowed)) if allowed else None,
                   mcp_context={"true": True, "false": False}.get(context.get("mcpContext")))
 
