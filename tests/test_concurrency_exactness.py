@@ -61,9 +61,7 @@ def test_exactly_the_limit_is_in_flight_across_two_gateway_processes(tmp_path, m
         limited = issue_key(app, "limited", requests_per_minute=1000, concurrent_requests=LIMIT)
         control = issue_key(app, "control", requests_per_minute=1000, concurrent_requests=WAVE)
         env = {**_environment(tmp_path, rate_limit_storage_uri=uri, retry_attempts="0"), **aws,
-               "OPENAI_API_KEY": "sk-test-upstream-secret-exact", "OPENAI_BASE_URL": upstream.url,
-               # threads, so that each process holds several calls at once whatever `serve` defaults to
-               "GUNICORN_CMD_ARGS": "--worker-class gthread --threads 8"}
+               "OPENAI_API_KEY": "sk-test-upstream-secret-exact", "OPENAI_BASE_URL": upstream.url}
         with _two_gateways(tmp_path, env) as urls:
             statuses, _codes = _wave(urls, control)
             arrived = upstream.times[-WAVE:]
