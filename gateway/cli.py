@@ -61,8 +61,10 @@ def build_cli(pm) -> click.Group:
 
         from gateway.serving import serve as serve_with_granian
 
-        if reload:
-            current_app.run(host=host, port=port, use_reloader=True, debug=False)
+        if reload:  # werkzeug's own server: Flask's app.run() does nothing under its CLI
+            from werkzeug.serving import run_simple
+
+            run_simple(host, port, current_app._get_current_object(), use_reloader=True, threaded=True)
             return
         serve_with_granian(host, port, workers, threads)
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from gateway.config import load_settings
 from gateway.logs import ACCESS_LOGGER, access_line
@@ -91,8 +90,6 @@ def test_no_emf_line_on_the_dev_console(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-@pytest.mark.xfail(strict=True, reason="gateway serve --reload exits at once: Flask ignores app.run() under its "
-                   "own CLI (FLASK_RUN_FROM_CLI); the serve command's owner is told")
 def test_the_reloading_dev_server_prints_access_lines_too(tmp_path):
     port, log = free_port(), tmp_path / "serve.log"
     env = {**os.environ, "GATEWAY_SQLITE_PATH": str(tmp_path / "gateway.db")}
