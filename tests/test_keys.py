@@ -269,10 +269,12 @@ def test_no_key_secret_or_pepper_in_any_log_line(tmp_path, caplog):
         for _ in range(4):
             ask(client, created[:-3] + "zzz")
         from gateway.authorizer import authorize
+        from tests.test_authorizer import request_event
 
-        authorize(gateway, created, "arn:aws:execute-api:us-east-1:1:api/dev/POST/v1")
+        for header in ({"X-API-Key": created}, {"Authorization": f"Bearer {revoked}"}):
+            authorize(gateway, request_event(header))
     lines = [formatter.format(record) for record in caplog.records] + [caplog.text]
-    assert len(caplog.records) > 5
+    assert "authorizer denied a key" in [record.getMessage() for record in caplog.records]
     secrets_ = [pepper] + keys + [k.split("_", 3)[3] for k in keys]
     leaked = [s for s in secrets_ for line in lines if s in line]
     assert leaked == []
