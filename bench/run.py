@@ -1,7 +1,7 @@
 """The benchmark: the gateway against the thinnest pass-through (``floor.py``) and against the
 Portkey gateway (the peer to beat, ``portkey_peer.py``), same run, same machine.
 
-Layout on a 2-core machine: the server under test (gunicorn, one worker; Portkey: one node
+Layout on a 2-core machine: the server under test (granian, one worker; Portkey: one node
 process) is pinned to core 0; nginx (the fake upstream) and wrk (the load) to core 1. Each
 concurrency level is measured direct to nginx, through the floor, through the gateway and
 through Portkey, so overhead = server - direct is a like-for-like difference; the levels
@@ -11,6 +11,9 @@ resident memory stays flat. Then a streamed answer from a paced local upstream
 total), and the cold start through Zappa's handler (``coldstart.py``, from the Zappa
 package that ``make bench`` builds first, as Lambda unpacks it) is measured.
 Results go to ``bench/results/latest.json`` and Markdown tables on stdout.
+
+Then the gateway in front of an upstream that takes a second per answer and streams for 90 s
+(``paced.py``), at 64 and 256 concurrent.
 
 Usage: ``python bench/run.py [--duration 10] [--levels 1,8,64] [--rounds 2]`` (``make bench``).
 Needs nginx and wrk (Debian packages of those names) and taskset; node and npm for Portkey (skipped,
@@ -40,8 +43,9 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import portkey_peer  # noqa: E402
+from bench import paced, portkey_peer  # noqa: E402
 from gateway.plugins import ENTRY_POINT_GROUP  # noqa: E402
+from gateway.serving import granian_argv  # noqa: E402
 
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -72,7 +76,7 @@ def wait_ready(url: str, timeout: float = 60.0, headers: dict | None = None) -> 
 
 
 def children(pid: int) -> list[int]:
-    """The worker processes of a gunicorn master."""
+    """The worker processes of a server's main process."""
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
@@ -115,16 +119,15 @@ class Upstream:
 
 
 class Server:
-    """A gunicorn app (one worker) pinned to the server core."""
+    """A WSGI app served as ``gateway serve`` serves the gateway (granian, one worker), pinned to the
+    server core."""
 
     def __init__(self, name: str, app: str, env: dict[str, str], workers: int = 1):
         self.name = name
         self.port = free_port()
         launched = time.perf_counter()
         self.process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, PYTHON, "-m", "gunicorn", app, "--bind",
-             f"127.0.0.1:{self.port}", "--workers", str(workers), "--log-level", "warning",
-             "--backlog", "2048"],
+            ["taskset", "-c", SERVER_CORE, *granian_argv("127.0.0.1", self.port, workers, app=app)],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(env["BENCH_LOG"], "a"))
         wait_ready(f"http://127.0.0.1:{self.port}/health")
         self.startup_s = time.perf_counter() - launched
@@ -244,7 +247,8 @@ def gateway_environment(workdir: Path, upstream: Upstream) -> tuple[dict[str, st
         "GATEWAY_DISABLE_PLUGINS": ",".join(installed),
         "GATEWAY_SQLITE_PATH": str(workdir / "gateway.db"),
         "GATEWAY_TIER_LIMITS": json.dumps({"enterprise": 100_000_000}),
-        "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_LOG_LEVEL": "WARNING",  # also turns off the dev console's access line
+        "GATEWAY_METRICS_EMF": "true",  # as on Lambda: the metrics are part of the work measured
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_BASE_URL": f"{upstream.url}/v1",
         "BENCH_LOG": str(workdir / "servers.log"),
@@ -267,6 +271,10 @@ def main() -> None:
     parser.add_argument("--package", type=Path, default=ROOT / "dist" / "ai-gateway-dev.zip",
                         help="the Zappa package the cold start runs from (make package); absent: this checkout")
     parser.add_argument("--no-portkey", action="store_true", help="leave out the Portkey target")
+    parser.add_argument("--paced-levels", default="64,256",
+                        help="concurrency levels against the paced (1 s) upstream ('': skip)")
+    parser.add_argument("--paced-stream-seconds", type=float, default=90,
+                        help="length of the paced streams, that many at once per level (0: skip)")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
@@ -322,6 +330,10 @@ def main() -> None:
                 report["targets_vs_portkey"] = portkey_peer.targets(report["rounds"])
             if args.streams:
                 report["streaming"] = stream_report(workdir, env, key, args.streams)
+            if args.paced_levels:
+                report["paced"] = paced.measure(sys.modules[__name__], workdir, env, key,
+                                                [int(level) for level in args.paced_levels.split(",")],
+                                                args.duration, stream_seconds=args.paced_stream_seconds)
         finally:
             stop_all(servers)
             upstream.stop()
@@ -408,6 +420,10 @@ def render(report: dict) -> str:
         for target, r in report["streaming"].items():
             lines.append(f"| {target} | {r['ttfb_p50_ms']:.2f} | {r['ttfb_p90_ms']:.2f} | {r['total_p50_ms']:.2f} | "
                          f"{r['total_p90_ms']:.2f} | {r['errors']} |")
+    if "paced" in report:
+        fast_cpu = {level: statistics.mean(r[level]["gateway"]["cpu_ms_per_request"] for r in report["rounds"])
+                    for level in report["rounds"][0]}
+        lines += ["", *paced.render(report["paced"], fast_cpu)]
     if "coldstart_ms" in report:
         cold = report["coldstart_ms"]
         lines += ["", f"Cold start through Zappa's handler (`coldstart.py`, from {cold.get('source', 'checkout')}, "

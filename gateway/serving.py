@@ -35,10 +35,11 @@ HEADER_READ_TIMEOUT_MS = 10_000
 KILL_TIMEOUT_S = 30
 
 
-def granian_argv(host: str, port: int, workers: int, threads: int = DEFAULT_THREADS) -> list[str]:
-    """The command line serving ``gateway.wsgi:app`` with granian."""
+def granian_argv(host: str, port: int, workers: int, threads: int = DEFAULT_THREADS,
+                 app: str = "gateway.wsgi:app") -> list[str]:
+    """The command line serving ``app`` (the gateway; ``bench/`` serves its floor alike) with granian."""
     granian = Path(sys.executable).with_name("granian")
-    return [str(granian) if granian.exists() else "granian", "--interface", "wsgi", "gateway.wsgi:app",
+    return [str(granian) if granian.exists() else "granian", "--interface", "wsgi", app,
             "--host", host, "--port", str(port), "--workers", str(workers),
             "--blocking-threads", str(threads), "--backpressure", str(threads),
             "--http1-header-read-timeout", str(HEADER_READ_TIMEOUT_MS),
