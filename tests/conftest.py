@@ -131,3 +131,14 @@ def _no_secret_in_any_log_line():
     yield sweep
     root.removeHandler(sweep)
     assert sweep.leaks == [], f"secrets in {len(sweep.leaks)} of {sweep.records} log lines: {sweep.leaks[:3]}"
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked ``beside_the_suite`` bracket the session: the first runs first, the last runs last.
+    ``tests/test_serving.py`` starts a stream of over a minute in the first and checks it in the last,
+    so the stream runs beside every other test instead of adding its minute to the suite."""
+    marked = [item for item in items if item.get_closest_marker("beside_the_suite")]
+    if len(marked) < 2:
+        return
+    first, last = marked[0], marked[-1]
+    items[:] = [first, *(item for item in items if item is not first and item is not last), last]

@@ -4,8 +4,9 @@ worker: calls of seconds queued two at a time, a stream of a minute was cut by t
 slow clients and a hanging upstream stalled every tenant.
 
 Each request sets its own pacing with body fields the gateway forwards (``paced_latency``,
-``paced_seconds``, ``paced_pace``). A stream longer than the old 60 s worker timeout runs in the
-background of the whole module and is checked by its last test.
+``paced_seconds``, ``paced_pace``). A stream longer than the old 60 s worker timeout is started by
+the first test and checked by the last; both are marked ``beside_the_suite``, so in a whole run they
+bracket the session and the stream runs beside every other test (the fixtures are session-scoped).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class Upstream:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served(tmp_path_factory):
     """(base URL, a key) of ``gateway serve --workers 2`` in front of the paced upstream."""
     workdir = tmp_path_factory.mktemp("serving")
@@ -68,7 +69,9 @@ def served(tmp_path_factory):
     env.update({"GATEWAY_SQLITE_PATH": db, "GATEWAY_LOG_LEVEL": "WARNING", "GATEWAY_METRICS_EMF": "false",
                 "OPENAI_API_KEY": "sk-paced", "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream.port}/v1",
                 "GATEWAY_PROVIDER_TIMEOUT": str(PROVIDER_TIMEOUT), "GATEWAY_REQUEST_TIMEOUT": str(PROVIDER_TIMEOUT + 1),
-                "GATEWAY_RETRY_ATTEMPTS": "0", "GATEWAY_STREAM_IDLE_TIMEOUT": str(IDLE_TIMEOUT)})
+                "GATEWAY_RETRY_ATTEMPTS": "0", "GATEWAY_STREAM_IDLE_TIMEOUT": str(IDLE_TIMEOUT),
+                # the hanging upstream's timeouts must not open the breaker for the tests after it
+                "GATEWAY_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000"})
     try:
         with servers.gateway_server(workdir, env, workers=2) as url:
             yield url, key
@@ -88,9 +91,9 @@ def _stream_events(url: str, key: str, body: dict, timeout: float = 120) -> list
     return events
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def long_stream(served) -> Future:
-    """A stream of ``LONG_STREAM_S`` seconds (a chunk a second), started once for the module."""
+    """A stream of ``LONG_STREAM_S`` seconds (a chunk a second), started once."""
     url, key = served
     pool = ThreadPoolExecutor(1)
     future = pool.submit(_stream_events, url, key, _chat(stream=True, stream_options={"include_usage": True}))
@@ -108,6 +111,7 @@ async def _concurrent(url: str, key: str, bodies: list[dict]) -> tuple[float, li
         return time.perf_counter() - started, [response.status_code for response in responses]
 
 
+@pytest.mark.beside_the_suite
 def test_sixteen_calls_of_one_second_take_about_one_second(served, long_stream):
     wall, statuses = asyncio.run(_concurrent(*served, [_chat(paced_latency=1.0)] * 16))
     assert statuses == [200] * 16
@@ -186,6 +190,7 @@ def test_a_stream_that_goes_quiet_ends_with_an_error_event(served):
     assert "[DONE]" not in events
 
 
+@pytest.mark.beside_the_suite
 def test_a_stream_longer_than_a_minute_is_served_whole(long_stream):
     events = long_stream.result(timeout=LONG_STREAM_S + 60)
     assert events[-1] == "[DONE]"
