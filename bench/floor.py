@@ -13,7 +13,7 @@ UPSTREAM = os.environ["FLOOR_UPSTREAM"]  # e.g. http://127.0.0.1:18080/v1/chat/c
 KEY = os.environ["BENCH_KEY"]
 
 app = Flask(__name__)
-pool = urllib3.PoolManager(maxsize=64)
+pool = urllib3.PoolManager(maxsize=256)  # one connection per call in flight, as the gateway keeps
 
 
 @app.get("/health")

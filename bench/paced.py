@@ -83,45 +83,73 @@ def measure_streams(run, server, key: str, count: int) -> dict:
 
 
 def measure(run, workdir: Path, env: dict[str, str], key: str, levels: list[int], duration: int,
-            latency: float = 1.0, stream_seconds: float = 90.0) -> dict:
-    """The paced runs: wrk at each level, then ``levels`` streams at once (none if ``stream_seconds``
-    is 0), through a gateway worker in front of the paced upstream."""
+            latency: float = 1.0, stream_seconds: float = 90.0, floor_env: dict[str, str] | None = None,
+            with_portkey: bool = False) -> dict:
+    """The paced runs: wrk at each level through the gateway (and the floor and Portkey, when given:
+    what the serving stack costs a slow call without the gateway's work), then ``levels`` streams at
+    once through the gateway (none if ``stream_seconds`` is 0)."""
     upstream = PacedUpstream(run, workdir, latency, stream_seconds or 1)
+    report: dict = {"latency_s": latency, "stream_seconds": stream_seconds, "answers": {}}
     try:
+        if floor_env is not None:
+            floor = run.Server("floor", "bench.floor:app",
+                               {**floor_env, "FLOOR_UPSTREAM": f"{upstream.url}/v1/chat/completions"})
+            try:
+                report["answers"]["floor"] = _answers(run, floor, floor.url, levels, duration, (key, None))
+            finally:
+                floor.stop()
+        if with_portkey:
+            portkey = run.portkey_peer.Portkey(run.SERVER_CORE, run.free_port(), upstream.url,
+                                               workdir / "portkey-paced.log", run.wait_ready)
+            try:
+                report["answers"]["portkey"] = _answers(run, portkey, portkey.url, levels, duration,
+                                                        (portkey.key, portkey.extra_headers))
+            finally:
+                portkey.stop()
         server = run.Server("gateway", "gateway.wsgi:app", {**env, "OPENAI_BASE_URL": f"{upstream.url}/v1"})
         try:
             run.warm_up(server.url, key)
-            report = {"latency_s": latency, "stream_seconds": stream_seconds,
-                      "answers": {level: run.measure(server, server.url, level, duration, key) for level in levels}}
+            report["answers"]["gateway"] = _answers(run, server, server.url, levels, duration, (key, None))
             if stream_seconds:
                 report["streams"] = {level: measure_streams(run, server, key, level) for level in levels}
             report["rss_mib_after"] = run.rss_mib(server.workers)
-            return report
         finally:
             server.stop()
     finally:
         upstream.stop()
+    return report
 
 
-def render(paced: dict, fast_cpu: dict[int, float]) -> list[str]:
-    """Markdown tables of the paced runs; ``fast_cpu`` is the gateway's CPU ms per request with the
-    fast upstream in the same run, by level (the comparison the targets name)."""
+def _answers(run, server, url: str, levels: list[int], duration: int, client: tuple) -> dict:
+    """wrk at each level against ``url`` (``client``: the key and further headers it sends)."""
+    run.measure(server, url, 8, 2, *client)  # warm: the first calls load what loads lazily
+    return {level: run.measure(server, url, level, duration, *client) for level in levels}
+
+
+def render(paced: dict, fast_cpu: dict[str, dict[int, float]]) -> list[str]:
+    """Markdown tables of the paced runs; ``fast_cpu`` is each target's CPU ms per request with the fast
+    upstream in the same run, by level (the comparison the targets name)."""
     latency_ms = paced["latency_s"] * 1000
-    reference = max(fast_cpu) if fast_cpu else None
-    lines = [f"Paced upstream ({paced['latency_s']:.0f} s per answer), one gateway worker; CPU compared with the "
-             f"fast upstream's at concurrency {reference} in this run:", "",
-             "| concurrent | req/s | p50 ms | p99 ms | wall / latency (p50; p99) | CPU ms/req | vs fast | errors |",
-             "|---|---|---|---|---|---|---|---|"]
-    for level, r in paced["answers"].items():
-        versus = f"{r['cpu_ms_per_request'] / fast_cpu[reference]:.2f}" if reference else "-"
-        lines.append(f"| {level} | {r['rps']:.0f} | {r['p50_us'] / 1000:.0f} | {r['p99_us'] / 1000:.0f} | "
-                     f"{r['p50_us'] / 1000 / latency_ms:.2f}; {r['p99_us'] / 1000 / latency_ms:.2f} | "
-                     f"{r['cpu_ms_per_request']:.2f} | {versus} | {r['socket_errors'] + r['non2xx']} |")
+    lines = [f"Paced upstream ({paced['latency_s']:.0f} s per answer), one worker (one node process); "
+             "\"vs fast\" divides the CPU per request by the same target's with the fast upstream at the "
+             "highest level of the rounds above:", "",
+             "| target | concurrent | req/s | p50 ms | p99 ms | wall / latency (p50; p99) | CPU ms/req | vs fast "
+             "| errors |", "|---|---|---|---|---|---|---|---|---|"]
+    for target, levels in paced["answers"].items():
+        fast = fast_cpu.get(target) or {}
+        reference = fast[max(fast)] if fast else None
+        for level, r in levels.items():
+            versus = f"{r['cpu_ms_per_request'] / reference:.2f}" if reference else "-"
+            lines.append(f"| {target} | {level} | {r['rps']:.0f} | {r['p50_us'] / 1000:.0f} | "
+                         f"{r['p99_us'] / 1000:.0f} | {r['p50_us'] / 1000 / latency_ms:.2f}; "
+                         f"{r['p99_us'] / 1000 / latency_ms:.2f} | {r['cpu_ms_per_request']:.2f} | {versus} | "
+                         f"{r['socket_errors'] + r['non2xx']} |")
     if "streams" in paced:
-        lines += ["", f"Streams of {paced['stream_seconds']:.0f} s (a chunk a second), all at once:", "",
-                  "| streams | wall s | each p50 s | longest s | CPU ms/stream | errors |", "|---|---|---|---|---|---|"]
+        lines += ["", f"Streams of {paced['stream_seconds']:.0f} s through the gateway (a chunk a second), "
+                  "all at once:", "", "| streams | wall s | each p50 s | longest s | CPU ms/stream | errors |",
+                  "|---|---|---|---|---|---|"]
         for level, r in paced["streams"].items():
             lines.append(f"| {level} | {r['wall_s']:.1f} | {r['p50_s']:.1f} | {r['max_s']:.1f} | "
                          f"{r['cpu_ms_per_stream']:.1f} | {r['errors']} |")
-    lines.append(f"\nResident memory of the worker after the paced runs: {paced['rss_mib_after']:.0f} MiB")
+    lines.append(f"\nResident memory of the gateway worker after the paced runs: {paced['rss_mib_after']:.0f} MiB")
     return lines

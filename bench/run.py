@@ -333,7 +333,8 @@ def main() -> None:
             if args.paced_levels:
                 report["paced"] = paced.measure(sys.modules[__name__], workdir, env, key,
                                                 [int(level) for level in args.paced_levels.split(",")],
-                                                args.duration, stream_seconds=args.paced_stream_seconds)
+                                                args.duration, stream_seconds=args.paced_stream_seconds,
+                                                floor_env=floor_env, with_portkey=not portkey_skipped)
         finally:
             stop_all(servers)
             upstream.stop()
@@ -421,8 +422,8 @@ def render(report: dict) -> str:
             lines.append(f"| {target} | {r['ttfb_p50_ms']:.2f} | {r['ttfb_p90_ms']:.2f} | {r['total_p50_ms']:.2f} | "
                          f"{r['total_p90_ms']:.2f} | {r['errors']} |")
     if "paced" in report:
-        fast_cpu = {level: statistics.mean(r[level]["gateway"]["cpu_ms_per_request"] for r in report["rounds"])
-                    for level in report["rounds"][0]}
+        fast_cpu = {target: {level: statistics.mean(r[level][target]["cpu_ms_per_request"] for r in report["rounds"])
+                             for level in report["rounds"][0]} for target in report["paced"]["answers"]}
         lines += ["", *paced.render(report["paced"], fast_cpu)]
     if "coldstart_ms" in report:
         cold = report["coldstart_ms"]

@@ -235,8 +235,9 @@ class Settings:
     #: "auto": in the request on Lambda, on a background thread elsewhere.
     request_log_writes: str = "auto"
     request_log_queue_size: int = 10_000
-    #: How long the background request-log writer lets records gather into one batch, in ms.
-    request_log_batch_wait_ms: float = 20.0
+    #: How long the background request-log writer lets records gather into one batch, in ms: long
+    #: enough that calls of seconds (a few dozen a second per worker) still share their writes.
+    request_log_batch_wait_ms: float = 100.0
     #: Store prompts and completions (after the ``gateway_redact`` hook) in the request log.
     request_log_content: bool = False
     #: "" (off), "auto" (sqlite:///<sqlite_path's stem>-cache.db on the SQLite store, memory://
