@@ -14,7 +14,7 @@ concurrent, one worker; paced upstream: 1 s per answer, 256 concurrent, 2 worker
 - granian (Rust, hyper/tokio) reads requests and writes answers asynchronously and runs
   the WSGI app on a pool of blocking threads: 1.09 ms on the fast upstream, 1.7-2.1 on
   the paced one, no worker timeout at all, and a client is only handed to a thread
-  once its request has arrived (headers have ``HEADER_READ_TIMEOUT_MS``).
+  once its request has arrived.
 - gevent is left out: its worker patches the standard library at import time, which this
   project does not do to libraries; an ASGI server would run this WSGI app in threads anyway.
 
@@ -29,8 +29,10 @@ from pathlib import Path
 
 #: Blocking threads per worker: calls in flight one worker holds (a stream holds one to its end).
 DEFAULT_THREADS = 256
-#: A client has this long to send its request headers (slow-loris connections are dropped after it).
-HEADER_READ_TIMEOUT_MS = 10_000
+#: A client has this long to send its request headers, and a kept-alive connection may idle this long
+#: (hyper times both alike). Waiting costs no thread, so this is the longest granian allows: a load
+#: balancer in front should close idle connections first (AWS ALB: set its idle timeout below 60 s).
+HEADER_READ_TIMEOUT_MS = 60_000
 #: Seconds a stopping worker waits for calls in flight before it is killed.
 KILL_TIMEOUT_S = 30
 
