@@ -14,7 +14,8 @@ each hand-off wakes the thread and passes the interpreter lock back and forth (i
 process, 1.5-1.9 ms per completion against 1.1-1.3 ms with a 20 ms gather; see
 ``bench/RESULTS.md``). The default gather is 100 ms: with an upstream taking a second, a
 worker finishes a few dozen calls a second, and 20 ms batches held one record each (CPU
-per call 2.6-3.1 ms against 1.7-2.0 with a fast upstream; 1.8-2.9 with a 250 ms gather).
+per call 2.6-3.1 ms against 1.7-2.0 with a fast upstream; 1.8-2.9 with a 250 ms gather;
+``docs/reliability.md``).
 ``flush`` and ``close`` cut the gathering short; a batch of one is written with
 ``put_record`` as in the caller's thread.
 
