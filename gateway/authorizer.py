@@ -3,8 +3,8 @@
 ``cloudformation/api.yaml`` puts it in front of every route but ``OPTIONS`` preflights; it
 allows the app's public routes (:data:`PUBLIC_PATHS`) without a key. A REQUEST authorizer
 sees the request's headers and path, so a key is accepted in ``X-API-Key`` and in
-``Authorization: Bearer`` alike (a TOKEN authorizer reads one header only). It validates the key with the same hook the app uses
-(``gateway_authenticate``), on the app Zappa's handler serves in this container
+``Authorization: Bearer`` alike (a TOKEN authorizer reads one header only). It validates the
+key with the same hook the app uses (``gateway_authenticate``), on the app Zappa's handler serves in this container
 (:func:`_gateway`: one app per container), and answers an IAM policy: Allow for the
 one method called, with the caller in the context (userId, apiKeyId, tier,
 permissions, limits), or Deny. A Deny, for a missing credential too, counts in the
