@@ -184,7 +184,7 @@ class RequestLogWriter:
                 batch, taken = [self._queue.get(timeout=self._refusals.next_due())], 1
             except queue.Empty:  # the minute of some folded refusals has ended
                 batch, taken = [_TICK], 0
-            if batch[0] is not _STOP and batch[0] is not _TICK and self.batch_wait:
+            if batch[0] is not _STOP and batch[0] is not _TICK and self._worth_gathering():
                 self._wake.wait(self.batch_wait)  # flush() and close() set it: no waiting then
                 self._wake.clear()
             while batch[-1] is not _STOP and len(batch) < BATCH_SIZE:
@@ -208,6 +208,12 @@ class RequestLogWriter:
                     self._queue.task_done()
             if stop:
                 return
+
+    def _worth_gathering(self) -> bool:
+        """Whether to let records gather before this batch: not when a whole batch is already queued
+        (waiting would cap the writer at ``BATCH_SIZE`` records per ``batch_wait``, under the rate of a
+        busy worker), nor once closing (the queue drains at full speed)."""
+        return bool(self.batch_wait) and not self._closed and self._queue.qsize() < BATCH_SIZE - 1
 
     def flush(self) -> None:
         """Wait until every queued record is written, and add the refusals folded so far to their rows."""
