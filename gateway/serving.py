@@ -23,6 +23,7 @@ Stream length is bounded by the gateway's own settings (``stream_idle_timeout``,
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,16 @@ DEFAULT_THREADS = 256
 HEADER_READ_TIMEOUT_MS = 60_000
 #: Seconds a stopping worker waits for calls in flight before it is killed.
 KILL_TIMEOUT_S = 30
+#: granian's logging (its own format, on stderr) with :class:`ExpectedThreadCount` on it.
+LOG_CONFIG = Path(__file__).with_name("granian_logging.json")
+
+
+class ExpectedThreadCount(logging.Filter):
+    """Leaves out granian's start-up warning that many Python threads "seem quite high" for the
+    cores: a proxy waiting on upstreams wants them, and a new user should not be told otherwise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Python threads" not in record.getMessage()
 
 
 def granian_argv(host: str, port: int, workers: int, threads: int = DEFAULT_THREADS,
@@ -46,7 +57,7 @@ def granian_argv(host: str, port: int, workers: int, threads: int = DEFAULT_THRE
             "--blocking-threads", str(threads), "--backpressure", str(threads),
             "--http1-header-read-timeout", str(HEADER_READ_TIMEOUT_MS),
             "--workers-kill-timeout", str(KILL_TIMEOUT_S), "--respawn-failed-workers",
-            "--no-ws", "--log-level", "warning"]
+            "--no-ws", "--log-level", "warning", "--log-config", str(LOG_CONFIG)]
 
 
 def serve(host: str, port: int, workers: int, threads: int = DEFAULT_THREADS) -> None:

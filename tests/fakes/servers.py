@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +48,10 @@ def running(argv: list[str], log: Path, ready: Callable[[], bool], *, env: dict 
             timeout: float = 30.0) -> Iterator[subprocess.Popen]:
     """Run ``argv`` until the block ends; wait until ``ready()`` (or fail with its log)."""
     with open(log, "wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        # A session of its own: killing it on a stuck stop takes a server's workers too (granian's
+        # workers miss a SIGTERM that comes while they are still importing the app).
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                   start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
         while not ready():
@@ -62,7 +66,7 @@ def running(argv: list[str], log: Path, ready: Callable[[], bool], *, env: dict 
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
