@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from gateway import aws
 from gateway.errors import ConfigError
 from gateway.types import Caller, Completion, Result, Usage
 
@@ -207,22 +208,17 @@ class DynamoDBBackend:
     TTL_ATTRIBUTE = "expiresAt"
 
     def __init__(self, table: str, region: str):
-        import boto3
-        from botocore.config import Config
-
         self.table = table
-        self.client = boto3.client("dynamodb", region_name=region, config=Config(
-            connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 2}))
+        self.client = aws.client("dynamodb", region)
 
     def create_table(self) -> None:
         """Create the table and enable its TTL (for local use and tests; CloudFormation does it on AWS)."""
-        self.client.create_table(
-            TableName=self.table, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": self.KEY_ATTRIBUTE, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": self.KEY_ATTRIBUTE, "AttributeType": "S"}])
-        self.client.get_waiter("table_exists").wait(TableName=self.table)
-        self.client.update_time_to_live(TableName=self.table, TimeToLiveSpecification={
-            "Enabled": True, "AttributeName": self.TTL_ATTRIBUTE})
+        aws.create_tables(self.client, [self.table_named(self.table)])
+
+    @classmethod
+    def table_named(cls, name: str) -> aws.Table:
+        """The cache table called ``name`` (cloudformation/data.yaml declares it per stage)."""
+        return aws.Table(name, cls.KEY_ATTRIBUTE, ttl_attribute=cls.TTL_ATTRIBUTE)
 
     def get(self, key: str) -> bytes | None:
         """The value under ``key``, or None when absent or past its ``expiresAt``."""

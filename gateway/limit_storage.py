@@ -31,9 +31,17 @@ from urllib.parse import parse_qs, urlparse
 
 from limits.storage import Storage
 
+from gateway import aws
+
 #: The DynamoDB counters table: hash key and TTL attribute (cloudformation/data.yaml matches them).
 KEY_ATTRIBUTE = "counterKey"
 TTL_ATTRIBUTE = "expirationTimestamp"
+
+
+def counters_table(name: str) -> aws.Table:
+    """The DynamoDB counters table (also the leases'): keyed by ``counterKey``, with TTL."""
+    return aws.Table(name, KEY_ATTRIBUTE, ttl_attribute=TTL_ATTRIBUTE)
+
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -196,8 +204,6 @@ class DynamoDBStorage(_WindowCounters, Storage):
         parsed = urlparse(uri)
         self.table = parsed.netloc or parsed.path.lstrip("/")
         self.region = parse_qs(parsed.query).get("region", ["us-east-1"])[0]
-        self._client: Any = None
-        self._lock = threading.Lock()
 
     @property
     def base_exceptions(self) -> tuple[type[Exception], ...]:
@@ -208,34 +214,12 @@ class DynamoDBStorage(_WindowCounters, Storage):
 
     @property
     def client(self) -> Any:
-        """The boto3 client, built on first use (boto3 is heavy to import)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    import boto3
-                    from botocore.config import Config
-
-                    self._client = boto3.client(
-                        "dynamodb", region_name=self.region,
-                        config=Config(connect_timeout=2, read_timeout=5,
-                                      retries={"mode": "standard", "max_attempts": 3}))
-        return self._client
+        """The process's DynamoDB client for the table's region (:func:`gateway.aws.client`)."""
+        return aws.client("dynamodb", self.region)
 
     def create_table(self) -> None:
         """Create the counters table with TTL on ``expirationTimestamp`` (idempotent)."""
-        client = self.client
-        try:
-            client.create_table(TableName=self.table, BillingMode="PAY_PER_REQUEST",
-                                KeySchema=[{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
-                                AttributeDefinitions=[{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}])
-        except client.exceptions.ResourceInUseException:
-            pass
-        client.get_waiter("table_exists").wait(TableName=self.table,
-                                               WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-        ttl = client.describe_time_to_live(TableName=self.table)["TimeToLiveDescription"]
-        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-            client.update_time_to_live(TableName=self.table, TimeToLiveSpecification={
-                "Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+        aws.create_tables(self.client, [counters_table(self.table)])
 
     def _update(self, key: str, expression: str, condition: str, values: dict[str, Any]) -> int | None:
         """One conditional UpdateItem; the new count (its window end remembered), or None when

@@ -18,18 +18,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from gateway import aws
 from gateway.errors import ConfigError
 
 #: The only setting whose remote names may nest (``plugin_settings/<plugin>/<name>``).
 NESTED = "plugin_settings"
-
-
-def _client(service: str, region: str):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(service, region_name=region,
-                        config=Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard"}))
 
 
 def read_parameters(client: Any, path: str) -> dict[str, str]:
@@ -94,11 +87,11 @@ def _remote(ssm_path: str, secret_id: str, region: str) -> str:
     settings: dict[str, Any] = {}
     if ssm_path:
         source = f"SSM parameters under {ssm_path}"
-        parameters = _read(source, region, lambda: read_parameters(_client("ssm", region), ssm_path))
+        parameters = _read(source, region, lambda: read_parameters(aws.client("ssm", region), ssm_path))
         settings = nest(parameters, source)
     if secret_id:
         source = f"secret {secret_id}"
-        secret = _read(source, region, lambda: read_secret(_client("secretsmanager", region), secret_id))
+        secret = _read(source, region, lambda: read_secret(aws.client("secretsmanager", region), secret_id))
         settings = merge(settings, nest(secret, source))
     return json.dumps(settings)  # cached as text, so no caller can mutate the cached copy
 

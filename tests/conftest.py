@@ -8,6 +8,7 @@ import pytest
 
 pytest.register_assert_rewrite("gateway.testing")
 
+from gateway import aws  # noqa: E402
 from gateway.config import DEV_PEPPER  # noqa: E402
 from gateway.logs import JSONFormatter  # noqa: E402
 from gateway.testing import make_app, serve  # noqa: E402
@@ -20,6 +21,14 @@ pytest_plugins = ["gateway.testing"]
 @pytest.fixture(autouse=True)
 def _clean_env(gateway_environment):
     """Every test starts without the developer's GATEWAY_* / OPENAI_* variables."""
+
+
+@pytest.fixture(autouse=True)
+def _own_aws_clients():
+    """Every test builds its AWS clients from its own environment (endpoint, moto), as a process would."""
+    aws.forget_clients()
+    yield
+    aws.forget_clients()
 
 
 @pytest.fixture

@@ -60,16 +60,13 @@ class Product:
 
 
 class KeyStore(Protocol):
-    """API keys by id, by hash and by user."""
+    """API keys by id and by user."""
 
     def put_key(self, key: ApiKey) -> None:
         """Create or replace ``key``."""
 
     def get_key(self, key_id: str) -> ApiKey | None:
         """The key with this id, or None."""
-
-    def find_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        """The key with this hash, or None."""
 
     def list_keys(self, user_id: str | None = None) -> list[ApiKey]:
         """Every key, or one user's keys, oldest first."""

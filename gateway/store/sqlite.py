@@ -194,11 +194,6 @@ class SQLiteStore:
         return self._key(self._connection().execute(
             "SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone())
 
-    def find_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        """The key with this hash, or None."""
-        return self._key(self._connection().execute(
-            "SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone())
-
     def list_keys(self, user_id: str | None = None) -> list[ApiKey]:
         """Every key, or one user's keys, oldest first."""
         if user_id is None:

@@ -1,7 +1,9 @@
 """The store contract: every adapter (see conftest's ``store`` fixture) passes these tests."""
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -62,13 +64,6 @@ def test_put_key_replaces(store):
     assert len(store.list_keys()) == 1
 
 
-def test_find_key_by_hash(store):
-    store.put_key(_key("k1"))
-    store.put_key(_key("k2", user_id="u2"))
-    assert store.find_key_by_hash("hash-k2") == _key("k2", user_id="u2")
-    assert store.find_key_by_hash("no-such-hash") is None
-
-
 def test_list_keys_by_user_oldest_first_and_isolated(store):
     store.put_key(_key("k3", created_at=300.0))
     store.put_key(_key("k1", created_at=100.0))
@@ -94,7 +89,6 @@ def test_revoke_and_reactivate(store):
     store.put_key(_key("k1"))
     assert store.set_key_active("k1", False) is True
     assert store.get_key("k1").active is False
-    assert store.find_key_by_hash("hash-k1").active is False
     assert store.set_key_active("k1", True) is True
     assert store.get_key("k1").active is True
 
@@ -455,10 +449,9 @@ def test_dynamodb_uses_indexes_not_scans(store):
         assert _ids(store.list_products(brand="Acme", availability="limited")) == ["p6", "p2"]
         assert calls == [("Query", "BrandAvailabilityGlobalSecondaryIndex")]
         calls.clear()
-        assert store.find_key_by_hash("hash-k1").key_id == "k1"
         assert store.list_keys("u1")[0].key_id == "k1"
         assert store.records_for_user("u1", start=0, end=5000)[0].request_id == "r1"
-        assert calls == [("Query", "ApiKeyLookupGlobalSecondaryIndex"), ("Query", "UserIdGlobalSecondaryIndex"),
+        assert calls == [("Query", "UserIdGlobalSecondaryIndex"),
                          ("Query", "UserAnalyticsGlobalSecondaryIndex")]
         calls.clear()
         store.list_products(availability="in-stock")
@@ -514,7 +507,7 @@ def test_dynamodb_item_shape_and_ttl(store):
         table: {i["IndexName"] for i in client.describe_table(TableName=table)["Table"]["GlobalSecondaryIndexes"]}
         for table in (store.api_key_table, store.product_table, store.request_log_table)}
     assert indexes == {
-        store.api_key_table: {"UserIdGlobalSecondaryIndex", "ApiKeyLookupGlobalSecondaryIndex"},
+        store.api_key_table: {"UserIdGlobalSecondaryIndex"},
         store.product_table: {"CategoryPriceGlobalSecondaryIndex", "BrandAvailabilityGlobalSecondaryIndex"},
         store.request_log_table: {"UserAnalyticsGlobalSecondaryIndex"},
     }
@@ -542,15 +535,17 @@ def test_dynamodb_put_records_sends_25_items_per_batch_write(store):
 
 class _Throttled:
     """A DynamoDB client whose BatchWriteItem, for its first ``times`` calls, writes all but the
-    last request and returns that one as unprocessed (as DynamoDB does when it throttles)."""
+    last request and returns that one as unprocessed (as DynamoDB does when it throttles); it
+    notes each call's size and time."""
 
     def __init__(self, client, times: int):
-        self.client, self.times, self.sizes = client, times, []
+        self.client, self.times, self.sizes, self.at = client, times, [], []
 
     def __getattr__(self, name):
         return getattr(self.client, name)
 
     def batch_write_item(self, **params):
+        self.at.append(time.monotonic())
         ((table, requests),) = params["RequestItems"].items()
         self.sizes.append(len(requests))
         if self.times <= 0:
@@ -561,6 +556,9 @@ class _Throttled:
             self.client.batch_write_item(RequestItems={table: written})
         return {"UnprocessedItems": {table: [held]}}
 
+    def pauses(self) -> list[float]:
+        return [later - earlier for earlier, later in itertools.pairwise(self.at)]
+
 
 def _on_client(store, client):
     from gateway.store.dynamodb import DynamoDBStore
@@ -569,28 +567,35 @@ def _on_client(store, client):
                          request_log_table=store.request_log_table)
 
 
-def test_dynamodb_put_records_sends_unprocessed_items_again_after_a_growing_pause(store, monkeypatch):
+def test_dynamodb_put_records_sends_unprocessed_items_again_after_a_growing_pause(store):
     _dynamodb_only(store)
     from gateway.store import dynamodb
 
-    pauses: list[float] = []
-    monkeypatch.setattr(dynamodb.time, "sleep", pauses.append)
     client = _Throttled(store.client, times=2)
     _on_client(store, client).put_records([(_record(f"r{i}"), 1740000000) for i in range(3)])
     assert client.sizes == [3, 1, 1]
-    assert pauses == [dynamodb.UNPROCESSED_BACKOFF, 2 * dynamodb.UNPROCESSED_BACKOFF]
+    first, second = client.pauses()
+    assert first >= dynamodb.UNPROCESSED_BACKOFF and second >= 2 * dynamodb.UNPROCESSED_BACKOFF
     assert [r.request_id for r in store.records_for_user("u1")] == ["r0", "r1", "r2"]
 
 
-def test_dynamodb_put_records_gives_up_on_items_left_unprocessed_after_its_retries(store, monkeypatch):
+def test_dynamodb_put_records_gives_up_on_items_left_unprocessed_after_its_retries(store):
     _dynamodb_only(store)
     from gateway.store import dynamodb
 
-    pauses: list[float] = []
-    monkeypatch.setattr(dynamodb.time, "sleep", pauses.append)
     client = _Throttled(store.client, times=1000)
     with pytest.raises(dynamodb.UnprocessedItemsError):
         _on_client(store, client).put_records([(_record("r0"), 1740000000), (_record("r1"), 1740000000)])
     assert client.sizes == [2] + [1] * dynamodb.UNPROCESSED_RETRIES
-    assert len(pauses) == dynamodb.UNPROCESSED_RETRIES and sum(pauses) < 1
+    assert [pause >= dynamodb.UNPROCESSED_BACKOFF * 2 ** i for i, pause in enumerate(client.pauses())] == [
+        True] * dynamodb.UNPROCESSED_RETRIES
+    assert dynamodb.UNPROCESSED_BACKOFF * (2 ** dynamodb.UNPROCESSED_RETRIES - 1) < 1  # a writer waits < 1 s
     assert [r.request_id for r in store.records_for_user("u1")] == ["r0"]
+
+
+def test_dynamodb_put_products_resends_unprocessed_items_too(store):
+    _dynamodb_only(store)
+    client = _Throttled(store.client, times=1)
+    assert _on_client(store, client).put_products(CATALOG[:3]) == 3
+    assert client.sizes == [3, 1]
+    assert _ids(store.list_products()) == _ids(sorted(CATALOG[:3], key=lambda p: (p.price, p.product_id)))

@@ -12,7 +12,7 @@ from gateway import limit_storage
 from gateway.cache import DynamoDBBackend
 from gateway.config import load_settings
 from gateway.store import open_store
-from gateway.store.dynamodb import DynamoDBStore, _tables
+from gateway.store.dynamodb import DynamoDBStore, tables
 from tests.contract.test_store_contract import *  # noqa: F403  the whole contract suite, collected here too
 from tests.deploy.conftest import STAGE
 
@@ -51,10 +51,9 @@ def _shape(description: dict) -> dict:
 
 def test_template_tables_have_exactly_the_shape_the_code_creates(store):
     """Key schemas, attribute types and GSIs of the stack's tables equal gateway/store/dynamodb.py's."""
-    expected = _tables(store.api_key_table, store.product_table, store.request_log_table)
-    for spec in expected:
-        made = store.client.describe_table(TableName=spec["TableName"])["Table"]
-        assert _shape(made) == _shape(spec), spec["TableName"]
+    for table in tables(store.api_key_table, store.product_table, store.request_log_table):
+        made = store.client.describe_table(TableName=table.name)["Table"]
+        assert _shape(made) == _shape(table.create_arguments()), table.name
 
 
 @pytest.mark.parametrize("output, suffix, key, ttl_attribute", [

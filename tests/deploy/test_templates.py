@@ -17,7 +17,7 @@ from gateway import limit_storage
 from gateway.cache import DynamoDBBackend
 from gateway.config import Settings, SettingsSchema
 from gateway.metric_names import ALL, DIMENSIONS, NAMESPACE, STAGE
-from gateway.store.dynamodb import TTL_ATTRIBUTE, _tables
+from gateway.store.dynamodb import tables
 from tests.deploy.conftest import TEMPLATES, resources_of, template
 
 ALL_TEMPLATES = sorted(p.stem for p in TEMPLATES.glob("*.yaml"))
@@ -113,24 +113,21 @@ def test_tables_are_on_demand_recoverable_and_encrypted_with_the_stage_key():
             assert table["DeletionPolicy"] == "Retain", name
 
 
-def test_table_names_and_ttls_match_the_code():
-    tables = {t["Properties"]["TableName"]["Fn::Sub"]: t["Properties"]
-              for t in resources_of(template("data"), "AWS::DynamoDB::Table").values()}
-    code = {spec["TableName"]: spec for spec in _tables("ai-gateway-${Stage}-api-keys",
-                                                        "ai-gateway-${Stage}-product-catalog",
-                                                        "ai-gateway-${Stage}-request-analytics")}
-    assert set(tables) == set(code) | {"ai-gateway-${Stage}-rate-limits", "ai-gateway-${Stage}-response-cache"}
-    for name, spec in code.items():
-        assert [i["IndexName"] for i in tables[name]["GlobalSecondaryIndexes"]] == [
-            i["IndexName"] for i in spec["GlobalSecondaryIndexes"]]
-    assert tables["ai-gateway-${Stage}-request-analytics"]["TimeToLiveSpecification"] == {
-        "AttributeName": TTL_ATTRIBUTE, "Enabled": True}
-    counters = tables["ai-gateway-${Stage}-rate-limits"]
-    assert counters["KeySchema"] == [{"AttributeName": limit_storage.KEY_ATTRIBUTE, "KeyType": "HASH"}]
-    assert counters["TimeToLiveSpecification"] == {"AttributeName": limit_storage.TTL_ATTRIBUTE, "Enabled": True}
-    cache = tables["ai-gateway-${Stage}-response-cache"]
-    assert cache["KeySchema"] == [{"AttributeName": DynamoDBBackend.KEY_ATTRIBUTE, "KeyType": "HASH"}]
-    assert cache["TimeToLiveSpecification"] == {"AttributeName": DynamoDBBackend.TTL_ATTRIBUTE, "Enabled": True}
+def test_tables_are_exactly_the_ones_the_code_creates():
+    """Names, keys, attribute types, indexes and TTLs of the five tables equal gateway's ``aws.Table``s."""
+    declared = {t["Properties"]["TableName"]["Fn::Sub"]: t["Properties"]
+                for t in resources_of(template("data"), "AWS::DynamoDB::Table").values()}
+    name = "ai-gateway-${{Stage}}-{}".format
+    code = [*tables(name("api-keys"), name("product-catalog"), name("request-analytics")),
+            limit_storage.counters_table(name("rate-limits")), DynamoDBBackend.table_named(name("response-cache"))]
+    assert set(declared) == {table.name for table in code}
+    for table in code:
+        properties, created = declared[table.name], table.create_arguments()
+        assert properties["KeySchema"] == created["KeySchema"], table.name
+        assert sorted(properties["AttributeDefinitions"], key=str) == sorted(created["AttributeDefinitions"], key=str)
+        assert properties.get("GlobalSecondaryIndexes") == created.get("GlobalSecondaryIndexes"), table.name
+        ttl = {"AttributeName": table.ttl_attribute, "Enabled": True} if table.ttl_attribute else None
+        assert properties.get("TimeToLiveSpecification") == ttl, table.name
 
 
 # Access
