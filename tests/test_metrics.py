@@ -114,6 +114,28 @@ def test_metric_names_are_the_canonical_list():
     assert names.NAMESPACE == "AiModelGateway"
 
 
+@pytest.mark.parametrize("dimensions", [
+    {"Stage": "prod", "Provider": "openai", "Model": "gpt-4o-mini", "Tier": "basic"},
+    {"Stage": "prod"},
+])
+def test_a_line_is_what_powertools_would_write(dimensions):
+    """The EMF written by hand equals aws-lambda-powertools' own serialization of the same metrics
+    (through its public API), so the format is the specification's, checked by an independent writer."""
+    from aws_lambda_powertools.metrics import EphemeralMetrics
+
+    values = [("Requests", "Count", 1), ("Latency", "Milliseconds", 12.5), ("Requests", "Count", 3),
+              ("Cost", "None", 0.001), ("Latency", "Milliseconds", 7)]
+    reference = EphemeralMetrics(namespace=names.NAMESPACE)
+    reference.set_timestamp(int(MINUTE * 1000))
+    for name, value in dimensions.items():
+        reference.add_dimension(name=name, value=value)
+    if len(dimensions) > 1:
+        reference.add_dimensions(Stage=dimensions["Stage"])
+    for name, unit, value in values:
+        reference.add_metric(name=name, unit=unit, value=value)
+    assert json.loads(metrics._line(dimensions, values, MINUTE)) == reference.serialize_metric_set()
+
+
 def test_emf_can_be_turned_off(tmp_path, capsys):
     app = make_app(tmp_path, {"metrics_emf": False})
     capsys.readouterr()

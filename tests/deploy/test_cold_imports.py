@@ -1,10 +1,8 @@
 """A cold start imports no heavy SDK: openai and boto3 load where first used, not with the app.
 
 (On Lambda Zappa's handler imports boto3 itself; the gateway must not add openai, and
-must not need boto3 unless the DynamoDB store or remote settings are configured. The
-metrics library, aws-lambda-powertools, imports the ``botocore`` package itself, whose
-``__init__`` is light, to register a user-agent hook: botocore's sessions and clients
-stay unloaded.)
+must not need boto3 unless the DynamoDB store or remote settings are configured: botocore's
+sessions and clients stay unloaded.)
 """
 from __future__ import annotations
 
