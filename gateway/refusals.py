@@ -11,6 +11,13 @@ for one key, minute and reason end up in one row whose count is exact.
 
 Its id is ``refused-<key id>-<minute>-<code>``, its time the minute's start, its latency
 the mean of the refusals folded in.
+
+An add is applied once even when its answer is lost: SQLite's is one transaction, and
+DynamoDB's carries a token the row remembers, so botocore's resend is refused. What is left:
+the request log writer's own second try after ``add_records`` raised sends a new token, so a
+count is doubled if DynamoDB applied an update and every one of botocore's attempts then
+lost its answer. Closing that would take a token made here, at the fold, and carried by the
+record to the store.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ only when the store is DynamoDB, so a gateway on SQLite never loads boto3.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ CATEGORY_INDEX = "CategoryPriceGlobalSecondaryIndex"
 BRAND_INDEX = "BrandAvailabilityGlobalSecondaryIndex"
 ANALYTICS_INDEX = "UserAnalyticsGlobalSecondaryIndex"
 TTL_ATTRIBUTE = "expirationTimestamp"
+#: The request log attribute holding the tokens of the adds applied to a row (``add_records``).
+ADD_TOKENS = "addTokens"
 #: How often in a row BatchWriter may get items back unprocessed (throttling) before the write
 #: fails; the pause before each resend starts at UNPROCESSED_BACKOFF s and doubles (0.75 s in all).
 UNPROCESSED_RETRIES = 4
@@ -245,12 +248,12 @@ class DynamoDBStore:
 
     def __init__(self, client: Any, *, api_key_table: str, product_table: str,
                  request_log_table: str, page_size: int | None = None):
-        """Wrap a boto3 DynamoDB client (or resource: its client is used).
+        """Wrap a boto3 DynamoDB client.
 
         ``page_size`` caps the items of each Query/Scan page (DynamoDB's ``Limit``);
         every page is still read.
         """
-        self.client = getattr(client.meta, "client", client)
+        self.client = client
         self.api_key_table = api_key_table
         self.product_table = product_table
         self.request_log_table = request_log_table
@@ -458,17 +461,31 @@ class DynamoDBStore:
 
     def add_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
         """One UpdateItem per record: ``ADD count``, every other attribute set (latency: this
-        record's; DynamoDB cannot weigh two means). A failure after DynamoDB applied an update
-        (a lost answer) may count that record twice when the caller writes it again."""
+        record's; DynamoDB cannot weigh two means).
+
+        Each update carries a token of its own, added to the row's ``addTokens`` set under the
+        condition that the set lacks it: when botocore resends an update whose answer was lost
+        (a timeout after DynamoDB applied it), the resend fails that condition and is not
+        counted again. A caller that calls again after this raised sends a new token, so a
+        count may still be doubled when every one of botocore's attempts lost its answer after
+        one was applied (gateway/refusals.py).
+        """
         for record, expires_at in items:
             item = _record_item(record, expires_at)
             item.pop("count", None)
             expr = _Expression()
             sets = ", ".join(f"{expr.name(name)} = {expr.serialized(value)}" for name, value in item.items()
                              if name != "requestId")
-            self.client.update_item(TableName=self.request_log_table, Key={"requestId": item["requestId"]},
-                                    UpdateExpression=f"SET {sets} ADD {expr.name('count')} {expr.value(record.count)}",
-                                    **expr.params())
+            token = uuid.uuid4().hex
+            tokens = expr.name(ADD_TOKENS)
+            try:
+                self.client.update_item(
+                    TableName=self.request_log_table, Key={"requestId": item["requestId"]},
+                    UpdateExpression=f"SET {sets} ADD {expr.name('count')} {expr.value(record.count)}, "
+                                     f"{tokens} {expr.serialized({'SS': [token]})}",
+                    ConditionExpression=f"NOT contains({tokens}, {expr.value(token)})", **expr.params())
+            except self.client.exceptions.ConditionalCheckFailedException:
+                pass  # a resend of an update DynamoDB had applied
 
     def _batch_writer(self, table: str, key: str) -> BatchWriter:
         """boto3's BatchWriter for ``table`` (a key given twice keeps its last item), sending through

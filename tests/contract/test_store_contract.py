@@ -389,6 +389,29 @@ def test_add_records_creates_a_row_then_adds_each_count_to_it(store):
     assert {r.request_id: r.count for r in store.records_for_user("u1")}["plain"] == 1
 
 
+def test_dynamodb_add_records_counts_an_update_botocore_resends_once(store):
+    """An update whose answer is lost after DynamoDB applied it is sent again by botocore's retries:
+    the resend must not add the count a second time."""
+    _dynamodb_only(store)
+    resent: list[int] = []
+
+    def lose_the_first_answer(attempts, **kwargs):
+        if attempts == 1 and not resent:
+            resent.append(attempts)
+            return 0  # retry at once, as after a read timeout
+        return None
+
+    first = _record("refused-k1-20-rate_limit_exceeded", status=429, error_code="rate_limit_exceeded", count=3)
+    store.client.meta.events.register("needs-retry.dynamodb.UpdateItem", lose_the_first_answer)
+    try:
+        store.add_records([(first, 2000)])
+        store.add_records([(replace(first, count=4), 2000)])
+    finally:
+        store.client.meta.events.unregister("needs-retry.dynamodb.UpdateItem", lose_the_first_answer)
+    assert resent == [1]
+    assert [r.count for r in store.records_for_user("u1")] == [7]
+
+
 def test_put_records_of_nothing_writes_nothing(store):
     calls: list[str] = []
     if hasattr(store, "client"):
