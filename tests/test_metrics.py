@@ -250,7 +250,7 @@ def test_batch_metrics_can_be_turned_off(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_a_reused_metric_set_carries_nothing_into_the_next_line(tmp_path, capsys):
+def test_a_line_carries_nothing_of_the_previous_one(tmp_path, capsys):
     gateway = make_app(tmp_path).extensions["gateway"]
     capsys.readouterr()
     metrics.emit_requests(gateway, [_record(1, timestamp=MINUTE, tier="premium", latency_ms=9.0)])
