@@ -3,7 +3,8 @@
 The store, the rate-limit counters (and their leases), the response cache and the remote
 settings all ask :func:`client` for theirs, so a Lambda container signs in, resolves its
 endpoint and pools its connections once per service instead of once per user. Clients
-are thread-safe; building one is not (boto3's default session), hence the lock.
+are thread-safe; building one is not (boto3's default session), hence the lock. A forked child
+starts with none.
 
 The endpoint is boto3's own: ``AWS_ENDPOINT_URL_<SERVICE>`` or ``AWS_ENDPOINT_URL`` when
 set (DynamoDB Local, moto), else AWS. A client keeps what it found when it was built, so
@@ -14,6 +15,7 @@ cold start on the SQLite store, or one that has not reached DynamoDB yet, does n
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,17 @@ _RETRIES = {"mode": "standard", "max_attempts": 3}
 
 _clients: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
+
+
+def _forget_in_child() -> None:
+    """A forked child (``gunicorn --preload``) builds its own clients: a client's pooled
+    connections must not be shared by two processes, and the lock may have been held."""
+    global _lock
+    _lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def client(service: str, region: str) -> Any:

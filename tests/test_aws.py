@@ -1,6 +1,7 @@
 """gateway.aws: one boto3 client per service and region for the whole process, and one table helper."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -60,6 +61,22 @@ def test_a_forgotten_client_is_built_again_from_the_environment_of_now(fake_aws,
     assert aws.client("dynamodb", "us-east-1") is first  # a process keeps its client
     aws.forget_clients()
     assert aws.client("dynamodb", "us-east-1").meta.endpoint_url == "http://127.0.0.1:9"
+
+
+def test_a_forked_child_builds_its_own_client(fake_aws):
+    parent = aws.client("dynamodb", "us-east-1")
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report whether it inherited the parent's client, then leave at once
+        try:
+            os.write(write, b"inherited" if aws._clients else b"none")
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        assert answer.read() == b"none"
+    os.waitpid(child, 0)
+    assert aws.client("dynamodb", "us-east-1") is parent  # the parent keeps its own
 
 
 def test_create_tables_creates_indexes_and_ttl_once(fake_aws):
