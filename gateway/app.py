@@ -9,6 +9,8 @@ from flask import Flask, current_app
 
 from gateway import http
 from gateway.config import Settings, load_settings
+from gateway.declarations import Declarations
+from gateway.declarations import collect as collect_declarations
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging, install_access_log
 from gateway.models import load_model_table
@@ -16,6 +18,13 @@ from gateway.plugins import PluginManager, build_plugin_manager
 from gateway.ratelimit import RequestLimiter
 from gateway.request_log import on_lambda
 from gateway.resilience import Resilience
+from gateway.schemas import (
+    CHAT_COMPLETION,
+    NATIVE_COMPLETION,
+    ChatCompletionSchema,
+    NativeCompletionSchema,
+    with_request_options,
+)
 from gateway.store import Store, open_store
 from gateway.types import Provider
 
@@ -36,6 +45,23 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         #: Per-app state of plugins, by a name of their choosing (caches, clients).
         self.state: dict[str, Any] = {}
+        #: What the plugins declared (``gateway_declare``), merged: see :meth:`load_declarations`.
+        self.declared = Declarations()
+        #: The completion schemas of the two APIs, with the plugins' request options.
+        self.chat_schema = CHAT_COMPLETION
+        self.native_schema = NATIVE_COMPLETION
+
+    @property
+    def permissions(self) -> tuple[str, ...]:
+        """The permissions a caller may hold: the core's, then those plugins declared."""
+        return self.declared.permissions
+
+    def load_declarations(self) -> None:
+        """Merge every plugin's declaration and build the completion schemas with their request options."""
+        self.declared = collect_declarations(self.pm, self)
+        options = self.declared.request_options
+        self.chat_schema = with_request_options(ChatCompletionSchema, options)
+        self.native_schema = with_request_options(NativeCompletionSchema, options)
 
     def unconfigured_providers(self) -> dict[str, str]:
         """The registered providers that cannot answer for lack of configuration, each with what to set:
@@ -75,6 +101,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     pm = build_plugin_manager(settings, plugins)
     gateway = Gateway(settings, pm, open_store(settings))
     gateway.load_providers()
+    gateway.load_declarations()
 
     app = http.GatewayFlask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -83,7 +110,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     app.extensions["gateway"] = gateway
     if not on_lambda():  # API Gateway logs requests there; the request log has the rest
         install_access_log(app)
-    http.install(app, settings)
+    http.install(app, settings, expose_headers=tuple(gateway.declared.response_headers))
     if settings.trusted_proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

@@ -3,8 +3,9 @@
 ``cloudformation/api.yaml`` puts it in front of every route but ``OPTIONS`` preflights; it
 allows the app's public routes (:data:`PUBLIC_PATHS`) without a key. A REQUEST authorizer
 sees the request's headers and path, so a key is accepted in ``X-API-Key`` and in
-``Authorization: Bearer`` alike (a TOKEN authorizer reads one header only). It validates the
-key with the same hook the app uses (``gateway_authenticate``), on the app Zappa's handler serves in this container
+``Authorization: Bearer`` alike (a TOKEN authorizer reads one header only). It asks the auth
+plugins about the request's headers with the same hook the app uses (``gateway_authenticate``),
+on the app Zappa's handler serves in this container
 (:func:`_gateway`: one app per container), and answers an IAM policy: Allow for the
 one method called, with the caller in the context (userId, apiKeyId, tier,
 permissions, limits), or Deny. A Deny, for a missing credential too, counts in the
@@ -16,7 +17,8 @@ Behind it, Zappa passes the API Gateway event to the app in the WSGI environ
 (``environ["lambda.event"]``, set by ``zappa.handler.LambdaHandler``); an HTTP
 client cannot set environ keys, so a caller found there came through API Gateway
 and its authorizer. :func:`caller_from_authorizer` turns that context back into a
-:class:`Caller` so the app does not look the key up a second time.
+:class:`Caller` (``gateway.pipeline.authenticate``) so the app does not ask the auth plugins a
+second time.
 """
 from __future__ import annotations
 
@@ -62,17 +64,19 @@ def caller_context(caller: Caller) -> dict[str, str]:
     return context
 
 
-def caller_from_authorizer(environ: dict[str, Any], presented_key: str) -> Caller | None:
-    """The caller the authorizer vouched for, or None when the request did not come through it.
+def caller_from_authorizer(environ: dict[str, Any]) -> Caller | None:
+    """The caller the authorizer vouched for, or None when the request did not come through it
+    (or came as a public route's, without a caller).
 
-    The key sent with the request must be the one the authorizer saw (same key id).
+    API Gateway sets the context for the very request it passes on, after the authorizer asked the
+    auth plugins about that request's credential: nothing of the credential is parsed here, so any
+    auth plugin works behind the authorizer.
     """
     event = environ.get("lambda.event")
-    context = (event or {}).get("requestContext", {}).get("authorizer") if isinstance(event, dict) else None
-    if not isinstance(context, dict) or not all(context.get(name) for name in CONTEXT_KEYS):
+    if event is None:
         return None
-    parts = presented_key.split("_", 3)
-    if len(parts) != 4 or parts[2] != context["apiKeyId"]:
+    context = event.get("requestContext", {}).get("authorizer") if isinstance(event, dict) else None
+    if not isinstance(context, dict) or not all(context.get(name) for name in CONTEXT_KEYS):
         return None
 
     def optional_int(name: str) -> int | None:
@@ -142,15 +146,15 @@ def authorize(gateway, event: dict) -> dict:
     method_arn = event.get("methodArn", "")
     if is_public(event):  # a key sent anyway is checked by the app itself
         return _policy("public", "Allow", method_arn, {"correlationId": correlation_id(event, headers)})
-    credentials = {name: headers[name] for name in CREDENTIAL_HEADERS if name in headers}
-    request = Request(EnvironBuilder(headers=credentials).get_environ())
+    request = Request(EnvironBuilder(path=event.get("path") or "/", method=event.get("httpMethod") or "GET",
+                                     headers=headers).get_environ())
     try:
         caller = gateway.hook.gateway_authenticate(request=request, gateway=gateway)
     except GatewayError as exc:
         logger.info("authorizer denied a key", extra={"error_code": exc.code})
         caller = None
     if caller is None:
-        if not credentials:
+        if not any(name in headers for name in CREDENTIAL_HEADERS):
             logger.info("authorizer denied a request without a key")
         count_auth_failure(gateway)
         return _policy("anonymous", "Deny", method_arn)

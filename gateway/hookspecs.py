@@ -40,12 +40,15 @@ def gateway_authenticate(request, gateway):
 
 
 @hookspec
-def gateway_enrich_request(completion, caller, gateway):
+def gateway_enrich_request(completion, caller, request, gateway):
     """Change the request before a provider sees it (each request; every implementation runs).
 
     :param completion: the :class:`gateway.types.Completion`; mutate its
-        ``messages`` or ``metadata`` in place.
-    :param caller: the authenticated :class:`gateway.types.Caller`.
+        ``messages`` or ``metadata`` in place, and report to the caller through its
+        ``response_headers`` and ``answer_fields`` (declared in ``gateway_declare``).
+    :param caller: the authenticated :class:`gateway.types.Caller` (already authorized
+        for ``completion.model``).
+    :param request: the incoming ``flask.Request`` (read headers from it).
     :param gateway: the app's Gateway.
     :return: nothing. Raise :class:`gateway.errors.InvalidRequest` to refuse the
         request with a 400 (a guardrail). Any other exception fails the request with
@@ -114,4 +117,49 @@ def gateway_register_commands(cli):
         Commands that need the app use ``flask.cli.with_appcontext`` and
         ``gateway.app.current_gateway()``.
     :return: nothing.
+    """
+
+
+# What a plugin adds to the core's contracts, its OpenAPI operations, and key issuance.
+
+
+@hookspec
+def gateway_declare(gateway):
+    """Declare what this plugin adds to the core's contracts (called once at start-up).
+
+    :param gateway: the app's Gateway.
+    :return: a :class:`gateway.types.Declaration` (permissions, request options, answer
+        fields, response headers, recorded models), or None. Declarations of all plugins
+        are merged into ``gateway.permissions``, ``gateway.request_options`` and the rest;
+        two plugins declaring one request option, answer field or header stop start-up.
+    """
+
+
+@hookspec
+def gateway_openapi(spec, gateway):
+    """Document this plugin's routes in ``GET /openapi.json`` (called once per app, on the
+    document's first request).
+
+    :param spec: the ``apispec.APISpec`` being built, with the core's components:
+        add schemas with ``spec.components.schema(name, schema=...)`` and operations with
+        ``spec.path(path=..., operations=...)``; :func:`gateway.openapi.operation` builds
+        an operation with the gateway's security and error answers.
+    :param gateway: the app's Gateway.
+    :return: nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def gateway_issue_key(gateway, user_id, tier, permissions, options):
+    """Issue a credential this plugin accepts (the first non-None answer wins; what
+    ``gateway.testing.issue_key`` calls).
+
+    :param gateway: the app's Gateway.
+    :param user_id: the owner.
+    :param tier: the tier, one of :data:`gateway.types.TIERS`.
+    :param permissions: permission names (of ``gateway.permissions``).
+    :param options: further fields of the credential (limits, ``allowed_models``,
+        ``expires_at``, …), as ``dict``; refuse one you do not know with ``TypeError``.
+    :return: the plaintext credential, sent as ``X-API-Key`` or ``Authorization: Bearer``;
+        or None when this plugin issues none.
     """

@@ -138,8 +138,15 @@ def _finish(response: Response) -> Response:
     return response
 
 
-def install(app: Flask, settings: Settings) -> None:
+#: The answer headers of the core that browsers of ``cors_origins`` may read.
+EXPOSED_HEADERS = (CORRELATION_HEADER, REQUEST_ID_HEADER, "X-Gateway-Provider", "X-Gateway-Model", "X-Cache",
+                   "Retry-After")
+
+
+def install(app: Flask, settings: Settings, expose_headers: tuple[str, ...] = ()) -> None:
     """Attach correlation ids, security headers, error handlers and CORS to ``app``.
+
+    ``expose_headers``: the answer headers plugins declared, exposed to browsers beside the core's.
 
     Repeated slashes are not merged: werkzeug answers them with a redirect to an absolute URL
     built from the request's ``Host`` header, which a caller controls; they are a 404 instead.
@@ -154,8 +161,7 @@ def install(app: Flask, settings: Settings) -> None:
         from flask_cors import CORS
 
         CORS(app, origins=settings.cors_origins, supports_credentials=False,
-             expose_headers=[CORRELATION_HEADER, REQUEST_ID_HEADER, "X-Gateway-Provider", "X-Gateway-Model",
-                             "Retry-After", "X-Gateway-MCP-Status", "X-Gateway-MCP-Products"])
+             expose_headers=[*EXPOSED_HEADERS, *expose_headers])
 
 
 def read_json_body() -> dict[str, Any]:

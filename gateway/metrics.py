@@ -18,12 +18,12 @@ Dimension values come only from the gateway's own configuration, never from the 
 CloudWatch bills every distinct dimension set as a metric, so a caller sending a new model
 name on each request would otherwise mint a new metric each time. ``Model`` is kept only
 when it is a model the gateway knows (a public name, alias or upstream id of the model
-table, or a model a registered provider lists), ``Provider`` only when it is a registered
-provider; anything else is emitted as ``unknown`` (see :func:`known_dimensions`).
+table, a model a registered provider lists, or one a plugin declared it records), ``Provider``
+only when it is a registered provider or one a plugin declared; anything else is emitted as
+``unknown`` (see :func:`known_dimensions`).
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -45,7 +45,6 @@ VALUES_PER_LINE = 100
 _write_lock = threading.Lock()
 #: Where :func:`known_dimensions` keeps its sets, in ``gateway.state``.
 _STATE_KEY = "metrics.known_dimensions"
-_MCP_STATE_KEY = "metrics.mcp_tool_models"
 logger = logging.getLogger(__name__)
 
 
@@ -65,36 +64,15 @@ class KnownDimensions:
         return value if value in self.models else UNKNOWN
 
 
-def _mcp_tool_models(gateway) -> frozenset[str]:
-    """The ``mcp:<tool>`` model names the built-in MCP server records (its fixed tool list), when
-    that plugin is loaded: a caller naming an unknown tool gets an error and no record. Looked up
-    only when an MCP record comes (its tools are loaded by then), never on a cold start's first
-    completion. The plugin declaring these itself is what issue 17's plugin boundary is for."""
-    state = gateway.state
-    if _MCP_STATE_KEY not in state:
-        try:
-            tools = importlib.import_module("plugins.mcp_tools").TOOLS if gateway.pm.has_plugin("mcp") else ()
-        except Exception:  # an MCP plugin of another shape: its records count as unknown
-            tools = ()
-        state[_MCP_STATE_KEY] = frozenset(f"mcp:{name}" for name in tools)
-    return state[_MCP_STATE_KEY]
-
-
-def _dimensions(gateway, known: KnownDimensions, record: UsageRecord) -> tuple[str, str]:
-    """The (Provider, Model) dimensions of ``record``: known values, or ``unknown``."""
-    if record.provider == "mcp" and record.provider not in known.providers:
-        tools = _mcp_tool_models(gateway)
-        return ("mcp" if tools else UNKNOWN), (record.model if record.model in tools else UNKNOWN)
-    return known.provider(record.provider), known.model(record.model)
-
-
 def known_dimensions(gateway) -> KnownDimensions:
-    """The app's :class:`KnownDimensions`, built on first use from the model table and the
-    registered providers (both fixed once the app is built) and kept in ``gateway.state``."""
+    """The app's :class:`KnownDimensions`, built on first use from the model table, the registered
+    providers and the models plugins declared they record (``Declaration.recorded_models``; all fixed
+    once the app is built) and kept in ``gateway.state``."""
     known = gateway.state.get(_STATE_KEY)
     if known is None:
-        providers = set(gateway.providers)
-        models: set[str] = set()
+        recorded = gateway.declared.recorded_models
+        providers = set(gateway.providers) | set(recorded)
+        models: set[str] = set().union(*recorded.values())
         for spec in gateway.models:
             models.add(spec.name)
             models.update(spec.aliases)
@@ -179,7 +157,8 @@ def emit_requests(gateway, records: Iterable[UsageRecord]) -> None:
     known = known_dimensions(gateway)
     groups: dict[tuple[str, str, str, int], list[UsageRecord]] = {}
     for record in records:
-        key = (*_dimensions(gateway, known, record), record.tier or UNKNOWN, int(record.timestamp // 60))
+        key = (known.provider(record.provider), known.model(record.model), record.tier or UNKNOWN,
+               int(record.timestamp // 60))
         groups.setdefault(key, []).append(record)
     stage = gateway.settings.stage
     for (provider, model, tier, _minute), group in groups.items():

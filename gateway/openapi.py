@@ -1,8 +1,10 @@
 """``GET /openapi.json``: the OpenAPI 3.1 document, generated from the marshmallow schemas (apispec).
 
-Request bodies come from the schemas that validate them (``gateway/schemas.py``, the key
-admin and catalog schemas), so the document and the validation cannot drift apart.
-Answers are described by the small schemas below, which exist only for the document.
+Request bodies come from the schemas that validate them (``gateway/schemas.py``, with the
+plugins' request options), so the document and the validation cannot drift apart. Answers are
+described by the small schemas below, which exist only for the document. Plugins document their
+own routes (``gateway_openapi``) with :func:`operation` and :func:`ok`; the answer fields and
+headers they declared (``gateway_declare``) are added to the completion routes here.
 This module (and apispec) loads on the first request for the document (``gateway.app``
 routes it through ``http.LazyView``), which is then kept per app: a cold start pays
 nothing for it.
@@ -16,7 +18,7 @@ from marshmallow import INCLUDE, Schema
 from marshmallow import fields as f
 
 from gateway.schemas import UPSTREAM_URL_FIELDS
-from gateway.types import PERMISSIONS, TIERS
+from gateway.types import TIERS
 
 _DOCUMENT = "openapi.document"
 
@@ -117,7 +119,6 @@ class NativeCompletionAnswer(Schema):
     usage = f.Nested(UsageCounts, required=True)
     cost = f.Float(required=True)
     latency_ms = f.Float(required=True)
-    mcp_context = f.Dict(allow_none=True)
 
 
 class ModelEntry(OpenAIObject):
@@ -200,52 +201,6 @@ class MetricsReport(Schema):
     to = f.String(required=True)
 
 
-#: Field types of the stored key, as annotated on ``ApiKey``, and their marshmallow fields.
-_KEY_FIELD_TYPES = {"str": f.String, "float": f.Float, "int": f.Integer, "bool": f.Boolean,
-                    "list[str]": lambda **options: f.List(f.String(), **options)}
-
-
-def _key_view_fields() -> dict[str, f.Field]:
-    """Every field of a stored key but its hash, typed from ``ApiKey`` itself: the document follows
-    the store's record without a second list to keep in step."""
-    from dataclasses import fields as dataclass_fields
-
-    from gateway.store.base import ApiKey
-
-    view = {}
-    for field in dataclass_fields(ApiKey):
-        if field.name == "key_hash":
-            continue
-        base, _, rest = str(field.type).partition(" | ")
-        view[field.name] = _KEY_FIELD_TYPES[base](required=True, allow_none=rest == "None")
-    view["tier"] = f.String(required=True, metadata={"enum": list(TIERS)})
-    view["permissions"] = f.List(f.String(metadata={"enum": list(PERMISSIONS)}), required=True)
-    return view
-
-
-KeyView = Schema.from_dict(_key_view_fields(), name="KeyView")
-
-
-class NewKey(KeyView):
-    """A created or rotated key: the plaintext, shown this once (a rotation names the key it replaces)."""
-
-    key = f.String(required=True)
-    replaces = f.Nested(KeyView)
-
-
-class KeyListing(Schema):
-    """Keys, oldest first."""
-
-    data = f.List(f.Nested(KeyView), required=True)
-
-
-class ProductAnswer(Schema):
-    """A stored product, and whether it was new."""
-
-    product = f.Dict(required=True)
-    created = f.Boolean(required=True)
-
-
 #: ``from``/``to``: an ISO 8601 date or date-time, epoch seconds, or empty (the default).
 INSTANT = {"anyOf": [{"type": "string", "maxLength": 0},
                      {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"},
@@ -279,41 +234,17 @@ class AdminUsageQuery(UsageQuery):
     user = f.String(required=True)
 
 
-class KeyListQuery(Schema):
-    """Keys of one user."""
-
-    user_id = f.String()
-
-
-class JsonRpcMessage(Schema):
-    """One JSON-RPC 2.0 message (MCP, Streamable HTTP)."""
-
-    jsonrpc = f.String(required=True, metadata={"enum": ["2.0"]})
-    id = f.Raw(metadata={"type": ["string", "number"]})
-    method = f.String(required=True)
-    params = f.Dict()
-
-
-class JsonRpcAnswer(Schema):
-    """A JSON-RPC answer: a result, or an error (a gateway refusal carries the envelope in ``data``)."""
-
-    jsonrpc = f.String(required=True)
-    id = f.Raw(allow_none=True)
-    result = f.Raw()
-    error = f.Dict()
-
-
 #: What the schemas check across fields (``@validates_schema``), in JSON Schema's words.
 CROSS_FIELD_RULES = {
     "Message": {"anyOf": [
         {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
         {"required": ["tool_calls"], "properties": {"tool_calls": {"minItems": 1}}}],
         "if": {"properties": {"role": {"const": "tool"}}}, "then": {"required": ["tool_call_id"]}},
-    "KeyChange": {"minProperties": 1},
 }
 
 
-def _json(schema: str) -> dict:
+def json_content(schema: str) -> dict:
+    """A JSON ``content`` of the component schema named ``schema``."""
     return {"application/json": {"schema": schema}}
 
 
@@ -321,129 +252,99 @@ def _errors(statuses: tuple[int, ...]) -> dict:
     return {str(status): {"$ref": f"#/components/responses/Error{status}"} for status in statuses}
 
 
-def _operation(summary: str, answers: dict, errors: tuple[int, ...], *, public: bool = False,
-               body: str | None = None, query: str | None = None, path: tuple[str, ...] = ()) -> dict:
-    """One operation: its answers, its errors (all as the envelope), security, body and parameters."""
-    operation: dict[str, Any] = {"summary": summary, "responses": {**answers, **_errors(errors)}}
-    operation["security"] = [] if public else [{"ApiKey": []}, {"Bearer": []}]
+def operation(summary: str, answers: dict, errors: tuple[int, ...], *, public: bool = False,
+              body: str | None = None, query: str | None = None, path: tuple[str, ...] = ()) -> dict:
+    """One operation: its ``answers`` (see :func:`ok`), its ``errors`` (statuses, all answered with the
+    error envelope), security (a key unless ``public``), the component schema of its JSON ``body``
+    and of its ``query``, and its ``path`` parameters (names)."""
+    described: dict[str, Any] = {"summary": summary, "responses": {**answers, **_errors(errors)}}
+    described["security"] = [] if public else [{"ApiKey": []}, {"Bearer": []}]
     if body:
-        operation["requestBody"] = {"required": True, "content": _json(body)}
+        described["requestBody"] = {"required": True, "content": json_content(body)}
     parameters: list[dict] = [{"in": "path", "name": name, "required": True,
                                "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
                               for name in path]
     if query:
         parameters.append({"in": "query", "schema": query})
     if parameters:
-        operation["parameters"] = parameters
-    return operation
+        described["parameters"] = parameters
+    return described
 
 
-def _ok(schema: str | None, description: str = "OK", status: int = 200, content: dict | None = None) -> dict:
-    answer: dict[str, Any] = {"description": description,
-                              "headers": {"X-Correlation-ID": {"$ref": "#/components/headers/CorrelationId"}}}
+def ok(schema: str | None, description: str = "OK", status: int = 200, content: dict | None = None,
+       headers: dict | None = None) -> dict:
+    """A successful answer: ``status`` with the component ``schema`` (or ``content``) and the
+    correlation id header (plus ``headers``)."""
+    answer: dict[str, Any] = {"description": description, "headers": {
+        "X-Correlation-ID": {"$ref": "#/components/headers/CorrelationId"}, **(headers or {})}}
     if content is not None or schema is not None:
-        answer["content"] = content if content is not None else _json(schema)
+        answer["content"] = content if content is not None else json_content(schema)
     return {str(status): answer}
 
 
-def _completion_answer(schema: str) -> dict:
-    return _ok(None, "The completion; with stream: true, Server-Sent Events ending with [DONE].",
-               content={**_json(schema), "text/event-stream": {"schema": {"type": "string"}}})
+def _completion_answer(schema: str, headers: dict) -> dict:
+    return ok(None, "The completion; with stream: true, Server-Sent Events ending with [DONE].",
+              content={**json_content(schema), "text/event-stream": {"schema": {"type": "string"}}}, headers=headers)
 
 
-def paths() -> dict[str, dict[str, dict]]:
-    """Every public route and its operations."""
+def paths(answer_headers: dict) -> dict[str, dict[str, dict]]:
+    """The core's routes and their operations; ``answer_headers``: the headers plugins may add to a
+    completion's answer (documented on both completion routes)."""
     admin = "/api/v1/admin"
     return {
-        "/v1/chat/completions": {"post": _operation(
-            "Create a chat completion (OpenAI-compatible).", _completion_answer("ChatCompletionAnswer"),
+        "/v1/chat/completions": {"post": operation(
+            "Create a chat completion (OpenAI-compatible).", _completion_answer("ChatCompletionAnswer", answer_headers),
             COMPLETION_ERRORS, body="ChatCompletionRequest")},
-        "/v1/models": {"get": _operation("The models this key may use.", _ok("ModelList"), READ_ERRORS)},
-        "/v1/models/{model_id}": {"get": _operation(
-            "One model this key may use, by name or alias.", _ok("ModelEntry"), (401, 403, 404, 429, 503),
+        "/v1/models": {"get": operation("The models this key may use.", ok("ModelList"), READ_ERRORS)},
+        "/v1/models/{model_id}": {"get": operation(
+            "One model this key may use, by name or alias.", ok("ModelEntry"), (401, 403, 404, 429, 503),
             path=("model_id",))},
-        "/v1/embeddings": {"post": _operation(
-            "Create embeddings (OpenAI-compatible; Bedrock Titan and Cohere models too).", _ok("EmbeddingList"),
+        "/v1/embeddings": {"post": operation(
+            "Create embeddings (OpenAI-compatible; Bedrock Titan and Cohere models too).", ok("EmbeddingList"),
             COMPLETION_ERRORS, body="EmbeddingRequest")},
-        "/v1/responses": {"post": _operation(
+        "/v1/responses": {"post": operation(
             "Create a model response (OpenAI's Responses API, passed to OpenAI-compatible providers).",
-            _ok(None, "The response; with stream: true, its typed Server-Sent Events.",
-                content={**_json("ResponseObject"), "text/event-stream": {"schema": {"type": "string"}}}),
+            ok(None, "The response; with stream: true, its typed Server-Sent Events.",
+               content={**json_content("ResponseObject"), "text/event-stream": {"schema": {"type": "string"}}}),
             COMPLETION_ERRORS, body="ResponsesRequest")},
-        "/api/v1/completions": {"post": _operation(
-            "Create a completion in the gateway's own form.", _completion_answer("NativeCompletionAnswer"),
-            COMPLETION_ERRORS, body="NativeCompletionRequest")},
-        "/health": {"get": _operation("Liveness.", _ok("Health"), (), public=True)},
-        "/api/v1/health/live": {"get": _operation("Liveness.", _ok("Health"), (), public=True)},
-        "/api/v1/health/ready": {"get": _operation(
+        "/api/v1/completions": {"post": operation(
+            "Create a completion in the gateway's own form.",
+            _completion_answer("NativeCompletionAnswer", answer_headers), COMPLETION_ERRORS,
+            body="NativeCompletionRequest")},
+        "/health": {"get": operation("Liveness.", ok("Health"), (), public=True)},
+        "/api/v1/health/live": {"get": operation("Liveness.", ok("Health"), (), public=True)},
+        "/api/v1/health/ready": {"get": operation(
             "Readiness: store, providers, circuit breakers.",
-            {**_ok("Health"), "503": {"description": "Not ready.", "content": _json("Health")}}, (), public=True)},
-        "/api/v1/usage": {"get": _operation("Your own usage.", _ok("UsageReport"), (400, 401, 403, 404, 429, 503),
-                                            query="OwnUsageQuery")},
-        f"{admin}/usage": {"get": _operation("Any user's usage (admin).", _ok("UsageReport"), READ_ERRORS,
-                                             query="AdminUsageQuery")},
-        f"{admin}/metrics": {"get": _operation("Gateway metrics (admin).", _ok("MetricsReport"), READ_ERRORS,
-                                               query="WindowQuery")},
-        f"{admin}/keys": {
-            "get": _operation("List keys (admin).", _ok("KeyListing"), READ_ERRORS, query="KeyListQuery"),
-            "post": _operation("Create a key; its plaintext is shown once (admin).",
-                               _ok("NewKey", "Created.", 201), WRITE_ERRORS, body="KeyCreate")},
-        f"{admin}/keys/{{key_id}}": {
-            "get": _operation("One key (admin).", _ok("KeyView"), (401, 403, 404, 429, 503), path=("key_id",)),
-            "patch": _operation("Change a key (admin).", _ok("KeyView"), WRITE_ERRORS, body="KeyChange",
-                                path=("key_id",)),
-            "delete": _operation("Revoke a key (admin).", _ok("KeyView"), (401, 403, 404, 429, 503),
-                                 path=("key_id",))},
-        f"{admin}/keys/{{key_id}}/rotate": {"post": _operation(
-            "Issue a new key for the same owner; the old one expires after the grace period (admin).",
-            _ok("NewKey", "Created.", 201), (401, 403, 404, 429, 503), path=("key_id",))},
-        f"{admin}/catalog/products/{{product_id}}": {
-            "put": _operation("Create or replace a product (admin); the id comes from the URL (a "
-                              "productId in the body must equal it).",
-                              {**_ok("ProductAnswer", "Replaced."), **_ok("ProductAnswer", "Created.", 201)},
-                              WRITE_ERRORS, body="Product", path=("product_id",)),
-            "delete": _operation("Delete a product (admin).", _ok(None, "Deleted.", 204),
-                                 (401, 403, 404, 429, 503), path=("product_id",))},
-        "/mcp": {"post": _operation(
-            "The Model Context Protocol server (Streamable HTTP, JSON answers).",
-            {**_ok("JsonRpcAnswer", "A JSON-RPC answer (a result, or a JSON-RPC error)."),
-             "202": {"description": "A notification, acknowledged."},
-             **{str(status): {"description": "A JSON-RPC error or a gateway refusal, as JSON-RPC.",
-                              "content": _json("JsonRpcAnswer")} for status in (400, 401, 403, 404, 415, 429)}},
-            (413,), body="JsonRpcMessage")},
-        "/dashboard": {"get": _operation("The usage dashboard page.",
-                                         _ok(None, content={"text/html": {"schema": {"type": "string"}}}), (),
-                                         public=True)},
+            {**ok("Health"), "503": {"description": "Not ready.", "content": json_content("Health")}}, (),
+            public=True)},
+        "/api/v1/usage": {"get": operation("Your own usage.", ok("UsageReport"), (400, 401, 403, 404, 429, 503),
+                                           query="OwnUsageQuery")},
+        f"{admin}/usage": {"get": operation("Any user's usage (admin).", ok("UsageReport"), READ_ERRORS,
+                                            query="AdminUsageQuery")},
+        f"{admin}/metrics": {"get": operation("Gateway metrics (admin).", ok("MetricsReport"), READ_ERRORS,
+                                              query="WindowQuery")},
+        "/dashboard": {"get": operation("The usage dashboard page.",
+                                        ok(None, content={"text/html": {"schema": {"type": "string"}}}), (),
+                                        public=True)},
     }
 
 
-def _served(app) -> set[str]:
-    """The paths ``app`` routes, in OpenAPI's ``{name}`` form (a disabled plugin's routes are left out)."""
-    return {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()}
-
-
 def build_document(app) -> dict:
-    """The OpenAPI 3.1 document of ``app``'s public routes."""
+    """The OpenAPI 3.1 document of ``app``'s public routes: the core's, then each plugin's
+    (``gateway_openapi``)."""
     from apispec import APISpec
     from apispec.ext.marshmallow import MarshmallowPlugin
 
-    from gateway.catalog import ProductSchema
-    from gateway.schemas import (
-        ChatCompletionSchema,
-        EmbeddingSchema,
-        MessageSchema,
-        NativeCompletionSchema,
-        ResponsesSchema,
-        TranslatedRequestSchema,
-    )
+    from gateway.schemas import EmbeddingSchema, MessageSchema, ResponsesSchema, TranslatedRequestSchema
 
-    class ChatCompletionDocument(ChatCompletionSchema, TranslatedRequestSchema):
+    gateway = app.extensions["gateway"]
+    declared = gateway.declared
+
+    class ChatCompletionDocument(type(gateway.chat_schema), TranslatedRequestSchema):
         """What the gateway reads, and the chat parameters it knows (others pass on as sent)."""
 
-    class NativeCompletionDocument(NativeCompletionSchema, TranslatedRequestSchema):
+    class NativeCompletionDocument(type(gateway.native_schema), TranslatedRequestSchema):
         """The native body: the chat request plus the gateway's own options."""
-
-    from plugins.apikey_admin import KeyChangeSchema, KeyCreateSchema
 
     spec = APISpec(title="AI Model Gateway", version="1", openapi_version="3.1.0",
                    plugins=[MarshmallowPlugin(schema_name_resolver=lambda schema: None)],
@@ -454,31 +355,28 @@ def build_document(app) -> dict:
                                               "schema": {"type": "string"}, "required": True})
     schemas = {
         "Message": MessageSchema, "ErrorEnvelope": ErrorEnvelope, "ChatCompletionRequest": ChatCompletionDocument,
-        "NativeCompletionRequest": NativeCompletionDocument, "KeyCreate": KeyCreateSchema(exclude=("active",)),
-        "KeyChange": KeyChangeSchema, "Product": ProductSchema(exclude=("product_id",)),
+        "NativeCompletionRequest": NativeCompletionDocument,
         "ChatCompletionAnswer": ChatCompletionAnswer, "ModelEntry": ModelEntry, "EmbeddingList": EmbeddingList,
         "ResponseObject": ResponseObject, "EmbeddingRequest": EmbeddingSchema, "ResponsesRequest": ResponsesSchema,
-        "NativeCompletionAnswer": NativeCompletionAnswer, "ModelList": ModelList, "Health": Health,
-        "UsageReport": UsageReport, "MetricsReport": MetricsReport, "KeyView": KeyView, "NewKey": NewKey,
-        "KeyListing": KeyListing, "ProductAnswer": ProductAnswer, "JsonRpcMessage": JsonRpcMessage,
-        "JsonRpcAnswer": JsonRpcAnswer,
+        "NativeCompletionAnswer": NativeCompletionAnswer.from_dict(dict(declared.answer_fields),
+                                                                   name="NativeCompletionAnswer"),
+        "ModelList": ModelList, "Health": Health, "UsageReport": UsageReport, "MetricsReport": MetricsReport,
     }
     for name, schema in schemas.items():
-        spec.components.schema(name, schema=schema)
+        spec.components.schema(name, CROSS_FIELD_RULES.get(name), schema=schema)
     for status, description in ERRORS.items():
         headers = {"X-Correlation-ID": {"$ref": "#/components/headers/CorrelationId"}}
         if status == 429:
             headers["Retry-After"] = {"description": "Seconds to wait.", "required": True,
                                       "schema": {"type": "string", "pattern": "^[0-9]+$"}}
         spec.components.response(f"Error{status}", {"description": description, "headers": headers,
-                                                     "content": _json("ErrorEnvelope")})
-    served = _served(app)
-    for path, operations in paths().items():
-        if path in served:
-                spec.path(path=path, operations=operations)
+                                                     "content": json_content("ErrorEnvelope")})
+    answer_headers = {name: {"description": description, "schema": {"type": "string"}}
+                      for name, description in declared.response_headers.items()}
+    for path, operations in paths(answer_headers).items():
+        spec.path(path=path, operations=operations)
+    gateway.hook.gateway_openapi(spec=spec, gateway=gateway)
     document = spec.to_dict()
-    for name, rules in CROSS_FIELD_RULES.items():
-        document["components"]["schemas"][name].update(rules)
     _apply_limits(document["components"]["schemas"], app)
     return document
 

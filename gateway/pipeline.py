@@ -1,6 +1,6 @@
 """The one flow of a request. This is the only place that knows the order:
 
-authenticate → limit → validate → enrich → select → call → record.
+authenticate → limit → validate → authorize the model → enrich → select → call → record.
 
 Chat completions take every step; embeddings and the Responses API take the same
 steps but enrichment (there are no chat messages to enrich).
@@ -18,6 +18,7 @@ from flask import Request, g
 from marshmallow import Schema
 
 from gateway import cache, metrics, request_log
+from gateway.authorizer import caller_from_authorizer
 from gateway.concurrency import Slot
 from gateway.errors import (
     AuthenticationError,
@@ -54,9 +55,14 @@ class Answer:
 
 
 def authenticate(gateway, request: Request, permission: str) -> Caller:
-    """The caller of ``request``, holding ``permission``; 401 or 403 otherwise."""
+    """The caller of ``request``, holding ``permission``; 401 or 403 otherwise.
+
+    Behind the API Gateway authorizer (on Lambda) the authorizer asked the auth plugins already:
+    the caller it vouched for is taken from the request's context instead of asking them again.
+    """
     try:
-        caller = gateway.hook.gateway_authenticate(request=request, gateway=gateway)
+        caller = caller_from_authorizer(request.environ) \
+            or gateway.hook.gateway_authenticate(request=request, gateway=gateway)
         if caller is None:
             raise AuthenticationError(
                 "Missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'."
@@ -92,6 +98,13 @@ def limit(gateway, caller: Caller) -> None:
             user_id=caller.user_id, api_key_id=caller.key_id, tier=caller.tier, status=exc.status,
             error_code=exc.code, latency_ms=(time.perf_counter() - started) * 1000))
         raise
+
+
+def authorize_model(caller: Caller, model: str) -> None:
+    """403 when ``caller`` may not use ``model`` (its ``allowed_models``, as the request names the model)."""
+    if caller.allowed_models is not None and model not in caller.allowed_models:
+        raise PermissionDenied(f"This API key may not use the model '{model}'; it may use: "
+                               f"{', '.join(sorted(caller.allowed_models)) or 'none'}.", code="model_not_allowed")
 
 
 def select_candidates(gateway, completion: Completion, caller: Caller) -> list[tuple[Provider, str]]:
@@ -146,7 +159,7 @@ def answer_from_cache(gateway, completion: Completion, cached: cache.Lookup, rec
     return Answer(completion, hit.result, hit.provider, hit.model, record, cached.status)
 
 
-def enrich(gateway, completion: Completion, caller: Caller) -> None:
+def enrich(gateway, completion: Completion, caller: Caller, request: Request) -> None:
     """Call every ``gateway_enrich_request`` implementation.
 
     A :class:`GatewayError` (a guardrail's 400) always fails the request. Any other
@@ -160,7 +173,8 @@ def enrich(gateway, completion: Completion, caller: Caller) -> None:
                      extra={"plugin": impl.plugin_name})
 
     gateway.pm.call_each("gateway_enrich_request",
-                         {"completion": completion, "caller": caller, "gateway": gateway}, failed)
+                         {"completion": completion, "caller": caller, "request": request, "gateway": gateway},
+                         failed)
 
 
 def notify_after_response(gateway, record: UsageRecord) -> None:
@@ -237,10 +251,11 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
         record, caller = call.record, call.caller
         completion = load_completion(schema, read_json_body(), gateway.settings)
         record.model = completion.model
+        authorize_model(caller, completion.model)
         parameters = completion.parameters
         gateway.limiter.check_spend(caller, parameters.get("max_tokens") or parameters.get("max_completion_tokens"),
                                     call.spend)
-        enrich(gateway, completion, caller)
+        enrich(gateway, completion, caller, request)
         record.prompt_text = request_log.loggable_prompt(gateway, completion.messages)
         candidates = select_candidates(gateway, completion, caller)
         if completion.stream:
@@ -266,6 +281,7 @@ def embed(gateway, request: Request) -> Answer:
         record, caller = call.record, call.caller
         embedding = load_embedding(read_json_body())
         record.model = embedding.model
+        authorize_model(caller, embedding.model)
         gateway.limiter.check_spend(caller, None, call.spend)
         routed = Completion(model=embedding.model, messages=[], parameters={"input": embedding.input,
                             **embedding.parameters}, options={"route": "embeddings"})
@@ -291,6 +307,7 @@ def respond(gateway, request: Request) -> Answer:
         record, caller = call.record, call.caller
         body = load_responses_request(read_json_body())
         record.model = body["model"]
+        authorize_model(caller, body["model"])
         gateway.limiter.check_spend(caller, body.get("max_output_tokens"), call.spend)
         routed = Completion(model=body["model"], messages=[], parameters=body, stream=bool(body.get("stream")),
                             options={"route": "responses"})

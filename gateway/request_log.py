@@ -44,7 +44,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.refusals import RefusalTally, folded, is_refusal
-from gateway.types import UsageRecord
+from gateway.types import UsageRecord, message_text
 
 logger = logging.getLogger(__name__)
 
@@ -344,13 +344,6 @@ def account_batch(gateway, records: list[UsageRecord]) -> None:
     metrics.emit_requests(gateway, records)
 
 
-def _message_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
-    return content or ""
-
-
 def loggable_text(gateway, text: str) -> str:
     """``text`` as the request log may keep it: "" unless ``request_log_content`` is on, then redacted.
 
@@ -367,4 +360,4 @@ def loggable_prompt(gateway, messages: list[dict[str, Any]]) -> str:
     """The conversation as ``role: text`` lines, through :func:`loggable_text`."""
     if not gateway.settings.request_log_content:
         return ""
-    return loggable_text(gateway, "\n".join(f"{m.get('role')}: {_message_text(m)}" for m in messages))
+    return loggable_text(gateway, "\n".join(f"{m.get('role')}: {message_text(m)}" for m in messages))

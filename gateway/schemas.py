@@ -7,12 +7,13 @@ parameters they translate with :data:`TRANSLATED_REQUEST`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, pre_load, validate, validates_schema
 from marshmallow import fields as f
 
-from gateway.errors import InvalidRequest
+from gateway.errors import ConfigError, InvalidRequest
 from gateway.types import Completion, EmbeddingRequest
 
 #: The largest token count any provider accepts (a 32-bit integer).
@@ -171,10 +172,9 @@ def without_nulls(data: Any) -> Any:
     return data
 
 
-#: The request fields the gateway itself reads; every other field is passed on to the provider.
-GATEWAY_FIELDS = frozenset({"model", "messages", "stream", "provider", "mcp"})
-#: ``metadata`` keys that are switches for the gateway, not the upstream's (catalog context).
-GATEWAY_METADATA = frozenset({"mcp"})
+#: The request fields the gateway itself reads (with the plugins' request options, see
+#: :func:`with_request_options`); every other field is passed on to the provider.
+GATEWAY_FIELDS = frozenset({"model", "messages", "stream", "provider"})
 
 
 class ChatCompletionSchema(Schema):
@@ -189,6 +189,9 @@ class ChatCompletionSchema(Schema):
 
     class Meta:
         unknown = INCLUDE
+
+    #: The plugins' request options among the fields (``Declaration.request_options``).
+    option_names: frozenset[str] = frozenset()
 
     model = f.String(required=True, validate=validate.Length(min=1, max=256))
     messages = Messages(required=True, metadata={"type": "array", "minItems": 1,
@@ -231,21 +234,24 @@ class TranslatedRequestSchema(Schema):
     parallel_tool_calls = f.Boolean()
 
 
-class McpOptionsSchema(Schema):
-    """The native API's ``mcp`` option: catalog context injection for this request."""
-
-    class Meta:
-        unknown = RAISE
-
-    enabled = f.Boolean(required=True)
-    max_products = f.Integer(validate=validate.Range(min=1, max=20))
-
-
 class NativeCompletionSchema(ChatCompletionSchema):
     """``POST /api/v1/completions``: the OpenAI body plus the gateway's own options."""
 
     provider = f.String(validate=validate.Length(min=1, max=64))
-    mcp = f.Nested(McpOptionsSchema)
+
+
+def with_request_options(base: type[ChatCompletionSchema], options: Mapping[str, f.Field]) -> ChatCompletionSchema:
+    """An instance of ``base`` that also validates the plugins' request ``options`` (name -> field);
+    built once per app. A name the base schema reads already stops start-up."""
+    plain = base()
+    if not options:
+        return plain
+    taken = sorted(set(options) & (set(plain.fields) | GATEWAY_FIELDS))
+    if taken:
+        raise ConfigError(f"request option(s) {', '.join(taken)} would replace the gateway's own field(s)")
+    meta = type("Meta", (base.Meta,), {"register": False})
+    schema = type(base.__name__, (base,), {**options, "Meta": meta, "option_names": frozenset(options)})
+    return schema()
 
 
 def _flatten(messages: Any, prefix: str = "") -> list[str]:
@@ -311,15 +317,16 @@ def load_completion(schema: Schema, body: dict[str, Any], limits: Any = None) ->
     ``limits`` (the settings) bounds the number of messages and each one's length.
     An upstream URL field anywhere in the body is refused (400) before anything else.
     ``parameters`` holds every field the gateway does not read itself, ``metadata``
-    included (less the gateway's own switches), to be passed on.
+    included (less the plugins' request options, ``schema.option_names``), to be passed on.
     """
     refuse_upstream_url(body)
     data = load_checked(schema, body)
     if limits is not None:
         check_size(data["messages"], limits.max_messages, limits.max_message_chars)
-    parameters = {name: value for name, value in data.items() if name not in GATEWAY_FIELDS}
+    options = schema.option_names
+    parameters = {name: value for name, value in data.items() if name not in GATEWAY_FIELDS and name not in options}
     metadata = parameters.pop("metadata", None) or {}
-    upstream_metadata = {key: value for key, value in metadata.items() if key not in GATEWAY_METADATA}
+    upstream_metadata = {key: value for key, value in metadata.items() if key not in options}
     if upstream_metadata:
         parameters["metadata"] = upstream_metadata
     return Completion(
@@ -328,7 +335,7 @@ def load_completion(schema: Schema, body: dict[str, Any], limits: Any = None) ->
         parameters=parameters,
         stream=data["stream"],
         provider=data.get("provider"),
-        options={"mcp": data["mcp"]} if "mcp" in data else {},
+        options={name: data[name] for name in options if name in data},
         metadata=dict(metadata),
     )
 

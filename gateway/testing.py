@@ -54,10 +54,14 @@ def make_app(tmp_path, config: dict[str, Any] | None = None, plugins: tuple[obje
 
 def issue_key(app, user: str = "alice", tier: str = "free",
               permissions: tuple[str, ...] = ("completions",), **options: Any) -> str:
-    """Create a key in ``app``'s store and return its plaintext."""
-    from plugins.apikey import create_key
-
-    return create_key(app.extensions["gateway"], user, tier, list(permissions), **options)[0]
+    """Issue a key in ``app`` and return its plaintext: the first plugin that issues keys
+    (``gateway_issue_key``; the built-in ``apikey``) does; ``options`` are its key's fields."""
+    gateway = app.extensions["gateway"]
+    key = gateway.hook.gateway_issue_key(gateway=gateway, user_id=user, tier=tier,
+                                         permissions=tuple(permissions), options=options)
+    if key is None:
+        raise LookupError("no plugin issues keys (gateway_issue_key): is the apikey plugin disabled?")
+    return key
 
 
 def chat(client, key: str, content: str = "hello", model: str = "echo", **fields: Any):

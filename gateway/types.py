@@ -5,11 +5,12 @@ this module without pulling anything heavy in.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-PERMISSIONS = ("completions", "health", "admin", "mcp")
+#: The core's permissions; plugins add theirs (``Declaration.permissions``): ``Gateway.permissions``.
+CORE_PERMISSIONS = ("completions", "health", "admin")
 TIERS = ("free", "basic", "premium", "enterprise")
 
 
@@ -49,9 +50,51 @@ class Completion:
     stream: bool = False
     provider: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    #: The gateway's own notes on this request: the caller's ``metadata`` switches (``mcp``) and what
-    #: enrichment plugins add (``mcp_context``); never sent upstream.
+    #: The gateway's own notes on this request: the caller's ``metadata`` switches (the names of
+    #: plugins' request options) and what enrichment plugins add; never sent upstream.
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Headers an enrichment plugin adds to the answer (declare their names: ``Declaration``).
+    response_headers: dict[str, str] = field(default_factory=dict)
+    #: Fields an enrichment plugin adds to the native API's answer (declared in ``Declaration``).
+    answer_fields: dict[str, Any] = field(default_factory=dict)
+
+    def last_user_text(self) -> str:
+        """The text of the last user message ("" when there is none)."""
+        last_user = next((m for m in reversed(self.messages) if m["role"] == "user"), None)
+        return message_text(last_user) if last_user else ""
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of a message, whether its content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return content or ""
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a plugin adds to the core's contracts, returned by ``gateway_declare`` (read once at
+    start-up). Every part is optional.
+
+    Marshmallow fields are typed ``Any`` here so that this module stays free of marshmallow.
+    """
+
+    #: Permission names this plugin's routes check (``pipeline.authenticate(..., "<name>")``).
+    permissions: tuple[str, ...] = ()
+    #: Request switches, by name: a body field of both completion APIs, validated by the marshmallow
+    #: field given (its value goes to ``completion.options[name]``), and a ``metadata`` key taken
+    #: out of what goes upstream (its value stays in ``completion.metadata[name]``).
+    request_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Fields of the native API's answer (marshmallow fields, for the OpenAPI document): each is
+    #: in every native answer, ``completion.answer_fields[name]`` or null.
+    answer_fields: Mapping[str, Any] = field(default_factory=dict)
+    #: Answer headers this plugin may set (``completion.response_headers``), each with its
+    #: description: documented, and readable by browsers of ``cors_origins``.
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    #: The (provider, model) names this plugin's own request-log records carry, as provider name
+    #: -> model names: metric dimensions (other values are counted as ``unknown``).
+    recorded_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass

@@ -25,9 +25,9 @@ import click
 from flask.cli import with_appcontext
 
 from gateway import hookimpl
-from gateway.errors import AuthenticationError, PermissionDenied
+from gateway.errors import AuthenticationError
 from gateway.store.base import ApiKey
-from gateway.types import PERMISSIONS, TIERS, Caller
+from gateway.types import CORE_PERMISSIONS, TIERS, Caller
 
 logger = logging.getLogger(__name__)
 _CACHE = "apikey.cache"
@@ -171,27 +171,23 @@ def verify_key(gateway, presented: str) -> Caller | None:
 
 @hookimpl(trylast=True)
 def gateway_authenticate(request, gateway):
-    """A :class:`Caller` for a valid gateway key; None when no gateway key was sent.
-
-    Behind the API Gateway authorizer (on Lambda) the key was validated already:
-    the authorizer's context is used instead of a second lookup.
-    """
+    """A :class:`Caller` for a valid gateway key; None when no gateway key was sent."""
     presented = presented_key(request)
-    if not presented:
-        return None
-    from gateway.authorizer import caller_from_authorizer
+    return verify_key(gateway, presented) if presented else None
 
-    caller = caller_from_authorizer(request.environ, presented)
-    return caller if caller is not None else verify_key(gateway, presented)
+
+@hookimpl(trylast=True)
+def gateway_issue_key(gateway, user_id, tier, permissions, options):
+    """A new gateway key (``options``: the keyword arguments of :func:`create_key`)."""
+    return create_key(gateway, user_id, tier, list(permissions), **options)[0]
 
 
 @hookimpl
-def gateway_enrich_request(completion, caller):
-    """Refuse (403) a model the caller's key is not allowed to use."""
-    if caller.allowed_models is not None and completion.model not in caller.allowed_models:
-        raise PermissionDenied(f"This API key may not use the model '{completion.model}'; it may use: "
-                               f"{', '.join(sorted(caller.allowed_models)) or 'none'}.",
-                               code="model_not_allowed")
+def gateway_openapi(spec, gateway):
+    """Document the key admin API."""
+    from plugins.apikey_admin import document
+
+    document(spec, gateway)
 
 
 @hookimpl
@@ -249,7 +245,7 @@ def gateway_register_commands(cli):
     @click.option("--user", "user_id", required=True, help="Owner of the key.")
     @click.option("--tier", type=click.Choice(TIERS), default="free", show_default=True)
     @click.option("--permissions", default="completions", show_default=True,
-                  help=f"Comma-separated, from: {', '.join(PERMISSIONS)}.")
+                  help=f"Comma-separated, from: {', '.join(CORE_PERMISSIONS)} and those plugins declare.")
     @click.option("--name", default="", help="A label for the key.")
     @click.option("--concurrent-requests", type=click.IntRange(1, MAX_RATE), default=None,
                   help="Calls this key may have in flight at once (default: its tier's).")
@@ -261,12 +257,12 @@ def gateway_register_commands(cli):
         """Create a key and print it (it is shown only this once)."""
         from gateway.app import current_gateway
 
+        gateway = current_gateway()
         wanted = [p.strip() for p in permissions.split(",") if p.strip()]
-        unknown = sorted(set(wanted) - set(PERMISSIONS))
+        unknown = sorted(set(wanted) - set(gateway.permissions))
         if unknown or not wanted:
             raise click.BadParameter(f"unknown permission(s) {', '.join(unknown) or '(none given)'}; "
-                                     f"choose from {', '.join(PERMISSIONS)}", param_hint="--permissions")
-        gateway = current_gateway()
+                                     f"choose from {', '.join(gateway.permissions)}", param_hint="--permissions")
         kept = kept_key(gateway, keep, user_id, tier, wanted) if keep else None
         if kept is None:
             plaintext, key = create_key(gateway, user_id, tier, wanted, name,

@@ -19,7 +19,7 @@ from gateway.app import current_gateway
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http import read_json_body
 from gateway.store.base import ApiKey
-from gateway.types import PERMISSIONS, TIERS
+from gateway.types import TIERS
 from plugins.apikey import MAX_RATE, create_key, forget_key, public, rotate_key
 
 blueprint = Blueprint("admin_keys", __name__, url_prefix=f"{ADMIN_PREFIX}/keys")
@@ -37,7 +37,8 @@ class KeyChangeSchema(Schema):
         unknown = RAISE
 
     tier = f.String(validate=validate.OneOf(TIERS))
-    permissions = f.List(f.String(validate=validate.OneOf(PERMISSIONS)), validate=validate.Length(min=1))
+    #: Checked against the app's permissions by the schemas of :func:`key_schemas`.
+    permissions = f.List(f.String(), validate=validate.Length(min=1))
     active = f.Boolean()
     name = f.String(validate=validate.Length(max=128))
     expires_at = f.Float(allow_none=True, validate=_future)
@@ -55,8 +56,20 @@ class KeyCreateSchema(KeyChangeSchema):
     user_id = f.String(required=True, validate=validate.Length(min=1, max=128))
 
 
-_CREATE = KeyCreateSchema(exclude=("active",))
-_CHANGE = KeyChangeSchema()
+_SCHEMAS = "apikey.schemas"
+
+
+def key_schemas(gateway) -> tuple[Schema, Schema]:
+    """This app's (create, change) schemas: a permission must be one of ``gateway.permissions``
+    (the core's and those plugins declare). Built once per app."""
+    schemas = gateway.state.get(_SCHEMAS)
+    if schemas is None:
+        permissions = {"permissions": f.List(f.String(validate=validate.OneOf(gateway.permissions)),
+                                             validate=validate.Length(min=1))}
+        schemas = gateway.state[_SCHEMAS] = (
+            KeyCreateSchema.from_dict(permissions, name="KeyCreate")(exclude=("active",)),
+            KeyChangeSchema.from_dict(permissions, name="KeyChange")())
+    return schemas
 
 
 def _load(schema: Schema) -> dict:
@@ -82,7 +95,7 @@ def _key_or_404(key_id: str) -> ApiKey:
 @blueprint.post("")
 def create():
     """Create a key; the answer holds the plaintext key, shown only this once (201)."""
-    data = _load(_CREATE)
+    data = _load(key_schemas(current_gateway())[0])
     plaintext, key = create_key(current_gateway(), data.pop("user_id"), **data)
     response = jsonify({"key": plaintext, **public(key)})
     response.status_code = 201
@@ -106,7 +119,7 @@ def show(key_id: str):
 def change(key_id: str):
     """Change a key's tier, limits, permissions, models, expiry, name or active flag."""
     gateway = current_gateway()
-    data = _load(_CHANGE)
+    data = _load(key_schemas(gateway)[1])
     if not data:
         raise InvalidRequest("Nothing to change: send at least one field.", code="invalid_key_fields")
     key = gateway.store.update_key(key_id, data)
@@ -136,3 +149,58 @@ def revoke(key_id: str):
         raise NotFound(f"No API key with id '{key_id}'.", code="key_not_found")
     forget_key(gateway, key_id)
     return jsonify(public(_key_or_404(key_id)))
+
+
+#: Field types of the stored key, as annotated on ``ApiKey``, and their marshmallow fields.
+_KEY_FIELD_TYPES = {"str": f.String, "float": f.Float, "int": f.Integer, "bool": f.Boolean,
+                    "list[str]": lambda **options: f.List(f.String(), **options)}
+
+
+def _key_view_fields(gateway) -> dict[str, f.Field]:
+    """Every field of a stored key but its hash, typed from ``ApiKey`` itself: the document follows
+    the store's record without a second list to keep in step."""
+    from dataclasses import fields as dataclass_fields
+
+    view = {}
+    for field in dataclass_fields(ApiKey):
+        if field.name == "key_hash":
+            continue
+        base, _, rest = str(field.type).partition(" | ")
+        view[field.name] = _KEY_FIELD_TYPES[base](required=True, allow_none=rest == "None")
+    view["tier"] = f.String(required=True, metadata={"enum": list(TIERS)})
+    view["permissions"] = f.List(f.String(metadata={"enum": list(gateway.permissions)}), required=True)
+    return view
+
+
+class KeyListQuery(Schema):
+    """Keys of one user."""
+
+    user_id = f.String()
+
+
+def document(spec, gateway) -> None:
+    """Add the key admin routes and their schemas to the OpenAPI ``spec`` (``gateway_openapi``)."""
+    from gateway.openapi import READ_ERRORS, WRITE_ERRORS, ok, operation
+
+    key_view = Schema.from_dict(_key_view_fields(gateway), name="KeyView")
+    new_key = key_view.from_dict({"key": f.String(required=True), "replaces": f.Nested(key_view)}, name="NewKey")
+    create, change = key_schemas(gateway)
+    for name, schema, rules in (
+            ("KeyView", key_view, None), ("NewKey", new_key, None),
+            ("KeyListing", Schema.from_dict({"data": f.List(f.Nested(key_view), required=True)}), None),
+            ("KeyCreate", create, None), ("KeyChange", change, {"minProperties": 1})):
+        spec.components.schema(name, rules, schema=schema)
+    base = f"{ADMIN_PREFIX}/keys"
+    missing = (401, 403, 404, 429, 503)
+    spec.path(path=base, operations={
+        "get": operation("List keys (admin).", ok("KeyListing"), READ_ERRORS, query="KeyListQuery"),
+        "post": operation("Create a key; its plaintext is shown once (admin).", ok("NewKey", "Created.", 201),
+                          WRITE_ERRORS, body="KeyCreate")})
+    spec.path(path=f"{base}/{{key_id}}", operations={
+        "get": operation("One key (admin).", ok("KeyView"), missing, path=("key_id",)),
+        "patch": operation("Change a key (admin).", ok("KeyView"), WRITE_ERRORS, body="KeyChange",
+                           path=("key_id",)),
+        "delete": operation("Revoke a key (admin).", ok("KeyView"), missing, path=("key_id",))})
+    spec.path(path=f"{base}/{{key_id}}/rotate", operations={"post": operation(
+        "Issue a new key for the same owner; the old one expires after the grace period (admin).",
+        ok("NewKey", "Created.", 201), missing, path=("key_id",))})

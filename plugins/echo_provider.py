@@ -7,17 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gateway import hookimpl
-from gateway.types import Chunk, Completion, Price, Result, Usage
+from gateway.types import Chunk, Completion, Price, Result, Usage, message_text
 
 NAME = "echo"
-
-
-def message_text(message: dict) -> str:
-    """The text of a message, whether its content is a string or a list of parts."""
-    content = message.get("content")
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
-    return content or ""
 
 
 class EchoProvider:
@@ -30,8 +22,7 @@ class EchoProvider:
         return {"echo": Price(0.0, 0.0)}
 
     def _answer(self, completion: Completion) -> tuple[str, Usage]:
-        last_user = next((m for m in reversed(completion.messages) if m["role"] == "user"), None)
-        text = message_text(last_user) if last_user else ""
+        text = completion.last_user_text()
         prompt_tokens = sum(len(message_text(m).split()) for m in completion.messages)
         return text, Usage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
 

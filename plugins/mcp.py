@@ -4,23 +4,32 @@ Context injection is on when the request asks for it (native API: ``"mcp":
 {"enabled": true, "max_products": N}``; OpenAI-compatible API: the header
 ``X-Gateway-MCP: on`` or ``"metadata": {"mcp": "on"}``), else when the caller's
 key says so (its ``mcp_context``), else when the ``mcp_context_default`` setting
-does. What was injected is put in
-``completion.metadata["mcp_context"]``, which the views report.
+does. What was injected is reported in the native answer's ``mcp_context`` and in the
+``X-Gateway-MCP-Status`` and ``X-Gateway-MCP-Products`` headers.
+
+All of it is declared through the hooks (``gateway_declare``): the ``mcp`` permission of
+``POST /mcp``, the ``mcp`` request option, the answer field and headers, and the ``mcp:<tool>``
+models its request-log records carry; its routes document themselves (``gateway_openapi``).
 """
 from __future__ import annotations
 
 import logging
 
-from flask import has_request_context, request
+from marshmallow import RAISE, Schema, validate
+from marshmallow import fields as f
 
 from gateway import hookimpl, metrics
 from gateway.errors import InvalidRequest
 from gateway.http import LazyView
-from plugins.echo_provider import message_text
+from gateway.types import Declaration
 
 logger = logging.getLogger(__name__)
 
 HEADER = "X-Gateway-MCP"
+STATUS_HEADER, PRODUCTS_HEADER = "X-Gateway-MCP-Status", "X-Gateway-MCP-Products"
+#: The MCP server's tools (``plugins.mcp_tools.TOOLS``, not imported at start-up): their records'
+#: models are ``mcp:<tool>``.
+TOOL_NAMES = ("search_products", "get_product", "list_categories")
 _SWITCH = {"on": True, "true": True, "1": True, "yes": True,
            "off": False, "false": False, "0": False, "no": False}
 
@@ -34,14 +43,41 @@ def _switch(value, where: str) -> bool | None:
     raise InvalidRequest(f"{where} must be 'on' or 'off', not {value!r}.", code="invalid_mcp_option")
 
 
-def requested_products(completion, gateway, caller) -> int:
+class McpOptionsSchema(Schema):
+    """The ``mcp`` request option: catalog context injection for this request."""
+
+    class Meta:
+        unknown = RAISE
+
+    enabled = f.Boolean(required=True)
+    max_products = f.Integer(validate=validate.Range(min=1, max=20))
+
+
+DECLARATION = Declaration(
+    permissions=("mcp",),
+    request_options={"mcp": f.Nested(McpOptionsSchema)},
+    answer_fields={"mcp_context": f.Dict(allow_none=True, metadata={
+        "description": "The catalog context injected: status, product_ids, estimated_tokens; null when off."})},
+    response_headers={STATUS_HEADER: "Catalog context: injected, no_match or catalog_unavailable.",
+                      PRODUCTS_HEADER: "The ids of the products injected, comma-separated."},
+    recorded_models={"mcp": tuple(f"mcp:{name}" for name in TOOL_NAMES)},
+)
+
+
+@hookimpl
+def gateway_declare():
+    """The ``mcp`` permission, request option, answer field and headers, and the tools' models."""
+    return DECLARATION
+
+
+def requested_products(completion, gateway, caller, request) -> int:
     """How many products to inject into ``completion``; 0 when injection is off for it
     (the request's switches first, then the caller's key, then the global setting)."""
     options = completion.options.get("mcp") or {}
     enabled = options.get("enabled")
     if enabled is None:
         enabled = _switch(completion.metadata.get("mcp"), "metadata.mcp")
-    if enabled is None and has_request_context():
+    if enabled is None:
         enabled = _switch(request.headers.get(HEADER), f"The {HEADER} header")
     if enabled is None:
         enabled = caller.mcp_context
@@ -58,22 +94,28 @@ def _insert_after_instructions(messages: list[dict], message: dict) -> None:
     messages.insert(index, message)
 
 
+def _report(completion, context: dict) -> None:
+    """Tell the caller what was injected: the native answer's ``mcp_context`` and two headers."""
+    completion.answer_fields["mcp_context"] = context
+    completion.response_headers[STATUS_HEADER] = context["status"]
+    completion.response_headers[PRODUCTS_HEADER] = ",".join(context["product_ids"])
+
+
 @hookimpl
-def gateway_enrich_request(completion, caller, gateway):
+def gateway_enrich_request(completion, caller, request, gateway):
     """Inject the catalog products that best match the last user message, when injection is on.
 
     An unreachable catalog never fails the request: it proceeds without context, and
     the failure is logged and counted (the ``CatalogUnavailable`` metric).
     """
-    wanted = requested_products(completion, gateway, caller)
+    wanted = requested_products(completion, gateway, caller, request)
     if not wanted:
         return
     # Loaded on first use: a cold start whose first completion injects nothing never pays for them.
     from plugins.catalog_context import context_message, estimate_tokens
     from plugins.catalog_search import catalog_search
 
-    last_user = next((m for m in reversed(completion.messages) if m["role"] == "user"), None)
-    text = message_text(last_user) if last_user else ""
+    text = completion.last_user_text()
     try:
         search = catalog_search(gateway)
         products = search.search(search.understand(text), limit=wanted) if text.strip() else []
@@ -81,15 +123,15 @@ def gateway_enrich_request(completion, caller, gateway):
         metrics.count_catalog_unavailable(gateway)
         logger.warning("catalog unavailable; completion proceeds without product context",
                        extra={"event": "mcp_catalog_unavailable", "error": type(exc).__name__})
-        completion.metadata["mcp_context"] = {"status": "catalog_unavailable", "product_ids": []}
+        _report(completion, {"status": "catalog_unavailable", "product_ids": []})
         return
     message, ids = context_message(products, gateway.settings.mcp_context_token_budget)
     if message is None:
-        completion.metadata["mcp_context"] = {"status": "no_match", "product_ids": []}
+        _report(completion, {"status": "no_match", "product_ids": []})
         return
     _insert_after_instructions(completion.messages, message)
-    completion.metadata["mcp_context"] = {"status": "injected", "product_ids": ids,
-                                          "estimated_tokens": estimate_tokens(message["content"])}
+    _report(completion, {"status": "injected", "product_ids": ids,
+                         "estimated_tokens": estimate_tokens(message["content"])})
 
 
 @hookimpl
@@ -100,3 +142,11 @@ def gateway_register_blueprints(app):
     app.add_url_rule("/mcp", "mcp", LazyView("plugins.mcp_server.mcp_endpoint"), methods=["POST"])
     app.add_url_rule(products, "catalog_upsert", LazyView("plugins.catalog_admin.upsert_product"), methods=["PUT"])
     app.add_url_rule(products, "catalog_delete", LazyView("plugins.catalog_admin.delete_product"), methods=["DELETE"])
+
+
+@hookimpl
+def gateway_openapi(spec):
+    """Document ``POST /mcp`` and the catalog admin routes."""
+    from plugins.mcp_openapi import document
+
+    document(spec)

@@ -24,7 +24,6 @@ from schemathesis import GenerationMode
 
 from gateway.schemas import upstream_url_field
 from gateway.testing import issue_key, make_app
-from gateway.types import PERMISSIONS
 
 FUZZ_EXAMPLES = 8
 SLOW_EXAMPLES = 100
@@ -99,7 +98,7 @@ def admin_case_runner(app, statuses: Counter):
     """Each case with a fresh enterprise admin key holding every permission, all checks on
     (but those that cannot apply to the case, see above)."""
     def run_case(case):
-        key = issue_key(app, user="fuzzer", tier="enterprise", permissions=PERMISSIONS)
+        key = issue_key(app, user="fuzzer", tier="enterprise", permissions=app.extensions["gateway"].permissions)
         headers = {"X-API-Key": key}
         response = case.call(headers=headers)
         label = case.operation.label

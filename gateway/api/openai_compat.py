@@ -6,7 +6,6 @@ from flask import Blueprint, Response, jsonify, request
 from gateway import pipeline
 from gateway.app import current_gateway
 from gateway.errors import ModelNotFound
-from gateway.schemas import CHAT_COMPLETION
 from gateway.streaming import forward_sse, render_sse, sse_response
 from gateway.types import Result
 
@@ -38,15 +37,15 @@ def render_chat_completion(answer: pipeline.Answer) -> dict:
 
 
 def served_by(response, answer: pipeline.Answer):
-    """Say who served the answer (``X-Gateway-Provider``, ``X-Gateway-Model``) and ``X-Cache``."""
-    response.headers["X-Gateway-Provider"] = answer.provider
-    response.headers["X-Gateway-Model"] = answer.model
-    context = answer.completion.metadata.get("mcp_context")
-    if context:  # what the catalog plugin injected (plugins/mcp.py)
-        response.headers["X-Gateway-MCP-Status"] = context["status"]
-        response.headers["X-Gateway-MCP-Products"] = ",".join(context["product_ids"])
+    """Say who served the answer (``X-Gateway-Provider``, ``X-Gateway-Model``), ``X-Cache``, and the
+    headers enrichment plugins set (``completion.response_headers``)."""
+    headers = response.headers
+    headers["X-Gateway-Provider"] = answer.provider
+    headers["X-Gateway-Model"] = answer.model
+    for name, value in answer.completion.response_headers.items():
+        headers[name] = value
     if answer.cache_status:
-        response.headers["X-Cache"] = answer.cache_status
+        headers["X-Cache"] = answer.cache_status
     return response
 
 
@@ -63,7 +62,7 @@ def stream_answer(answer: pipeline.Answer):
 def chat_completions():
     """Create a chat completion (``stream: true``: Server-Sent Events)."""
     gateway = current_gateway()
-    answer = pipeline.complete(gateway, request, CHAT_COMPLETION)
+    answer = pipeline.complete(gateway, request, gateway.chat_schema)
     if answer.chunks is not None:
         return stream_answer(answer)
     if answer.result.body is not None:  # an OpenAI-compatible upstream's own answer, as it sent it
