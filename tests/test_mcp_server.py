@@ -302,3 +302,11 @@ def test_a_failing_catalog_is_a_tool_error(tmp_path):
     assert answer["result"]["isError"] is True
     assert "unavailable" in answer["result"]["content"][0]["text"]
     assert gateway.store.records_for_user("u")[0].error_code == "tool_error"
+
+
+def test_the_declared_tool_models_are_the_servers_tools():
+    """plugins.mcp declares its records' models without importing the tools at start-up."""
+    from plugins.mcp import DECLARATION
+    from plugins.mcp_tools import TOOLS
+
+    assert DECLARATION.recorded_models == {"mcp": tuple(f"mcp:{name}" for name in TOOLS)}

@@ -10,12 +10,14 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from marshmallow import fields
 
 from gateway import hookimpl, hookspecs
 from gateway.config import load_settings
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.plugins import BUILTIN_PLUGINS, build_plugin_manager, installed_entry_points
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
+from gateway.types import Declaration
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 CHAT = "/v1/chat/completions"
@@ -205,3 +207,55 @@ def test_the_gateway_runs_without_the_apikey_plugin(tmp_path):
     assert client.post(CHAT, json=chat, headers={"X-Partner": "p1"}).status_code == 200
     assert client.get("/api/v1/admin/keys", headers={"X-Partner": "p1"}).status_code == 404  # the plugin's routes
     assert client.get("/api/v1/admin/keys").status_code == 401  # the core's guard still holds
+
+
+def test_the_core_imports_nothing_from_the_plugins():
+    """gateway/ reaches plugins only through hooks; the loader names the built-ins (BUILTIN_PLUGINS)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "gateway"
+    found = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [node.value] if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                     and path.name != "plugins.py" and re.fullmatch(r"plugins(\.\w+)+", node.value) else [])
+            found += [f"{path.name}: {name}" for name in names if name == "plugins" or name.startswith("plugins.")]
+    assert found == []
+
+
+@pytest.mark.parametrize("declarations, message", [
+    ((Declaration(request_options={"tone": fields.String()}), Declaration(request_options={"tone": fields.String()})),
+     "request option tone"),
+    ((Declaration(response_headers={"X-Tone": "a"}), Declaration(response_headers={"X-Tone": "b"})),
+     "response header X-Tone"),
+    ((Declaration(request_options={"model": fields.String()}),), "model would replace the gateway's own"),
+    (({"permissions": ["x"]},), "must return a gateway.types.Declaration"),
+])
+def test_a_conflicting_or_malformed_declaration_stops_start_up(tmp_path, declarations, message):
+    def declaring(declaration):
+        class Plugin:
+            @hookimpl
+            def gateway_declare(self):
+                return declaration
+        return Plugin()
+
+    with pytest.raises(ConfigError, match=message):
+        make_app(tmp_path, plugins=tuple(declaring(d) for d in declarations))
+
+
+def test_declared_permissions_are_the_ones_keys_may_hold(tmp_path):
+    class Reports:
+        @hookimpl
+        def gateway_declare(self):
+            return Declaration(permissions=("reports", "completions"))
+
+    app = make_app(tmp_path, plugins=(Reports(),))
+    assert set(app.extensions["gateway"].permissions) == {"completions", "health", "admin", "mcp", "reports"}
+    admin = {"X-API-Key": issue_key(app, "root", permissions=("admin",))}
+    client = app.test_client()
+    created = client.post("/api/v1/admin/keys", headers=admin, json={"user_id": "u", "permissions": ["reports"]})
+    assert created.status_code == 201 and created.get_json()["permissions"] == ["reports"]
+    refused = client.post("/api/v1/admin/keys", headers=admin, json={"user_id": "u", "permissions": ["nope"]})
+    assert refused.status_code == 400

@@ -1,0 +1,1 @@
+"""Third-party plugins that replace the built-in ``apikey`` and ``mcp``, written against the documented hooks only."""
