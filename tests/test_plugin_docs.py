@@ -77,3 +77,15 @@ def test_the_packaging_example_matches_the_real_package():
     for section in documented.sections():
         for option, value in documented[section].items():
             assert real[section][option] == value, f"[{section}] {option}"
+
+
+def test_each_hook_section_has_an_example_implementing_it():
+    """Every hook of gateway/hookspecs.py has its section, and the section's example implements it."""
+    from gateway import hookspecs
+
+    hooks = {name for name in vars(hookspecs) if name.startswith("gateway_")}
+    sections = dict(re.findall(r"^### (gateway_\w+)\n(.*?)(?=^##)", DOCS, re.MULTILINE | re.DOTALL))
+    assert set(sections) == hooks
+    for name, text in sections.items():
+        examples = [body for lang, body in BLOCK.findall(text) if lang == "python"]
+        assert any(f"def {name}(" in body for body in examples), f"the {name} section has no example of it"
