@@ -37,8 +37,6 @@ from gateway.types import UsageRecord
 
 #: Counted when the request log store refuses a record and it is kept in a log line instead.
 REQUEST_LOG_FALLBACKS = "RequestLogFallbacks"
-#: Counted when context injection could not read the catalog and the completion went on without it.
-CATALOG_UNAVAILABLE = "CatalogUnavailable"
 UNKNOWN = "unknown"
 #: The most values of one metric in one line (EMF's limit).
 VALUES_PER_LINE = 100
@@ -179,6 +177,7 @@ def count_request_log_fallback(gateway) -> None:
     _emit(gateway, {names.STAGE: gateway.settings.stage}, [(REQUEST_LOG_FALLBACKS, "Count", 1)])
 
 
-def count_catalog_unavailable(gateway) -> None:
-    """Count one completion that went on without catalog context because the catalog failed."""
-    _emit(gateway, {names.STAGE: gateway.settings.stage}, [(CATALOG_UNAVAILABLE, "Count", 1)])
+def count(gateway, name: str) -> None:
+    """Count one event of a plugin's own, by Stage (``name``: a constant of the plugin, never a
+    caller's value: each name is a CloudWatch metric)."""
+    _emit(gateway, {names.STAGE: gateway.settings.stage}, [(name, "Count", 1)])

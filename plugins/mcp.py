@@ -30,6 +30,8 @@ STATUS_HEADER, PRODUCTS_HEADER = "X-Gateway-MCP-Status", "X-Gateway-MCP-Products
 #: The MCP server's tools (``plugins.mcp_tools.TOOLS``, not imported at start-up): their records'
 #: models are ``mcp:<tool>``.
 TOOL_NAMES = ("search_products", "get_product", "list_categories")
+#: Counted when context injection could not read the catalog and the completion went on without it.
+CATALOG_UNAVAILABLE = "CatalogUnavailable"
 _SWITCH = {"on": True, "true": True, "1": True, "yes": True,
            "off": False, "false": False, "0": False, "no": False}
 
@@ -120,7 +122,7 @@ def gateway_enrich_request(completion, caller, request, gateway):
         search = catalog_search(gateway)
         products = search.search(search.understand(text), limit=wanted) if text.strip() else []
     except Exception as exc:  # any store failure: answer without context
-        metrics.count_catalog_unavailable(gateway)
+        metrics.count(gateway, CATALOG_UNAVAILABLE)
         logger.warning("catalog unavailable; completion proceeds without product context",
                        extra={"event": "mcp_catalog_unavailable", "error": type(exc).__name__})
         _report(completion, {"status": "catalog_unavailable", "product_ids": []})
