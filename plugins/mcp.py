@@ -1,7 +1,7 @@
 """The catalog plugin: product context injected into prompts, the MCP server, the catalog admin API.
 
-Context injection is on when the request asks for it (native API: ``"mcp":
-{"enabled": true, "max_products": N}``; OpenAI-compatible API: the header
+Context injection is on when the request asks for it (the body field ``"mcp":
+{"enabled": true, "max_products": N}`` of either API; for OpenAI clients also the header
 ``X-Gateway-MCP: on`` or ``"metadata": {"mcp": "on"}``), else when the caller's
 key says so (its ``mcp_context``), else when the ``mcp_context_default`` setting
 does. What was injected is reported in the native answer's ``mcp_context`` and in the
