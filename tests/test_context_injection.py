@@ -203,3 +203,17 @@ def test_disabled_catalog_plugin_leaves_completions_working(tmp_path):
     assert response.status_code == 200 and response.json["content"] == "hi"
     assert "mcp_context" not in response.json  # the plugin that declares the field is not loaded
     assert app.test_client().post("/mcp", headers={"X-API-Key": key}, json={}).status_code == 404
+
+
+def test_the_mcp_body_option_is_validated_on_the_openai_api_too(tmp_path):
+    """The plugin's declared request option is a field of both APIs (it was read unchecked on /v1)."""
+    app = catalog_openai_app(tmp_path)
+    client, key = app.test_client(), issue_key(app)
+
+    def chat(mcp):
+        return client.post("/v1/chat/completions", headers={"X-API-Key": key}, json={
+            "model": "echo", "mcp": mcp, "messages": [{"role": "user", "content": "an espresso machine"}]})
+
+    assert chat({"enabled": True}).headers["X-Gateway-MCP-Status"] == "injected"
+    bad = chat("on")
+    assert bad.status_code == 400 and bad.get_json()["error"]["param"].startswith("mcp")
