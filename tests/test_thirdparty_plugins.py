@@ -140,7 +140,8 @@ def test_the_lambda_authorizer_asks_them_too(replaced):
     token = issue_key(replaced, "gina", tier="basic")
     event = {"type": "REQUEST", "methodArn": "arn:aws:execute-api:us-east-1:1:a/dev/POST/v1/chat/completions",
              "path": CHAT, "httpMethod": "POST", "requestContext": {"requestId": "r-1"}}
-    allowed = authorizer.authorize(gateway, {**event, "headers": {"X-Token": token}})
+    allowed = authorizer.authorize(gateway, {**event, "headers": {  # a POST's headers, as API Gateway passes them
+        "X-Token": token, "Content-Type": "application/json", "Content-Length": "52", "Host": "a.example"}})
     assert allowed["policyDocument"]["Statement"][0]["Effect"] == "Allow"
     assert (allowed["context"]["userId"], allowed["context"]["tier"]) == ("gina", "basic")
     denied = authorizer.authorize(gateway, {**event, "headers": {"X-Token": token + "x"}})
