@@ -59,8 +59,8 @@ def caller_context(caller: Caller) -> dict[str, str]:
         context["concurrentRequests"] = str(caller.concurrent_requests)
     if caller.allowed_models is not None:
         context["allowedModels"] = json.dumps(sorted(caller.allowed_models))
-    if caller.mcp_context is not None:
-        context["mcpContext"] = "true" if caller.mcp_context else "false"
+    if caller.attributes:
+        context["attributes"] = json.dumps(caller.attributes, sort_keys=True)
     return context
 
 
@@ -89,7 +89,7 @@ def caller_from_authorizer(environ: dict[str, Any]) -> Caller | None:
                   requests_per_hour=optional_int("requestsPerHour"),
                   concurrent_requests=optional_int("concurrentRequests"),
                   allowed_models=frozenset(json.loads(allowed)) if allowed else None,
-                  mcp_context={"true": True, "false": False}.get(context.get("mcpContext")))
+                  attributes=json.loads(context["attributes"]) if context.get("attributes") else {})
 
 
 def _gateway():

@@ -28,8 +28,9 @@ class Caller:
     concurrent_requests: int | None = None
     #: Models this caller may use; None allows every model.
     allowed_models: frozenset[str] | None = None
-    #: This caller's default for catalog context injection; None follows the global setting.
-    mcp_context: bool | None = None
+    #: What the credential says for plugins, by a name of theirs (the built-in key's ``mcp_context``:
+    #: its default for catalog context). JSON values: they travel in the Lambda authorizer's context.
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
     def can(self, permission: str) -> bool:
         """True when this caller holds ``permission`` (admin implies every permission)."""

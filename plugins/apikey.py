@@ -145,7 +145,7 @@ def caller_for(key: ApiKey) -> Caller:
                   requests_per_hour=key.requests_per_hour,
                   concurrent_requests=key.concurrent_requests,
                   allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
-                  mcp_context=key.mcp_context)
+                  attributes={} if key.mcp_context is None else {"mcp_context": key.mcp_context})
 
 
 def verify_key(gateway, presented: str) -> Caller | None:

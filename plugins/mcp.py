@@ -3,7 +3,7 @@
 Context injection is on when the request asks for it (the body field ``"mcp":
 {"enabled": true, "max_products": N}`` of either API; for OpenAI clients also the header
 ``X-Gateway-MCP: on`` or ``"metadata": {"mcp": "on"}``), else when the caller's
-key says so (its ``mcp_context``), else when the ``mcp_context_default`` setting
+key says so (its ``mcp_context``, in ``caller.attributes``), else when the ``mcp_context_default`` setting
 does. What was injected is reported in the native answer's ``mcp_context`` and in the
 ``X-Gateway-MCP-Status`` and ``X-Gateway-MCP-Products`` headers.
 
@@ -82,7 +82,7 @@ def requested_products(completion, gateway, caller, request) -> int:
     if enabled is None:
         enabled = _switch(request.headers.get(HEADER), f"The {HEADER} header")
     if enabled is None:
-        enabled = caller.mcp_context
+        enabled = caller.attributes.get("mcp_context")
     if enabled is None:
         enabled = gateway.settings.mcp_context_default
     return options.get("max_products", gateway.settings.mcp_max_products) if enabled else 0

@@ -135,7 +135,7 @@ def test_context_round_trips_to_the_same_caller(app, mcp_context):
     key = issue_key(app, "bob", tier="basic", requests_per_minute=3, requests_per_hour=30,
                     mcp_context=mcp_context, concurrent_requests=2)
     caller = verify_key(app.extensions["gateway"], key)
-    assert caller.mcp_context is mcp_context
+    assert caller.attributes.get("mcp_context") is mcp_context
     context = authorizer.caller_context(caller)
     environ = {"lambda.event": {"requestContext": {"authorizer": {**context, "principalId": "bob"}}}}
     assert authorizer.caller_from_authorizer(environ) == caller
