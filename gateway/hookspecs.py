@@ -129,8 +129,8 @@ def gateway_declare(gateway):
 
     :param gateway: the app's Gateway.
     :return: a :class:`gateway.types.Declaration` (permissions, request options, answer
-        fields, response headers, recorded models), or None. Declarations of all plugins
-        are merged into ``gateway.permissions``, ``gateway.request_options`` and the rest;
+        fields, response headers, recorded models), or None. Every plugin's is merged
+        into ``gateway.declared`` (``gateway.permissions``: the core's and the declared);
         two plugins declaring one request option, answer field or header stop start-up.
     """
 
