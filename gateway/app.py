@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
 from gateway import http
-from gateway.config import Settings, load_settings
+from gateway.config import Settings, load_all_settings
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging, install_access_log
 from gateway.models import load_model_table
-from gateway.plugins import PluginManager, build_plugin_manager
+from gateway.plugins import PluginManager
 from gateway.ratelimit import RequestLimiter
 from gateway.request_log import on_lambda
 from gateway.resilience import Resilience
@@ -20,13 +20,16 @@ from gateway.store import Store, open_store
 from gateway.types import Provider
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Gateway:
     """One app's state: settings, store, plugin manager and providers (built once, reused)."""
 
-    def __init__(self, settings: Settings, pm: PluginManager, store: Store):
+    def __init__(self, settings: Settings, pm: PluginManager, store: Store,
+                 plugin_settings: Mapping[type, Any] | None = None):
         self.settings = settings
+        self._plugin_settings = dict(plugin_settings or {})
         self.pm = pm
         self.hook = pm.hook
         self.store = store
@@ -36,6 +39,15 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         #: Per-app state of plugins, by a name of their choosing (caches, clients).
         self.state: dict[str, Any] = {}
+
+    def plugin_settings(self, declaration: type[T]) -> T:
+        """A plugin's validated settings: the instance of ``declaration``, the class its
+        ``gateway_declare_settings`` returned."""
+        try:
+            return self._plugin_settings[declaration]
+        except KeyError:
+            raise ConfigError(f"{declaration.__qualname__} is not declared: return it from a "
+                              "gateway_declare_settings implementation") from None
 
     def unconfigured_providers(self) -> dict[str, str]:
         """The registered providers that cannot answer for lack of configuration, each with what to set:
@@ -62,19 +74,28 @@ def current_gateway() -> Gateway:
     return current_app.extensions["gateway"]
 
 
+def _stop_start_up(impl, exc: Exception) -> None:
+    """A ``gateway_startup`` implementation failed: a ConfigError stops start-up with the plugin's name
+    and its message (no traceback); anything else is a bug, raised as it is."""
+    if isinstance(exc, ConfigError):
+        raise ConfigError(f"plugin {impl.plugin_name!r}: {exc}") from None
+    raise exc
+
+
 def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object, ...] = ()) -> Flask:
     """Build a gateway app.
 
     :param config: settings that override the config file and the environment
         (names as in :class:`gateway.config.Settings`).
     :param plugins: extra plugin objects registered after all others (for tests).
-    :raises ConfigError: a setting is unknown or malformed, or a plugin cannot load.
+    :raises ConfigError: a setting is unknown or malformed, a plugin cannot load, or a plugin's
+        ``gateway_startup`` refused to start.
     """
-    settings = load_settings(config)
+    settings, pm, plugin_settings = load_all_settings(config, plugins=plugins)
     configure_logging(settings.log_level)
-    pm = build_plugin_manager(settings, plugins)
-    gateway = Gateway(settings, pm, open_store(settings))
+    gateway = Gateway(settings, pm, open_store(settings), plugin_settings)
     gateway.load_providers()
+    pm.call_each("gateway_startup", {"gateway": gateway}, _stop_start_up)
 
     app = http.GatewayFlask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

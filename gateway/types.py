@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from gateway.tiers import TIERS  # noqa: F401  (re-exported: the one tier list lives in gateway/tiers.py)
+
 PERMISSIONS = ("completions", "health", "admin", "mcp")
-TIERS = ("free", "basic", "premium", "enterprise")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,14 @@ does. What was injected is put in
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from flask import has_request_context, request
+from marshmallow import fields as f
+from marshmallow import validate
 
 from gateway import hookimpl, metrics
+from gateway.config import setting
 from gateway.errors import InvalidRequest
 from gateway.http import LazyView
 from plugins.echo_provider import message_text
@@ -23,6 +27,28 @@ logger = logging.getLogger(__name__)
 HEADER = "X-Gateway-MCP"
 _SWITCH = {"on": True, "true": True, "1": True, "yes": True,
            "off": False, "false": False, "0": False, "no": False}
+
+
+@dataclass(frozen=True, eq=False)
+class CatalogSettings:
+    """The catalog plugin's settings."""
+
+    mcp_context_default: bool = setting(False, f.Boolean(), "inject catalog context into completions that do "
+                                        "not say (the request's switch beats the key's, which beats this)")
+    mcp_max_products: int = setting(5, f.Integer(validate=validate.Range(min=1, max=20)),
+                                    "products injected at most")
+    mcp_context_token_budget: int = setting(1000, f.Integer(validate=validate.Range(min=100, max=100_000)),
+                                            "estimated tokens (about 4 characters each) the injected catalog "
+                                            "block may take")
+    catalog_cache_ttl: float = setting(60.0, f.Float(validate=validate.Range(min=0)),
+                                       "seconds a worker reuses catalog reads for search (admin writes clear "
+                                       "its own cache at once)")
+
+
+@hookimpl
+def gateway_declare_settings():
+    """The catalog plugin's settings."""
+    return CatalogSettings
 
 
 def _switch(value, where: str) -> bool | None:
@@ -46,8 +72,8 @@ def requested_products(completion, gateway, caller) -> int:
     if enabled is None:
         enabled = caller.mcp_context
     if enabled is None:
-        enabled = gateway.settings.mcp_context_default
-    return options.get("max_products", gateway.settings.mcp_max_products) if enabled else 0
+        enabled = gateway.plugin_settings(CatalogSettings).mcp_context_default
+    return options.get("max_products", gateway.plugin_settings(CatalogSettings).mcp_max_products) if enabled else 0
 
 
 def _insert_after_instructions(messages: list[dict], message: dict) -> None:
@@ -83,7 +109,7 @@ def gateway_enrich_request(completion, caller, gateway):
                        extra={"event": "mcp_catalog_unavailable", "error": type(exc).__name__})
         completion.metadata["mcp_context"] = {"status": "catalog_unavailable", "product_ids": []}
         return
-    message, ids = context_message(products, gateway.settings.mcp_context_token_budget)
+    message, ids = context_message(products, gateway.plugin_settings(CatalogSettings).mcp_context_token_budget)
     if message is None:
         completion.metadata["mcp_context"] = {"status": "no_match", "product_ids": []}
         return
