@@ -272,9 +272,9 @@ class Settings:
     trace_plugins: bool = setting(False, f.Boolean(), "log each plugin hook call's duration")
     ssm_path: str = setting("", f.String(validate=validate.Regexp(
         r"^(/[\w.-]+)+/$", error="an SSM path like /ai-gateway/prod/")),
-        "read settings from the SSM parameters under this path at start (gateway/ssm.py); `\"\"` is off")
+        "read settings from the SSM parameters under this path at start (`gateway/ssm.py`)")
     secret_id: str = setting("", f.String(), "read settings from this Secrets Manager secret at start "
-                             "(gateway/ssm.py); `\"\"` is off")
+                             "(`gateway/ssm.py`)")
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""
@@ -422,23 +422,30 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     return read_sources(overrides, environ).load(Settings)
 
 
-def load_plugin_settings(sources: SettingSources, pm) -> dict[type, Any]:
-    """Every loaded plugin's declared settings (``gateway_declare_settings``), validated, by declaration class.
-
-    A name declared twice (by the core and a plugin, or by two plugins) stops start-up, as does a
-    setting given that nobody declares.
-    """
+def declared_settings(pm) -> list[tuple[str, type]]:
+    """``(owner, declaration class)``: the core's ``Settings``, then each loaded plugin's
+    (``gateway_declare_settings``). A name declared twice (by the core and a plugin, or by two
+    plugins) stops start-up."""
+    owned: list[tuple[str, type]] = [("core", Settings)]
     owners = dict.fromkeys(declarations(Settings), "the core")
-    found: dict[type, Any] = {}
     for impl in pm.hook.gateway_declare_settings.get_hookimpls():
+        owner = f"plugin {impl.plugin_name!r}"
         for cls in _as_list(impl.function()):
             for name in declarations(cls):
-                if owners.setdefault(name, f"plugin {impl.plugin_name!r}") != f"plugin {impl.plugin_name!r}":
-                    raise ConfigError(f"plugin {impl.plugin_name!r} declares the setting {name!r}, which "
-                                      f"{owners[name]} declares: rename it")
-            found[cls] = sources.load(cls)
-    sources.check_known(owners)
-    return found
+                if owners.setdefault(name, owner) != owner:
+                    raise ConfigError(f"{owner} declares the setting {name!r}, which {owners[name]} declares: "
+                                      "rename it")
+            owned.append((impl.plugin_name, cls))
+    return owned
+
+
+def load_plugin_settings(sources: SettingSources, pm) -> dict[type, Any]:
+    """Every loaded plugin's declared settings, validated, by declaration class; a setting given
+    that neither the core nor a plugin declares stops start-up."""
+    owned = declared_settings(pm)
+    loaded = {cls: sources.load(cls) for _, cls in owned[1:]}
+    sources.check_known(name for _, cls in owned for name in declarations(cls))
+    return loaded
 
 
 def load_all_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
@@ -475,10 +482,18 @@ def _shown_default(name: str, cls: type) -> str:
     return f"`{value}`" if isinstance(value, str) else str(value)
 
 
-def settings_table(owners: Iterable[tuple[str, type]]) -> str:
+def settings_table(owned: Iterable[tuple[str, type]]) -> str:
     """The Markdown table of the settings each ``(owner, declaration class)`` declares (the README's)."""
     lines = ["| setting | default | owner | |", "|---|---|---|---|"]
-    for owner, cls in owners:
+    for owner, cls in owned:
         for name, declaration in declarations(cls).items():
-            lines.append(f"| `{name}` | {_shown_default(name, cls)} | {owner} | {declaration.help} |")
+            also = f" (also `{declaration.alias}`)" if declaration.alias else ""
+            lines.append(f"| `{name}` | {_shown_default(name, cls)} | {owner} | {declaration.help}{also} |")
     return "\n".join(lines)
+
+
+def setting_values(owned: Iterable[tuple[str, type]], loaded: Mapping[type, Any]) -> list[dict[str, Any]]:
+    """Each declared setting's name, owner, value (``"***"`` for a secret) and help, for ``gateway settings``."""
+    return [{"name": name, "owner": owner, "help": declaration.help,
+             "value": "***" if declaration.secret else getattr(loaded[cls], name)}
+            for owner, cls in owned for name, declaration in declarations(cls).items()]

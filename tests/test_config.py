@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from marshmallow import fields as f
 from marshmallow import validate
 
 from gateway import hookimpl
 from gateway.app import create_app
+from gateway.cli import build_cli
 from gateway.config import Settings, load_all_settings, load_settings, setting
 from gateway.errors import ConfigError
+from gateway.plugins import build_plugin_manager
 from gateway.testing import make_app
 from plugins.apikey import DEV_PEPPER, ApiKeySettings
 from plugins.mcp import CatalogSettings
@@ -225,3 +228,16 @@ def test_the_cli_prints_a_start_up_refusal_and_exits_non_zero(tmp_path, command)
     assert done.returncode != 0
     assert "Error: plugin 'apikey': key_pepper: stage 'prod' needs its own pepper" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_gateway_settings_shows_every_setting_but_never_a_secret(monkeypatch):
+    monkeypatch.setenv("GATEWAY_KEY_PEPPER", "a-pepper-that-must-stay-hidden")
+    monkeypatch.setenv("GATEWAY_MCP_MAX_PRODUCTS", "3")
+    cli = build_cli(build_plugin_manager(load_settings()))
+    text = CliRunner().invoke(cli, ["settings"])
+    rows = json.loads(CliRunner().invoke(cli, ["settings", "--json"]).output)
+    assert text.exit_code == 0 and "a-pepper-that-must-stay-hidden" not in text.output + json.dumps(rows)
+    values = {row["name"]: (row["value"], row["owner"]) for row in rows}
+    assert values["key_pepper"] == ("***", "apikey") and values["mcp_max_products"] == (3, "mcp")
+    assert values["stage"] == ("dev", "core")
+    assert CliRunner().invoke(cli, ["settings", "--markdown"]).output.startswith("| setting | default | owner |")
