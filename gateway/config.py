@@ -200,8 +200,9 @@ class Settings:
     rate_limit_free_tier_rpm: int = setting(10, _at_least(1, f.Integer), "the free tier's requests per minute",
                                             alias="RATE_LIMIT_FREE_TIER_RPM")
     tier_limits: dict[str, int] = setting(dict, _tier_map(_at_least(1, f.Integer)), "requests per minute by "
-                                          'tier, e.g. `{"basic": 250}`', shown="free 10, basic 100, premium "
-                                          "1000, enterprise 5000")
+                                          'tier, e.g. `{"basic": 250}`', shown=", ".join(
+                                              f"{tier} {limits['requests_per_minute']}"
+                                              for tier, limits in DEFAULT_TIERS.items()))
     tiers: dict[str, dict] = setting(dict, _tier_map(f.Nested(TierSchema)), "JSON per tier: "
                                      "`requests_per_minute`, `requests_per_hour`, `tokens_per_minute` (also the "
                                      "largest `max_tokens` accepted), `monthly_budget_usd`, `concurrent_requests` "
