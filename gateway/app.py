@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, current_app
 
 from gateway import http
-from gateway.config import Settings, load_all_settings
+from gateway.config import PluginSettings, Settings, load_all_settings
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging, install_access_log
 from gateway.models import load_model_table
@@ -20,16 +20,16 @@ from gateway.store import Store, open_store
 from gateway.types import Provider
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Gateway:
     """One app's state: settings, store, plugin manager and providers (built once, reused)."""
 
     def __init__(self, settings: Settings, pm: PluginManager, store: Store,
-                 plugin_settings: Mapping[type, Any] | None = None):
+                 plugin_settings: PluginSettings | None = None):
         self.settings = settings
-        self._plugin_settings = dict(plugin_settings or {})
+        #: Each plugin's validated settings by declaration class: ``gateway.plugin_settings[MySettings].x``.
+        self.plugin_settings = plugin_settings if plugin_settings is not None else PluginSettings()
         self.pm = pm
         self.hook = pm.hook
         self.store = store
@@ -39,15 +39,6 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         #: Per-app state of plugins, by a name of their choosing (caches, clients).
         self.state: dict[str, Any] = {}
-
-    def plugin_settings(self, declaration: type[T]) -> T:
-        """A plugin's validated settings: the instance of ``declaration``, the class its
-        ``gateway_declare_settings`` returned."""
-        try:
-            return self._plugin_settings[declaration]
-        except KeyError:
-            raise ConfigError(f"{declaration.__qualname__} is not declared: return it from a "
-                              "gateway_declare_settings implementation") from None
 
     def unconfigured_providers(self) -> dict[str, str]:
         """The registered providers that cannot answer for lack of configuration, each with what to set:

@@ -376,6 +376,8 @@ class SettingSources:
                 values[name] = self.raw[name]
             elif declaration.alias and declaration.alias in self.environ:
                 values[name] = self.environ[declaration.alias]
+        if not values:  # all defaults: no schema to build (~0.25 ms of cold start per declaration)
+            return cls()
         try:
             loaded = _schema(cls).load(values)
         except ValidationError as exc:
@@ -440,11 +442,20 @@ def declared_settings(pm) -> list[tuple[str, type]]:
     return owned
 
 
-def load_plugin_settings(sources: SettingSources, pm) -> dict[type, Any]:
-    """Every loaded plugin's declared settings, validated, by declaration class; a setting given
-    that neither the core nor a plugin declares stops start-up."""
+class PluginSettings(dict):
+    """Each plugin's validated settings, by declaration class (a plain dict lookup: read per request).
+    A class no plugin declared raises :class:`ConfigError` saying how to declare it."""
+
+    def __missing__(self, declaration: type) -> Any:
+        raise ConfigError(f"{getattr(declaration, '__qualname__', declaration)} is not declared: return it "
+                          "from a gateway_declare_settings implementation")
+
+
+def load_plugin_settings(sources: SettingSources, pm) -> PluginSettings:
+    """Every loaded plugin's declared settings, validated; a setting given that neither the core nor
+    a plugin declares stops start-up."""
     owned = declared_settings(pm)
-    loaded = {cls: sources.load(cls) for _, cls in owned[1:]}
+    loaded = PluginSettings((cls, sources.load(cls)) for _, cls in owned[1:])
     sources.check_known(name for _, cls in owned for name in declarations(cls))
     return loaded
 

@@ -127,7 +127,7 @@ def gateway_declare_settings():
         whose fields are made with :func:`gateway.config.setting` (default, marshmallow
         field, help). Each setting is read like the core's (``GATEWAY_<NAME>``, the config
         file, SSM, ``create_app`` overrides) and validated at start-up; a bad value stops
-        start-up naming it. Read the values with ``gateway.plugin_settings(YourClass)``.
+        start-up naming it. Read the values with ``gateway.plugin_settings[YourClass]``.
         A name the core or another plugin declares stops start-up.
     """
 

@@ -81,7 +81,7 @@ def gateway_declare_settings():
 @hookimpl
 def gateway_startup(gateway):
     """Refuse the development pepper outside the dev stage: keys hashed with it would be guessable."""
-    if gateway.settings.stage != "dev" and gateway.plugin_settings(ApiKeySettings).key_pepper == DEV_PEPPER:
+    if gateway.settings.stage != "dev" and gateway.plugin_settings[ApiKeySettings].key_pepper == DEV_PEPPER:
         raise ConfigError(f"key_pepper: stage {gateway.settings.stage!r} needs its own pepper "
                           "(set GATEWAY_KEY_PEPPER to a secret of 16+ characters)")
 
@@ -110,7 +110,7 @@ def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str]
     secret = secrets.token_urlsafe(32)
     env = "live" if gateway.settings.stage == "prod" else "test"
     key = ApiKey(key_id=key_id, user_id=user_id, tier=tier,
-                 key_hash=hash_secret(gateway.plugin_settings(ApiKeySettings).key_pepper, key_id, secret),
+                 key_hash=hash_secret(gateway.plugin_settings[ApiKeySettings].key_pepper, key_id, secret),
                  permissions=sorted(permissions or ["completions"]), active=True,
                  created_at=time.time(), expires_at=expires_at, name=name,
                  requests_per_minute=requests_per_minute, requests_per_hour=requests_per_hour,
@@ -127,7 +127,7 @@ def rotate_key(gateway, key_id: str) -> tuple[str, ApiKey] | None:
     old = gateway.store.get_key(key_id)
     if old is None:
         return None
-    grace_end = time.time() + gateway.plugin_settings(ApiKeySettings).key_rotation_grace_seconds
+    grace_end = time.time() + gateway.plugin_settings[ApiKeySettings].key_rotation_grace_seconds
     plaintext, new = create_key(gateway, old.user_id, old.tier, old.permissions,
                                 old.name, old.expires_at, old.requests_per_minute,
                                 old.requests_per_hour, old.allowed_models, old.mcp_context,
@@ -165,7 +165,7 @@ def _lookup(gateway, key_id: str) -> ApiKey | None:
         return hit[1]
     key = gateway.store.get_key(key_id)
     if key is not None:
-        cache[key_id] = (now + gateway.plugin_settings(ApiKeySettings).key_cache_ttl, key)
+        cache[key_id] = (now + gateway.plugin_settings[ApiKeySettings].key_cache_ttl, key)
     return key
 
 
@@ -204,7 +204,7 @@ def verify_key(gateway, presented: str) -> Caller | None:
         return None
     key_id, secret = parsed
     key = _lookup(gateway, key_id)
-    presented_hash = hash_secret(gateway.plugin_settings(ApiKeySettings).key_pepper, key_id, secret)
+    presented_hash = hash_secret(gateway.plugin_settings[ApiKeySettings].key_pepper, key_id, secret)
     if key is None or not hmac.compare_digest(key.key_hash, presented_hash):
         raise AuthenticationError("Invalid API key.")
     if not key.active:
@@ -248,7 +248,7 @@ def gateway_register_blueprints(app, gateway):
     from plugins.failed_auth import FailedAuthThrottle
 
     app.register_blueprint(apikey_admin.blueprint)
-    FailedAuthThrottle(gateway.limiter.storage, gateway.plugin_settings(ApiKeySettings).failed_auth_limit,
+    FailedAuthThrottle(gateway.limiter.storage, gateway.plugin_settings[ApiKeySettings].failed_auth_limit,
                        presented_key).install(app)
 
 
@@ -377,6 +377,6 @@ def gateway_register_commands(cli):
         if as_json:
             click.echo(json.dumps({"key": plaintext, "replaces": key_id, **public(key)}))
         else:
-            grace = gateway.plugin_settings(ApiKeySettings).key_rotation_grace_seconds
+            grace = gateway.plugin_settings[ApiKeySettings].key_rotation_grace_seconds
             click.echo(f"key id {key.key_id} replaces {key_id} (which works {grace:.0f} s more): {plaintext}")
             click.echo("Store it now: the gateway keeps only its hash and cannot show it again.")

@@ -318,7 +318,7 @@ def catalog_search(gateway) -> CatalogSearch:
         from plugins.mcp import CatalogSettings
 
         search = gateway.state.setdefault("catalog.search", CatalogSearch(
-            gateway.store, ttl=gateway.plugin_settings(CatalogSettings).catalog_cache_ttl))
+            gateway.store, ttl=gateway.plugin_settings[CatalogSettings].catalog_cache_ttl))
     return search
 
 

@@ -72,8 +72,8 @@ def requested_products(completion, gateway, caller) -> int:
     if enabled is None:
         enabled = caller.mcp_context
     if enabled is None:
-        enabled = gateway.plugin_settings(CatalogSettings).mcp_context_default
-    return options.get("max_products", gateway.plugin_settings(CatalogSettings).mcp_max_products) if enabled else 0
+        enabled = gateway.plugin_settings[CatalogSettings].mcp_context_default
+    return options.get("max_products", gateway.plugin_settings[CatalogSettings].mcp_max_products) if enabled else 0
 
 
 def _insert_after_instructions(messages: list[dict], message: dict) -> None:
@@ -109,7 +109,7 @@ def gateway_enrich_request(completion, caller, gateway):
                        extra={"event": "mcp_catalog_unavailable", "error": type(exc).__name__})
         completion.metadata["mcp_context"] = {"status": "catalog_unavailable", "product_ids": []}
         return
-    message, ids = context_message(products, gateway.plugin_settings(CatalogSettings).mcp_context_token_budget)
+    message, ids = context_message(products, gateway.plugin_settings[CatalogSettings].mcp_context_token_budget)
     if message is None:
         completion.metadata["mcp_context"] = {"status": "no_match", "product_ids": []}
         return

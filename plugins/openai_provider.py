@@ -372,7 +372,7 @@ def gateway_declare_settings():
 def gateway_register_providers(gateway):
     """Register one provider per configured upstream unless ``openai_provider_enabled`` is off;
     an upstream URL the settings do not allow stops start-up (``gateway/upstreams.py``)."""
-    if not gateway.plugin_settings(OpenAISettings).openai_provider_enabled:
+    if not gateway.plugin_settings[OpenAISettings].openai_provider_enabled:
         return None
     from gateway.upstreams import check_upstream_url
 

@@ -151,7 +151,7 @@ def test_non_dev_stage_refuses_the_development_pepper(tmp_path):
     with pytest.raises(ConfigError, match=r"plugin 'apikey': key_pepper: stage 'prod' .*GATEWAY_KEY_PEPPER"):
         make_app(tmp_path, {"stage": "prod"})
     gateway = make_app(tmp_path, {"stage": "prod", "key_pepper": "s" * 32}).extensions["gateway"]
-    assert gateway.plugin_settings(ApiKeySettings).key_pepper != DEV_PEPPER
+    assert gateway.plugin_settings[ApiKeySettings].key_pepper != DEV_PEPPER
 
 
 def test_settings_never_print_their_secrets():
@@ -177,14 +177,14 @@ class WordLimit:
 
     @hookimpl
     def gateway_startup(self, gateway):
-        if gateway.plugin_settings(WordLimitSettings).word_limit_mode not in ("refuse", "cut"):
+        if gateway.plugin_settings[WordLimitSettings].word_limit_mode not in ("refuse", "cut"):
             raise ConfigError("word_limit_mode must be refuse or cut (GATEWAY_WORD_LIMIT_MODE)")
 
 
 def test_a_plugin_reads_its_declared_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("GATEWAY_WORD_LIMIT", "20")
     gateway = make_app(tmp_path, {"word_limit_mode": "cut"}, plugins=(WordLimit(),)).extensions["gateway"]
-    assert gateway.plugin_settings(WordLimitSettings) == WordLimitSettings(word_limit=20, word_limit_mode="cut")
+    assert gateway.plugin_settings[WordLimitSettings] == WordLimitSettings(word_limit=20, word_limit_mode="cut")
 
 
 def test_a_bad_plugin_setting_stops_start_up_with_the_plugins_message(tmp_path):
@@ -211,7 +211,7 @@ def test_a_plugin_cannot_declare_a_setting_someone_else_declares(tmp_path):
 def test_reading_undeclared_settings_says_how_to_declare_them(tmp_path):
     gateway = make_app(tmp_path).extensions["gateway"]
     with pytest.raises(ConfigError, match="WordLimitSettings is not declared: return it from a gateway_declare"):
-        gateway.plugin_settings(WordLimitSettings)
+        gateway.plugin_settings[WordLimitSettings]
 
 
 def test_create_app_refuses_an_unknown_setting(tmp_path):

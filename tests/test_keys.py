@@ -29,7 +29,7 @@ def test_key_format_and_only_the_hash_is_stored(app, gateway, tmp_path):
     prefix, env, kid, secret = key.split("_", 3)
     assert (prefix, env) == ("gw", "test") and len(secret) >= 40
     stored = gateway.store.get_key(kid)
-    pepper = gateway.plugin_settings(apikey.ApiKeySettings).key_pepper
+    pepper = gateway.plugin_settings[apikey.ApiKeySettings].key_pepper
     assert stored.key_hash == apikey.hash_secret(pepper, kid, secret)
     with sqlite3.connect(tmp_path / "gateway.db") as db:
         dump = "\n".join(db.iterdump())

@@ -102,7 +102,7 @@ def create_key_for(environment: dict[str, str], user: str, tier: str = "free") -
 
     sources = read_sources({}, environ=environment)
     settings, declared = sources.load(Settings), {ApiKeySettings: sources.load(ApiKeySettings)}
-    gateway = SimpleNamespace(settings=settings, store=open_store(settings), plugin_settings=declared.get)
+    gateway = SimpleNamespace(settings=settings, store=open_store(settings), plugin_settings=declared)
     return create_key(gateway, user, tier)[0]
 
 
