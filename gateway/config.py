@@ -72,13 +72,9 @@ def setting(default: Any, field: f.Field, help: str = "", *, alias: str = "", se
     return dataclasses.field(default=default, metadata=metadata)
 
 
+@functools.cache
 def declarations(cls: type) -> dict[str, Declaration]:
     """The settings a declaration class (made with :func:`setting`) declares, by name."""
-    return _declarations(cls)
-
-
-@functools.cache
-def _declarations(cls: type) -> dict[str, Declaration]:
     if not dataclasses.is_dataclass(cls):
         raise ConfigError(f"{cls!r} is not a settings declaration: make it a dataclass whose fields use "
                           "gateway.config.setting")
@@ -93,7 +89,7 @@ def _declarations(cls: type) -> dict[str, Declaration]:
 @functools.cache
 def _schema(cls: type) -> Schema:
     """The marshmallow schema of ``cls``'s settings (built once per class)."""
-    return Schema.from_dict({name: d.field for name, d in _declarations(cls).items()},
+    return Schema.from_dict({name: d.field for name, d in declarations(cls).items()},
                             name=f"{cls.__name__}Schema")()
 
 
@@ -461,7 +457,7 @@ def load_plugin_settings(sources: SettingSources, pm) -> PluginSettings:
 
 
 def load_all_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
-                      plugins: tuple[object, ...] = ()):
+                      plugins: tuple[object, ...] = ()) -> tuple[Settings, Any, PluginSettings]:
     """The core's settings, the plugin manager they configure, and every plugin's declared settings:
     what ``create_app`` starts from (``plugins`` are extra plugin objects, registered last)."""
     from gateway.plugins import build_plugin_manager
