@@ -452,8 +452,27 @@ def load_plugin_settings(sources: SettingSources, pm) -> PluginSettings:
     a plugin declares stops start-up."""
     owned = declared_settings(pm)
     loaded = PluginSettings((cls, sources.load(cls)) for _, cls in owned[1:])
-    sources.check_known(name for _, cls in owned for name in declarations(cls))
+    declared = {name for _, cls in owned for name in declarations(cls)}
+    if set(sources.raw) - declared:
+        declared |= _declared_by_disabled_builtins(pm)
+    sources.check_known(declared)
     return loaded
+
+
+def _declared_by_disabled_builtins(pm) -> set[str]:
+    """The names the built-in plugins disabled in this app declare: a deployment that replaces one
+    (say apikey, whose ``key_pepper`` the stage's secret holds) need not remove its settings too.
+    Imported only when a setting is otherwise unknown."""
+    import importlib
+
+    from gateway.plugins import BUILTIN_PLUGINS
+
+    names: set[str] = set()
+    for module_name in BUILTIN_PLUGINS:
+        if pm.is_blocked(module_name.rsplit(".", 1)[-1]) or pm.is_blocked(module_name):
+            declare = getattr(importlib.import_module(module_name), "gateway_declare_settings", None)
+            names.update(name for cls in _as_list(declare and declare()) for name in declarations(cls))
+    return names
 
 
 def load_all_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,

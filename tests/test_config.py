@@ -135,9 +135,11 @@ def test_unknown_setting_is_named_as_unknown():
         load_all({"GATEWAY_STAGEE": "dev"})
 
 
-def test_a_disabled_plugins_settings_are_unknown():
-    with pytest.raises(ConfigError, match=r"mcp_max_products \(GATEWAY_MCP_MAX_PRODUCTS\): unknown setting"):
-        load_all({"GATEWAY_MCP_MAX_PRODUCTS": "2", "GATEWAY_DISABLE_PLUGINS": "mcp"})
+def test_a_disabled_built_in_plugins_settings_are_ignored_not_unknown():
+    loaded = load_all({"GATEWAY_KEY_PEPPER": "k" * 20, "GATEWAY_DISABLE_PLUGINS": "apikey"})
+    assert ApiKeySettings not in loaded  # a deployment replacing apikey keeps its secret as it is
+    with pytest.raises(ConfigError, match=r"key_peper \(GATEWAY_KEY_PEPER\): unknown setting"):
+        load_all({"GATEWAY_KEY_PEPER": "k" * 20, "GATEWAY_DISABLE_PLUGINS": "apikey"})
 
 
 def test_a_secret_plugin_setting_is_never_repeated_in_an_error():
