@@ -133,7 +133,8 @@ def build_cli(pm) -> click.Group:
     @json_option
     def settings_(markdown, as_json):
         """List every setting, the core's and each loaded plugin's: value (secrets as ***), owner, meaning."""
-        from gateway.config import Settings, declared_settings, read_sources, setting_values, settings_table
+        from gateway.config import Settings, declared_settings, read_sources
+        from gateway.declare import setting_values, settings_table
 
         try:
             owned = declared_settings(pm)

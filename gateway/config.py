@@ -1,11 +1,9 @@
 """Settings: defaults < config file < environment (``GATEWAY_*``) < SSM/secret < overrides, validated at start-up.
 
-Each setting is declared once, as a field of a dataclass made with :func:`setting`: its
-default, its marshmallow field (type and what it accepts), its line in the README's
-settings table, an old variable name read as well, and whether it is a secret. The
-environment parsing, the validation, the typed object (:class:`Settings` for the core's,
-a plugin's own class for a plugin's, see ``gateway_declare_settings``) and the README table
-(:func:`settings_table`) all come from that one declaration.
+The core declares its settings here (:class:`Settings`), each once, with
+:func:`gateway.declare.setting`; each plugin declares its own the same way
+(``gateway_declare_settings``). All are read from the same sources (:func:`read_sources`):
+:func:`load_settings` validates the core's, :func:`load_plugin_settings` the loaded plugins'.
 
 A setting that is unknown (neither the core nor a loaded plugin declares it) or malformed
 stops start-up with a :class:`ConfigError` naming it and saying what it accepts; a secret's
@@ -14,104 +12,26 @@ value is never repeated. The original Lambda deployment's variable names (``ENVI
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from marshmallow import Schema, ValidationError, validate
+from marshmallow import Schema, validate
 from marshmallow import fields as f
 
+from gateway.declare import ENV_PREFIX, CommaList, JSONMapping, build, declarations, label, setting
 from gateway.errors import ConfigError
 from gateway.tiers import DEFAULT_TIERS, TIERS
 
-ENV_PREFIX = "GATEWAY_"
+T = TypeVar("T")
 
 #: Environment variables with the prefix that are not settings (read elsewhere, by name).
 NOT_SETTINGS = {"GATEWAY_CONFIG"}
 
 STAGES = ("dev", "staging", "prod")
-
-#: The key under which a dataclass field's metadata holds the setting's declaration.
-DECLARATION = "gateway_setting"
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Declaration:
-    """What :func:`setting` records about one setting, beside its default."""
-
-    field: f.Field
-    help: str
-    alias: str = ""
-    secret: bool = False
-    shown: str | None = None
-
-
-def setting(default: Any, field: f.Field, help: str = "", *, alias: str = "", secret: bool = False,
-            shown: str | None = None) -> Any:
-    """Declare one setting as a dataclass field.
-
-    :param default: its value when nothing sets it; a callable (``list``, ``dict``, a function)
-        is called for each new settings object.
-    :param field: the marshmallow field that parses and validates it (``validate=`` says what it
-        accepts; the environment's text is parsed by it, e.g. ``f.Boolean`` takes ``"false"``).
-    :param help: what it does, for the README's settings table and ``gateway settings``.
-    :param alias: an older environment variable read when nothing else sets the setting.
-    :param secret: never shown: not in error messages, not by ``gateway settings``.
-    :param shown: the default as the table shows it, where the value itself says too little.
-    """
-    metadata = {DECLARATION: Declaration(field, help, alias, secret, shown)}
-    if callable(default):
-        return dataclasses.field(default_factory=default, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-@functools.cache
-def declarations(cls: type) -> dict[str, Declaration]:
-    """The settings a declaration class (made with :func:`setting`) declares, by name."""
-    if not dataclasses.is_dataclass(cls):
-        raise ConfigError(f"{cls!r} is not a settings declaration: make it a dataclass whose fields use "
-                          "gateway.config.setting")
-    found = {}
-    for item in dataclasses.fields(cls):
-        if DECLARATION not in item.metadata:
-            raise ConfigError(f"{cls.__qualname__}.{item.name} is not declared with gateway.config.setting")
-        found[item.name] = item.metadata[DECLARATION]
-    return found
-
-
-@functools.cache
-def _schema(cls: type) -> Schema:
-    """The marshmallow schema of ``cls``'s settings (built once per class)."""
-    return Schema.from_dict({name: d.field for name, d in declarations(cls).items()},
-                            name=f"{cls.__name__}Schema")()
-
-
-class CommaList(f.List):
-    """A list that also accepts a comma-separated string (the environment's form)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-class JSONMapping(f.Dict):
-    """A mapping that also accepts a JSON object string (the environment's form)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise ValidationError(f"not valid JSON: {exc}") from exc
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class TierSchema(Schema):
@@ -339,21 +259,6 @@ def read_mapping_file(path: str, what: str = "config file") -> dict[str, Any]:
         raise ConfigError(f"{what} {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") from None
 
 
-def _label(name: str) -> str:
-    return f"{name} ({ENV_PREFIX}{name.upper()})"
-
-
-def _describe(errors: dict, source: Mapping[str, Any], secret: Callable[[str], bool]) -> str:
-    """One line naming each rejected setting, its value unless ``secret(name)``, and what it accepts."""
-    parts = []
-    for name, messages in sorted(errors.items()):
-        text = "; ".join(m if isinstance(m, str) else json.dumps(m) for m in
-                         (messages if isinstance(messages, list) else [messages]))
-        shown = name in source and not secret(name)
-        parts.append(f"{_label(name)} = {source.get(name)!r}: {text}" if shown else f"{_label(name)}: {text}")
-    return "invalid settings: " + ", ".join(parts)
-
-
 class SettingSources:
     """Every setting's raw value, before validation: defaults < config file < environment < SSM and
     secret < overrides. Each declaration (the core's, each plugin's) takes its own names from it."""
@@ -365,27 +270,20 @@ class SettingSources:
 
     def load(self, cls: type[T]) -> T:
         """``cls``'s settings (a declaration class), validated; :class:`ConfigError` naming each bad one."""
-        declared = declarations(cls)
         values = {}
-        for name, declaration in declared.items():
+        for name, declaration in declarations(cls).items():
             if name in self.raw:
                 values[name] = self.raw[name]
             elif declaration.alias and declaration.alias in self.environ:
                 values[name] = self.environ[declaration.alias]
-        if not values:  # all defaults: no schema to build (~0.25 ms of cold start per declaration)
-            return cls()
-        try:
-            loaded = _schema(cls).load(values)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc.messages, values, lambda name: declared[name].secret)) from None
-        return cls(**loaded)
+        return build(cls, values)
 
     def check_known(self, declared: Iterable[str]) -> None:
         """Raise :class:`ConfigError` naming every setting given that nothing declares."""
         unknown = sorted(set(self.raw) - set(declared))
         if unknown:
             raise ConfigError("invalid settings: " + ", ".join(
-                f"{_label(name)}: unknown setting (neither the core nor a loaded plugin declares it)"
+                f"{label(name)}: unknown setting (neither the core nor a loaded plugin declares it)"
                 for name in unknown))
 
 
@@ -491,36 +389,3 @@ def _as_list(declared: type | list[type] | None) -> list[type]:
     if declared is None:
         return []
     return list(declared) if isinstance(declared, (list, tuple)) else [declared]
-
-
-def _shown_default(name: str, cls: type) -> str:
-    """A setting's default as the settings table shows it."""
-    declaration = declarations(cls)[name]
-    if declaration.shown is not None:
-        return declaration.shown
-    item = next(item for item in dataclasses.fields(cls) if item.name == name)
-    value = item.default if item.default_factory is dataclasses.MISSING else item.default_factory()
-    if value in ("", [], {}):
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return f"`{value}`" if isinstance(value, str) else str(value)
-
-
-def settings_table(owned: Iterable[tuple[str, type]]) -> str:
-    """The Markdown table of the settings each ``(owner, declaration class)`` declares (the README's)."""
-    lines = ["| setting | default | owner | |", "|---|---|---|---|"]
-    for owner, cls in owned:
-        for name, declaration in declarations(cls).items():
-            also = f" (also `{declaration.alias}`)" if declaration.alias else ""
-            lines.append(f"| `{name}` | {_shown_default(name, cls)} | {owner} | {declaration.help}{also} |")
-    return "\n".join(lines)
-
-
-def setting_values(owned: Iterable[tuple[str, type]], loaded: Mapping[type, Any]) -> list[dict[str, Any]]:
-    """Each declared setting's name, owner, value (``"***"`` for a secret) and help, for ``gateway settings``."""
-    return [{"name": name, "owner": owner, "help": declaration.help,
-             "value": "***" if declaration.secret else getattr(loaded[cls], name)}
-            for owner, cls in owned for name, declaration in declarations(cls).items()]

@@ -27,7 +27,7 @@ from marshmallow import ValidationError, validate
 from marshmallow import fields as f
 
 from gateway import hookimpl
-from gateway.config import setting
+from gateway.declare import setting
 from gateway.errors import AuthenticationError, ConfigError, PermissionDenied
 from gateway.store.base import ApiKey
 from gateway.types import PERMISSIONS, TIERS, Caller

@@ -17,7 +17,7 @@ from marshmallow import fields as f
 from marshmallow import validate
 
 from gateway import hookimpl, metrics
-from gateway.config import setting
+from gateway.declare import setting
 from gateway.errors import InvalidRequest
 from gateway.http import LazyView
 from plugins.echo_provider import message_text

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 from marshmallow import fields as f
 
 from gateway import hookimpl
-from gateway.config import setting
+from gateway.declare import setting
 from gateway.errors import ProviderError, ProviderRateLimited, ProviderTimeout, UpstreamRejected, scrub
 from gateway.resilience import time_left
 from gateway.sse import split_events

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config import declarations, declared_settings, load_settings, settings_table
+from gateway.config import declared_settings, load_settings
+from gateway.declare import declarations, settings_table
 from gateway.plugins import BUILTIN_PLUGINS, build_plugin_manager
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
