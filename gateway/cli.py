@@ -15,7 +15,7 @@ import click
 from flask.cli import FlaskGroup, with_appcontext
 
 from gateway.cli_output import answer, json_option
-from gateway.config import load_plugin_settings, load_settings
+from gateway.config import load_settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.plugins import build_plugin_manager
 
@@ -133,7 +133,7 @@ def build_cli(pm) -> click.Group:
     @json_option
     def settings_(markdown, as_json):
         """List every setting, the core's and each loaded plugin's: value (secrets as ***), owner, meaning."""
-        from gateway.config import Settings, declared_settings, read_sources
+        from gateway.config import Settings, declared_settings, load_plugin_settings, read_sources
         from gateway.declare import setting_values, settings_table
 
         try:
