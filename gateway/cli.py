@@ -134,7 +134,7 @@ def build_cli(pm) -> click.Group:
     def settings_(markdown, as_json):
         """List every setting, the core's and each loaded plugin's: value (secrets as ***), owner, meaning."""
         from gateway.config import Settings, declared_settings, load_plugin_settings, read_sources
-        from gateway.declare import setting_values, settings_table
+        from gateway.setting_fields import setting_values, settings_table
 
         try:
             owned = declared_settings(pm)

@@ -1,7 +1,7 @@
 """Settings: defaults < config file < environment (``GATEWAY_*``) < SSM/secret < overrides, validated at start-up.
 
 The core declares its settings here (:class:`Settings`), each once, with
-:func:`gateway.declare.setting`; each plugin declares its own the same way
+:func:`gateway.setting_fields.setting`; each plugin declares its own the same way
 (``gateway_declare_settings``). All are read from the same sources (:func:`read_sources`):
 :func:`load_settings` validates the core's, :func:`load_plugin_settings` the loaded plugins'.
 
@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 from marshmallow import Schema, validate
 from marshmallow import fields as f
 
-from gateway.declare import ENV_PREFIX, CommaList, JSONMapping, build, declarations, label, setting
 from gateway.errors import ConfigError
+from gateway.setting_fields import ENV_PREFIX, CommaList, JSONMapping, build, declarations, label, setting
 from gateway.tiers import DEFAULT_TIERS, TIERS
 
 T = TypeVar("T")

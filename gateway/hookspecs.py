@@ -124,7 +124,7 @@ def gateway_declare_settings():
     """Declare this plugin's settings (called once at start-up, before ``gateway_startup``).
 
     :return: a settings class, a list of them, or None. A settings class is a dataclass
-        whose fields are made with :func:`gateway.declare.setting` (default, marshmallow
+        whose fields are made with :func:`gateway.setting_fields.setting` (default, marshmallow
         field, help). Each setting is read like the core's (``GATEWAY_<NAME>``, the config
         file, SSM, ``create_app`` overrides) and validated at start-up; a bad value stops
         start-up naming it. Read the values with ``gateway.plugin_settings[YourClass]``.

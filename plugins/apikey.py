@@ -27,8 +27,8 @@ from marshmallow import ValidationError, validate
 from marshmallow import fields as f
 
 from gateway import hookimpl
-from gateway.declare import setting
 from gateway.errors import AuthenticationError, ConfigError, PermissionDenied
+from gateway.setting_fields import setting
 from gateway.store.base import ApiKey
 from gateway.types import PERMISSIONS, TIERS, Caller
 

@@ -17,9 +17,9 @@ from marshmallow import fields as f
 from marshmallow import validate
 
 from gateway import hookimpl, metrics
-from gateway.declare import setting
 from gateway.errors import InvalidRequest
 from gateway.http import LazyView
+from gateway.setting_fields import setting
 from plugins.echo_provider import message_text
 
 logger = logging.getLogger(__name__)

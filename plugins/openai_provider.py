@@ -40,9 +40,9 @@ from urllib.parse import urlsplit
 from marshmallow import fields as f
 
 from gateway import hookimpl
-from gateway.declare import setting
 from gateway.errors import ProviderError, ProviderRateLimited, ProviderTimeout, UpstreamRejected, scrub
 from gateway.resilience import time_left
+from gateway.setting_fields import setting
 from gateway.sse import split_events
 from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
 from gateway.upstream_http import ConnectionPool, ExchangeError

@@ -21,9 +21,9 @@ from gateway import hookimpl
 from gateway.app import create_app
 from gateway.cli import build_cli
 from gateway.config import Settings, load_all_settings, load_settings
-from gateway.declare import setting
 from gateway.errors import ConfigError
 from gateway.plugins import build_plugin_manager
+from gateway.setting_fields import setting
 from gateway.testing import make_app
 from plugins.apikey import DEV_PEPPER, ApiKeySettings
 from plugins.mcp import CatalogSettings

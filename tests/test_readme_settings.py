@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import declared_settings, load_settings
-from gateway.declare import declarations, settings_table
 from gateway.plugins import BUILTIN_PLUGINS, build_plugin_manager
+from gateway.setting_fields import declarations, settings_table
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BUILT_IN = {"core"} | {module.rsplit(".", 1)[-1] for module in BUILTIN_PLUGINS}

@@ -6,7 +6,7 @@ From that one declaration come the validation (:func:`build`), the typed object 
 itself: :class:`gateway.config.Settings` for the core, a plugin's own class for a plugin, see
 ``gateway_declare_settings``), the README's settings table (:func:`settings_table`) and what
 ``gateway settings`` shows (:func:`setting_values`). Plugins write
-``from gateway.declare import setting``.
+``from gateway.setting_fields import setting``.
 """
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ ENV_PREFIX = "GATEWAY_"
 
 T = TypeVar("T")
 
-#: The key under which a dataclass field's metadata holds the setting's declaration.
+#: The key under which a dataclass field's metadata holds the setting's :class:`SettingMetadata`.
 DECLARATION = "gateway_setting"
 
 
 @dataclass(frozen=True)
-class Declaration:
+class SettingMetadata:
     """What :func:`setting` records about one setting, beside its default."""
 
     field: f.Field
@@ -54,22 +54,22 @@ def setting(default: Any, field: f.Field, help: str = "", *, alias: str = "", se
     :param secret: never shown: not in error messages, not by ``gateway settings``.
     :param shown: the default as the table shows it, where the value itself says too little.
     """
-    metadata = {DECLARATION: Declaration(field, help, alias, secret, shown)}
+    metadata = {DECLARATION: SettingMetadata(field, help, alias, secret, shown)}
     if callable(default):
         return dataclasses.field(default_factory=default, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
 @functools.cache
-def declarations(cls: type) -> dict[str, Declaration]:
+def declarations(cls: type) -> dict[str, SettingMetadata]:
     """The settings a declaration class (made with :func:`setting`) declares, by name."""
     if not dataclasses.is_dataclass(cls):
         raise ConfigError(f"{cls!r} is not a settings declaration: make it a dataclass whose fields use "
-                          "gateway.declare.setting")
+                          "gateway.setting_fields.setting")
     found = {}
     for item in dataclasses.fields(cls):
         if DECLARATION not in item.metadata:
-            raise ConfigError(f"{cls.__qualname__}.{item.name} is not declared with gateway.declare.setting")
+            raise ConfigError(f"{cls.__qualname__}.{item.name} is not declared with gateway.setting_fields.setting")
         found[item.name] = item.metadata[DECLARATION]
     return found
 
