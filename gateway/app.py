@@ -8,13 +8,13 @@ from typing import Any
 from flask import Flask, current_app
 
 from gateway import http
-from gateway.config import Settings, load_settings
+from gateway.config import PluginSettings, Settings, load_all_settings
 from gateway.declarations import Declarations
 from gateway.declarations import collect as collect_declarations
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging, install_access_log
 from gateway.models import load_model_table
-from gateway.plugins import PluginManager, build_plugin_manager
+from gateway.plugins import PluginManager
 from gateway.ratelimit import RequestLimiter
 from gateway.request_log import on_lambda
 from gateway.resilience import Resilience
@@ -34,8 +34,11 @@ logger = logging.getLogger(__name__)
 class Gateway:
     """One app's state: settings, store, plugin manager and providers (built once, reused)."""
 
-    def __init__(self, settings: Settings, pm: PluginManager, store: Store):
+    def __init__(self, settings: Settings, pm: PluginManager, store: Store,
+                 plugin_settings: PluginSettings | None = None):
         self.settings = settings
+        #: Each plugin's validated settings by declaration class: ``gateway.plugin_settings[MySettings].x``.
+        self.plugin_settings = plugin_settings if plugin_settings is not None else PluginSettings()
         self.pm = pm
         self.hook = pm.hook
         self.store = store
@@ -88,20 +91,29 @@ def current_gateway() -> Gateway:
     return current_app.extensions["gateway"]
 
 
+def _stop_start_up(impl, exc: Exception) -> None:
+    """A ``gateway_startup`` implementation failed: a ConfigError stops start-up with the plugin's name
+    and its message (no traceback); anything else is a bug, raised as it is."""
+    if isinstance(exc, ConfigError):
+        raise ConfigError(f"plugin {impl.plugin_name!r}: {exc}") from None
+    raise exc
+
+
 def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object, ...] = ()) -> Flask:
     """Build a gateway app.
 
     :param config: settings that override the config file and the environment
         (names as in :class:`gateway.config.Settings`).
     :param plugins: extra plugin objects registered after all others (for tests).
-    :raises ConfigError: a setting is unknown or malformed, or a plugin cannot load.
+    :raises ConfigError: a setting is unknown or malformed, a plugin cannot load, or a plugin's
+        ``gateway_startup`` refused to start.
     """
-    settings = load_settings(config)
+    settings, pm, plugin_settings = load_all_settings(config, plugins=plugins)
     configure_logging(settings.log_level)
-    pm = build_plugin_manager(settings, plugins)
-    gateway = Gateway(settings, pm, open_store(settings))
+    gateway = Gateway(settings, pm, open_store(settings), plugin_settings)
     gateway.load_providers()
     gateway.load_declarations()
+    pm.call_each("gateway_startup", {"gateway": gateway}, _stop_start_up)
 
     app = http.GatewayFlask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -128,6 +128,28 @@ def build_cli(pm) -> click.Group:
                 for name, plugin in pm.list_name_plugin()]
         answer(as_json, rows, plugin_table(rows, shutil.get_terminal_size().columns))
 
+    @cli.command("settings")
+    @click.option("--markdown", is_flag=True, help="Print the defaults as the README's settings table.")
+    @json_option
+    def settings_(markdown, as_json):
+        """List every setting, the core's and each loaded plugin's: value (secrets as ***), owner, meaning."""
+        from gateway.config import Settings, declared_settings, load_plugin_settings, read_sources
+        from gateway.setting_fields import setting_values, settings_table
+
+        try:
+            owned = declared_settings(pm)
+            if markdown:
+                click.echo(settings_table(owned))
+                return
+            sources = read_sources()
+            loaded = {Settings: sources.load(Settings), **load_plugin_settings(sources, pm)}
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        rows = setting_values(owned, loaded)
+        width = max(len(row["name"]) for row in rows)
+        answer(as_json, rows, "\n".join(f"{row['name']:<{width}}  {row['value']!s:<20}  {row['owner']}"
+                                         for row in rows))
+
     pm.hook.gateway_register_commands(cli=cli)
     return cli
 

@@ -1,71 +1,41 @@
-"""Settings: defaults < config file < environment (``GATEWAY_*``), validated at start-up.
+"""Settings: defaults < config file < environment (``GATEWAY_*``) < SSM/secret < overrides, validated at start-up.
 
-A setting that is unknown or malformed stops start-up with a :class:`ConfigError`
-naming it and saying what it accepts. The original Lambda deployment's variable
-names (``ENVIRONMENT``, ``API_KEY_TABLE_NAME`` …) are accepted as aliases.
+The core declares its settings here (:class:`Settings`), each once, with
+:func:`gateway.setting_fields.setting`; each plugin declares its own the same way
+(``gateway_declare_settings``). All are read from the same sources (:func:`read_sources`):
+:func:`load_settings` validates the core's, :func:`load_plugin_settings` the loaded plugins'.
+
+A setting that is unknown (neither the core nor a loaded plugin declares it) or malformed
+stops start-up with a :class:`ConfigError` naming it and saying what it accepts; a secret's
+value is never repeated. The original Lambda deployment's variable names (``ENVIRONMENT``,
+``API_KEY_TABLE_NAME`` …) are read where nothing else sets the setting.
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from marshmallow import RAISE, Schema, ValidationError, validate
+from marshmallow import Schema, validate
 from marshmallow import fields as f
 
 from gateway.errors import ConfigError
+from gateway.setting_fields import ENV_PREFIX, CommaList, JSONMapping, build, declarations, label, setting
+from gateway.tiers import DEFAULT_TIERS, TIERS
 
-ENV_PREFIX = "GATEWAY_"
-
-#: Old deployment variable -> setting name. Read only when the GATEWAY_ form is absent.
-ENV_ALIASES = {
-    "ENVIRONMENT": "stage",
-    "API_KEY_TABLE_NAME": "api_key_table",
-    "PRODUCT_CATALOG_TABLE_NAME": "product_table",
-    "REQUEST_ANALYTICS_TABLE_NAME": "request_log_table",
-    "OPENAI_PROVIDER_ENABLED": "openai_provider_enabled",
-    "RATE_LIMIT_FREE_TIER_RPM": "rate_limit_free_tier_rpm",
-    "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "circuit_breaker_failure_threshold",
-    # Set by the Lambda runtime: the function's own region, so no stage names a region of its own.
-    "AWS_REGION": "aws_region",
-}
-
-#: Settings whose values an error message never repeats (they may hold secrets).
-SECRET_SETTINGS = {"key_pepper", "plugin_settings"}
+T = TypeVar("T")
 
 #: Environment variables with the prefix that are not settings (read elsewhere, by name).
 NOT_SETTINGS = {"GATEWAY_CONFIG"}
 
-
-class CommaList(f.List):
-    """A list that also accepts a comma-separated string (the environment's form)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-class JSONMapping(f.Dict):
-    """A mapping that also accepts a JSON object string (the environment's form)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise ValidationError(f"not valid JSON: {exc}") from exc
-        return super()._deserialize(value, attr, data, **kwargs)
+STAGES = ("dev", "staging", "prod")
 
 
 class TierSchema(Schema):
     """One tier's limits, as given in the ``tiers`` setting (each field optional)."""
-
-    class Meta:
-        unknown = RAISE
 
     requests_per_minute = f.Integer(validate=validate.Range(min=1))
     requests_per_hour = f.Integer(validate=validate.Range(min=1))
@@ -86,190 +56,142 @@ class TierLimits:
     concurrent_requests: int
 
 
-#: Tier defaults (DESIGN.md "Data"); the ``tiers`` setting overrides any field of any tier.
-DEFAULT_TIERS = {
-    "free": {"requests_per_hour": 100, "tokens_per_minute": 10_000, "monthly_budget_usd": 5.0,
-             "concurrent_requests": 4},
-    "basic": {"requests_per_hour": 3_000, "tokens_per_minute": 100_000, "monthly_budget_usd": 50.0,
-              "concurrent_requests": 16},
-    "premium": {"requests_per_hour": 30_000, "tokens_per_minute": 1_000_000, "monthly_budget_usd": 500.0,
-                "concurrent_requests": 64},
-    "enterprise": {"requests_per_hour": 200_000, "tokens_per_minute": 5_000_000,
-                   "monthly_budget_usd": 5_000.0, "concurrent_requests": 512},
-}
+def _choice(*choices: str) -> f.String:
+    return f.String(validate=validate.OneOf(choices))
 
 
-class SettingsSchema(Schema):
-    """Every setting, its type and what it accepts."""
-
-    class Meta:
-        unknown = RAISE
-
-    stage = f.String(validate=validate.OneOf(["dev", "staging", "prod"]))
-    store = f.String(validate=validate.OneOf(["sqlite", "dynamodb"]))
-    sqlite_path = f.String(validate=validate.Length(min=1))
-    table_prefix = f.String(validate=validate.Length(min=1))
-    api_key_table = f.String(validate=validate.Length(min=1))
-    product_table = f.String(validate=validate.Length(min=1))
-    request_log_table = f.String(validate=validate.Length(min=1))
-    aws_region = f.String()
-    key_pepper = f.String(validate=validate.Length(min=16))
-    key_cache_ttl = f.Float(validate=validate.Range(min=0))
-    max_body_bytes = f.Integer(validate=validate.Range(min=1024))
-    max_messages = f.Integer(validate=validate.Range(min=1, max=2048))
-    max_message_chars = f.Integer(validate=validate.Range(min=1))
-    allowed_upstream_hosts = CommaList(f.String(validate=validate.Length(min=1)))
-    cors_origins = CommaList(f.String())
-    trusted_proxy_hops = f.Integer(validate=validate.Range(min=0, max=10))
-    plugins = CommaList(f.String())
-    disable_plugins = CommaList(f.String())
-    plugin_settings = JSONMapping(keys=f.String(), values=f.Dict())
-    openai_provider_enabled = f.Boolean()
-    rate_limit_free_tier_rpm = f.Integer(validate=validate.Range(min=1))
-    tier_limits = JSONMapping(keys=f.String(validate=validate.OneOf(
-        ["free", "basic", "premium", "enterprise"])), values=f.Integer(validate=validate.Range(min=1)))
-    tiers = JSONMapping(keys=f.String(validate=validate.OneOf(["free", "basic", "premium", "enterprise"])),
-                        values=f.Nested(TierSchema))
-    rate_limit_storage_uri = f.String()
-    rate_limit_fail_mode = f.String(validate=validate.OneOf(["open", "closed"]))
-    concurrency_lease_seconds = f.Float(validate=validate.Range(min=3, max=3600))
-    failed_auth_limit = f.String(validate=validate.Length(min=1))
-    key_rotation_grace_seconds = f.Float(validate=validate.Range(min=0))
-    circuit_breaker_failure_threshold = f.Integer(validate=validate.Range(min=1))
-    request_log_retention_days = f.Integer(validate=validate.Range(min=1))
-    log_level = f.String(validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
-    provider_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
-    mcp_context_default = f.Boolean()
-    mcp_max_products = f.Integer(validate=validate.Range(min=1, max=20))
-    mcp_context_token_budget = f.Integer(validate=validate.Range(min=100, max=100_000))
-    catalog_cache_ttl = f.Float(validate=validate.Range(min=0))
-    request_log_writes = f.String(validate=validate.OneOf(["auto", "sync", "background"]))
-    request_log_queue_size = f.Integer(validate=validate.Range(min=1))
-    request_log_batch_wait_ms = f.Float(validate=validate.Range(min=0, max=1000))
-    request_log_content = f.Boolean()
-    response_cache = f.String(validate=validate.Regexp(
-        r"^$|^auto$|^(sqlite|memory|redis|rediss|dynamodb)://", error="must be empty (off), auto, "
-        "or a sqlite://, memory://, redis:// or dynamodb:// URI"))
-    response_cache_ttl = f.Integer(validate=validate.Range(min=1))
-    metrics_emf = f.Boolean()
-    provider_connect_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
-    request_timeout = f.Float(validate=validate.Range(min=0.1, max=28))
-    stream_idle_timeout = f.Float(validate=validate.Range(min=1))
-    stream_max_seconds = f.Float(validate=validate.Range(min=1))
-    retry_attempts = f.Integer(validate=validate.Range(min=0, max=10))
-    retry_base_delay = f.Float(validate=validate.Range(min=0))
-    retry_max_delay = f.Float(validate=validate.Range(min=0))
-    circuit_breaker_cooldown = f.Float(validate=validate.Range(min=0))
-    model_table_path = f.String()
-    trace_plugins = f.Boolean()
-    ssm_path = f.String(validate=validate.Regexp(r"^(/[\w.-]+)+/$", error="an SSM path like /ai-gateway/prod/"))
-    secret_id = f.String()
+def _name() -> f.String:
+    return f.String(validate=validate.Length(min=1))
 
 
-DEV_PEPPER = "dev-only-pepper-change-me-in-production"
+def _at_least(minimum: float, number: type[f.Number] = f.Float, maximum: float | None = None) -> f.Number:
+    return number(validate=validate.Range(min=minimum, max=maximum))
+
+
+def _tier_map(values: f.Field) -> JSONMapping:
+    return JSONMapping(keys=f.String(validate=validate.OneOf(TIERS)), values=values)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
 class Settings:
-    """The validated settings of one app.
+    """The core's validated settings of one app (a plugin's own are in ``gateway.plugin_settings``).
 
-    No generated ``repr`` (it would print the key pepper and any secret into a log or a
-    traceback) and no ``==`` (nothing compares settings): with 70 fields, generating
-    them cost about 2 ms of every cold start.
+    No generated ``repr`` (it would print any secret into a log or a traceback) and no ``==``
+    (nothing compares settings): with 50 fields, generating them cost about 2 ms of every cold start.
     """
 
-    stage: str = "dev"
-    store: str = "sqlite"
-    sqlite_path: str = "var/gateway.db"
-    table_prefix: str = "ai-gateway"
-    api_key_table: str = ""
-    product_table: str = ""
-    request_log_table: str = ""
-    aws_region: str = "us-east-1"
-    key_pepper: str = DEV_PEPPER
-    #: Seconds a worker may keep using a cached key where the store cannot signal changes
-    #: (DynamoDB): the bound on how long a revoked key keeps working there.
-    key_cache_ttl: float = 5.0
-    max_body_bytes: int = 1024 * 1024
-    #: Messages one completion may carry, and characters of text one message may hold (400 beyond).
-    max_messages: int = 512
-    max_message_chars: int = 200_000
-    #: Hosts a configured upstream URL may name besides https ones (plain http, private addresses);
-    #: loopback is allowed without listing only in the dev stage (gateway/upstreams.py).
-    allowed_upstream_hosts: list[str] = field(default_factory=list)
-    cors_origins: list[str] = field(default_factory=list)
-    #: Proxies in front of the gateway whose X-Forwarded-For (and -Proto, -Host) to trust, counted
-    #: from the server: the client address the failed-auth throttle sees. 0 trusts none.
-    trusted_proxy_hops: int = 0
-    plugins: list[str] = field(default_factory=list)
-    disable_plugins: list[str] = field(default_factory=list)
-    plugin_settings: dict[str, dict] = field(default_factory=dict)
-    openai_provider_enabled: bool = True
-    rate_limit_free_tier_rpm: int = 10
-    tier_limits: dict[str, int] = field(default_factory=dict)
-    #: Per-tier overrides of DEFAULT_TIERS, e.g. {"free": {"tokens_per_minute": 2000}}.
-    tiers: dict[str, dict] = field(default_factory=dict)
-    #: Where limit counters live: "" picks sqlite:///<next to sqlite_path> (store sqlite) or
-    #: dynamodb://<prefix>-<stage>-rate-limits (store dynamodb); memory:// is per process;
-    #: redis://host:port/db.
-    rate_limit_storage_uri: str = ""
-    #: Counter store unreachable: "closed" answers 503, "open" serves and logs a warning.
-    rate_limit_fail_mode: str = "closed"
-    #: Seconds a call-in-flight slot (the tiers' ``concurrent_requests``) outlives its holder's last
-    #: renewal (every third of it): how long a crashed worker's slots stay taken, at most.
-    concurrency_lease_seconds: float = 30.0
-    #: Failed authentications allowed per client address (a ``limits`` limit string such as "20/minute").
-    failed_auth_limit: str = "20/minute"
-    #: How long a rotated-out key keeps working, in seconds.
-    key_rotation_grace_seconds: float = 86_400.0
-    circuit_breaker_failure_threshold: int = 5
-    request_log_retention_days: int = 90
-    log_level: str = "INFO"
-    #: Inject catalog context into completions that do not say (per-request switches win).
-    mcp_context_default: bool = False
-    mcp_max_products: int = 5
-    #: Estimated tokens (about 4 characters each) the injected catalog block may take.
-    mcp_context_token_budget: int = 1000
-    #: Seconds a process reuses what it read from the catalog for search.
-    catalog_cache_ttl: float = 60.0
-    #: "auto": in the request on Lambda, on a background thread elsewhere.
-    request_log_writes: str = "auto"
-    request_log_queue_size: int = 10_000
-    #: How long the background request-log writer lets records gather into one batch, in ms: long
-    #: enough that calls of seconds (a few dozen a second per worker) still share their writes.
-    request_log_batch_wait_ms: float = 100.0
-    #: Store prompts and completions (after the ``gateway_redact`` hook) in the request log.
-    request_log_content: bool = False
-    #: "" (off), "auto" (sqlite:///<sqlite_path's stem>-cache.db on the SQLite store, memory://
-    #: on DynamoDB), "sqlite:///path?max_entries=N", "memory://?max_entries=N" (per process),
-    #: "redis://host:port/db" or "dynamodb://table".
-    response_cache: str = "auto"
-    response_cache_ttl: int = 3600
-    #: CloudWatch Embedded Metric Format lines on stdout: by default only on Lambda (where CloudWatch Logs
-    #: turns them into metrics); elsewhere they would fill the console, so a host turns them on itself.
-    metrics_emf: bool = field(default_factory=lambda: "AWS_LAMBDA_FUNCTION_NAME" in os.environ)
-    #: Seconds one upstream attempt may take (SDK read timeout); connect has its own, shorter one.
-    provider_timeout: float = 20.0
-    provider_connect_timeout: float = 3.0
-    #: Seconds for all attempts of one request (retries, fallbacks): inside API Gateway's 29 s.
-    request_timeout: float = 27.0
-    #: Seconds a stream may go without an upstream event (a reasoning model may think minutes
-    #: before its first token) before it ends with an error event; then the total a stream may last.
-    stream_idle_timeout: float = 300.0
-    stream_max_seconds: float = 3600.0
-    #: Retries after the first attempt, per candidate, with exponential backoff and full jitter.
-    retry_attempts: int = 2
-    retry_base_delay: float = 0.25
-    retry_max_delay: float = 4.0
-    #: Seconds an open circuit stays open before one probe call is let through.
-    circuit_breaker_cooldown: float = 30.0
-    #: JSON or TOML file adding to (or replacing) the built-in model table; see gateway/models.py.
-    model_table_path: str = ""
-    #: Log each plugin hook call's duration (``GATEWAY_TRACE_PLUGINS=1``).
-    trace_plugins: bool = False
-    #: Read settings from these SSM parameters and this secret at start (gateway/ssm.py); "" is off.
-    ssm_path: str = ""
-    secret_id: str = ""
+    stage: str = setting("dev", _choice(*STAGES), "`dev`, `staging`, `prod`; non-dev stages require their "
+                         "own `key_pepper`", alias="ENVIRONMENT")
+    store: str = setting("sqlite", _choice("sqlite", "dynamodb"), "or `dynamodb` (tables "
+                         "`ai-gateway-<stage>-api-keys`, `-product-catalog`, `-request-analytics`)")
+    sqlite_path: str = setting("var/gateway.db", _name(), "the SQLite store's file")
+    table_prefix: str = setting("ai-gateway", _name(), "DynamoDB tables: `<table_prefix>-<stage>-api-keys` "
+                                "and so on, unless a table is named")
+    api_key_table: str = setting("", f.String(), "the DynamoDB table of API keys, by name",
+                                 alias="API_KEY_TABLE_NAME")
+    product_table: str = setting("", f.String(), "the DynamoDB table of the product catalog, by name",
+                                 alias="PRODUCT_CATALOG_TABLE_NAME")
+    request_log_table: str = setting("", f.String(), "the DynamoDB table of the request log, by name",
+                                     alias="REQUEST_ANALYTICS_TABLE_NAME")
+    # Set by the Lambda runtime: the function's own region, so no stage names a region of its own.
+    aws_region: str = setting("us-east-1", f.String(), "the DynamoDB store's region, and Bedrock's when the "
+                              "AWS configuration names none", alias="AWS_REGION")
+    max_body_bytes: int = setting(1024 * 1024, _at_least(1024, f.Integer), "the largest request body (413 beyond)")
+    max_messages: int = setting(512, _at_least(1, f.Integer, 2048), "messages one completion may carry (400 beyond)")
+    max_message_chars: int = setting(200_000, _at_least(1, f.Integer), "characters of text one message may hold "
+                                     "(400 beyond)")
+    allowed_upstream_hosts: list[str] = setting(list, CommaList(_name()), "hosts a configured upstream URL may "
+                                                "name besides https public ones; loopback is allowed unlisted "
+                                                "only in `dev`")
+    cors_origins: list[str] = setting(list, CommaList(f.String()), "comma-separated origins; CORS is off "
+                                      "without them")
+    trusted_proxy_hops: int = setting(0, _at_least(0, f.Integer, 10), "proxies in front whose "
+                                      "`X-Forwarded-For` to trust (werkzeug's ProxyFix): the client address the "
+                                      "failed-auth throttle counts; 0 trusts none")
+    plugins: list[str] = setting(list, CommaList(f.String()), "extra plugin modules to load")
+    disable_plugins: list[str] = setting(list, CommaList(f.String()), "plugin names to skip")
+    plugin_settings: dict[str, dict] = setting(dict, JSONMapping(keys=f.String(), values=f.Dict()),
+                                               "free-form blocks per plugin (`plugin_config`); "
+                                               '`{"$env": "NAME"}` values come from the environment', secret=True)
+    rate_limit_free_tier_rpm: int = setting(10, _at_least(1, f.Integer), "the free tier's requests per minute",
+                                            alias="RATE_LIMIT_FREE_TIER_RPM")
+    tier_limits: dict[str, int] = setting(dict, _tier_map(_at_least(1, f.Integer)), "requests per minute by "
+                                          'tier, e.g. `{"basic": 250}`', shown=", ".join(
+                                              f"{tier} {limits['requests_per_minute']}"
+                                              for tier, limits in DEFAULT_TIERS.items()))
+    tiers: dict[str, dict] = setting(dict, _tier_map(f.Nested(TierSchema)), "JSON per tier: "
+                                     "`requests_per_minute`, `requests_per_hour`, `tokens_per_minute` (also the "
+                                     "largest `max_tokens` accepted), `monthly_budget_usd`, `concurrent_requests` "
+                                     "(calls in flight at once, a stream until it ends; 429 "
+                                     "`concurrency_limit_exceeded` beyond); a key's own limits override its tier",
+                                     shown="`DEFAULT_TIERS` in `gateway/tiers.py`")
+    rate_limit_storage_uri: str = setting(
+        "", f.String(), "where counters live: `sqlite:///path`, `redis://host:port/db`, "
+        "`dynamodb://table?region=…`, or `memory://` (per process: exact only with one worker)",
+        shown="SQLite file next to `sqlite_path` (store `sqlite`), `dynamodb://<prefix>-<stage>-rate-limits` "
+        "(store `dynamodb`)")
+    rate_limit_fail_mode: str = setting("closed", _choice("open", "closed"), "counter store unreachable: "
+                                        "`closed` answers 503, `open` serves, logs a warning and counts it")
+    concurrency_lease_seconds: float = setting(30.0, _at_least(3, f.Float, 3600), "a call in flight holds a "
+                                               "lease in the counter store, renewed every third of this: a "
+                                               "crashed worker's slots are free again within it")
+    circuit_breaker_failure_threshold: int = setting(5, _at_least(1, f.Integer), "per provider and model: open "
+                                                     "the circuit after this many consecutive failures",
+                                                     alias="CIRCUIT_BREAKER_FAILURE_THRESHOLD")
+    circuit_breaker_cooldown: float = setting(30.0, _at_least(0), "seconds an open circuit stays open before "
+                                              "one probe call is let through")
+    request_log_retention_days: int = setting(90, _at_least(1, f.Integer), "records expire then: DynamoDB TTL, "
+                                              "SQLite purge (hourly by the writer, or `gateway analytics purge`)")
+    log_level: str = setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "JSON log lines on stderr, "
+                             "and the console's access line per request (off Lambda), which `WARNING` silences; "
+                             "the CLI logs at `WARNING` unless `GATEWAY_LOG_LEVEL` is set")
+    request_log_writes: str = setting("auto", _choice("auto", "sync", "background"), "`sync` (inside the "
+                                      "request), `background` (a writer thread), `auto`: sync on Lambda, "
+                                      "background elsewhere")
+    request_log_queue_size: int = setting(10_000, _at_least(1, f.Integer), "the background queue; when full, "
+                                          "records are written in the request instead (never dropped)")
+    request_log_batch_wait_ms: float = setting(100.0, _at_least(0, f.Float, 1000), "how long the background "
+                                               "writer lets records gather into one batch, in ms: long enough "
+                                               "that calls of seconds still share their writes (a graceful "
+                                               "shutdown still writes them all; token and spend limits are "
+                                               "charged as batches are written)")
+    request_log_content: bool = setting(False, f.Boolean(), "store prompts and answers, after the "
+                                        "`gateway_redact` hook (masks e-mails, keys, card numbers)")
+    response_cache: str = setting("auto", f.String(validate=validate.Regexp(
+        r"^$|^auto$|^(sqlite|memory|redis|rediss|dynamodb)://", error="must be empty (off), auto, "
+        "or a sqlite://, memory://, redis:// or dynamodb:// URI")),
+        '`""` (off); `auto`: `sqlite:///<sqlite_path\'s stem>-cache.db` on the SQLite store, `memory://` on '
+        "DynamoDB; `sqlite:///path?max_entries=N` (shared by the host's workers, 10000), "
+        "`memory://?max_entries=N` (per process, 1000), `redis://host:port/db`, `dynamodb://table`")
+    response_cache_ttl: int = setting(3600, _at_least(1, f.Integer), "seconds a cached answer is served")
+    metrics_emf: bool = setting(lambda: "AWS_LAMBDA_FUNCTION_NAME" in os.environ, f.Boolean(),
+                                "CloudWatch Embedded Metric Format lines on stdout: on by default only on Lambda "
+                                "(`AWS_LAMBDA_FUNCTION_NAME` set), where CloudWatch Logs turns them into metrics; "
+                                "`true` elsewhere", shown="on Lambda only")
+    provider_timeout: float = setting(20.0, _at_least(0.1, f.Float, 28), "seconds one upstream attempt may "
+                                      "take to answer (read)")
+    provider_connect_timeout: float = setting(3.0, _at_least(0.1, f.Float, 28), "seconds one upstream attempt "
+                                              "may take to connect")
+    request_timeout: float = setting(27.0, _at_least(0.1, f.Float, 28), "seconds for all attempts of one "
+                                     "request (retries, fallbacks), inside API Gateway's 29 s")
+    stream_idle_timeout: float = setting(300.0, _at_least(1), "seconds a stream from an OpenAI-compatible "
+                                         "upstream may go without an event (a reasoning model may think "
+                                         'minutes first) before it ends with a `data: {"error": …}` event')
+    stream_max_seconds: float = setting(3600.0, _at_least(1), "seconds any stream may last in all before it "
+                                        'ends with a `data: {"error": …}` event')
+    retry_attempts: int = setting(2, _at_least(0, f.Integer, 10), "retries after the first attempt, per "
+                                  "candidate, on 429, 5xx, timeouts, connection errors: exponential backoff, "
+                                  "full jitter, at least the upstream's `Retry-After`")
+    retry_base_delay: float = setting(0.25, _at_least(0), "seconds of the first retry's backoff")
+    retry_max_delay: float = setting(4.0, _at_least(0), "the longest backoff, in seconds")
+    model_table_path: str = setting("", f.String(), "JSON/TOML file adding to the built-in model table "
+                                    "(see below)")
+    trace_plugins: bool = setting(False, f.Boolean(), "log each plugin hook call's duration")
+    ssm_path: str = setting("", f.String(validate=validate.Regexp(
+        r"^(/[\w.-]+)+/$", error="an SSM path like /ai-gateway/prod/")),
+        "read settings from the SSM parameters under this path at start (`gateway/ssm.py`)")
+    secret_id: str = setting("", f.String(), "read settings from this Secrets Manager secret at start "
+                             "(`gateway/ssm.py`)")
 
     def table(self, kind: str) -> str:
         """The DynamoDB table name for ``kind`` (api-keys, product-catalog, request-analytics)."""
@@ -278,10 +200,10 @@ class Settings:
         return explicit or f"{self.table_prefix}-{self.stage}-{kind}"
 
     def requests_per_minute(self, tier: str) -> int:
-        """The per-minute request limit of ``tier``."""
-        defaults = {"free": self.rate_limit_free_tier_rpm, "basic": 100,
-                    "premium": 1000, "enterprise": 5000}
-        return self.tier_limits.get(tier, defaults.get(tier, self.rate_limit_free_tier_rpm))
+        """The per-minute request limit of ``tier`` (an unknown tier gets the free tier's)."""
+        known = tier if tier in DEFAULT_TIERS else "free"
+        default = self.rate_limit_free_tier_rpm if known == "free" else DEFAULT_TIERS[known]["requests_per_minute"]
+        return self.tier_limits.get(known, default)
 
     def tier(self, name: str) -> TierLimits:
         """The limits of tier ``name`` (an unknown tier gets the free tier's)."""
@@ -300,8 +222,13 @@ class Settings:
         return f"sqlite:///{base.with_name(base.stem + '-ratelimits.db')}"
 
     def plugin_config(self, name: str) -> dict[str, Any]:
-        """A plugin's own settings, with ``{"$env": "NAME"}`` values (at any depth) read from the environment."""
+        """A plugin's free-form ``plugin_settings`` block, with ``{"$env": "NAME"}`` values (at any depth)
+        read from the environment. Declared settings (``gateway_declare_settings``) are typed and checked."""
         return {key: _resolve_env(value) for key, value in self.plugin_settings.get(name, {}).items()}
+
+
+#: Old deployment variable -> core setting name (a plugin's aliases are in its own declarations).
+ENV_ALIASES = {d.alias: name for name, d in declarations(Settings).items() if d.alias}
 
 
 def _resolve_env(value: Any) -> Any:
@@ -313,17 +240,6 @@ def _resolve_env(value: Any) -> Any:
     if isinstance(value, list):
         return [_resolve_env(item) for item in value]
     return value
-
-
-def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for alias, name in ENV_ALIASES.items():
-        if alias in environ:
-            found[name] = environ[alias]
-    for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS:
-            found[key[len(ENV_PREFIX):].lower()] = value
-    return found
 
 
 def read_mapping_file(path: str, what: str = "config file") -> dict[str, Any]:
@@ -343,26 +259,37 @@ def read_mapping_file(path: str, what: str = "config file") -> dict[str, Any]:
         raise ConfigError(f"{what} {path}: not valid {file.suffix.lstrip('.') or 'JSON'} ({exc})") from None
 
 
-def _describe(errors: dict, source: dict) -> str:
-    parts = []
-    for name, messages in sorted(errors.items()):
-        text = "; ".join(m if isinstance(m, str) else json.dumps(m) for m in
-                         (messages if isinstance(messages, list) else [messages]))
-        label = f"{name} ({ENV_PREFIX}{name.upper()})"
-        if text == "Unknown field.":
-            parts.append(f"{label}: unknown setting")
-        else:
-            shown = name in source and name not in SECRET_SETTINGS
-            parts.append(f"{label} = {source.get(name)!r}: {text}" if shown else f"{label}: {text}")
-    return "invalid settings: " + ", ".join(parts)
+class SettingSources:
+    """Every setting's raw value, before validation: defaults < config file < environment < SSM and
+    secret < overrides. Each declaration (the core's, each plugin's) takes its own names from it."""
+
+    def __init__(self, raw: Mapping[str, Any], environ: Mapping[str, str]):
+        """``raw``: the merged values by setting name; ``environ``: where old variable names are looked up."""
+        self.raw = raw
+        self.environ = environ
+
+    def load(self, cls: type[T]) -> T:
+        """``cls``'s settings (a declaration class), validated; :class:`ConfigError` naming each bad one."""
+        values = {}
+        for name, declaration in declarations(cls).items():
+            if name in self.raw:
+                values[name] = self.raw[name]
+            elif declaration.alias and declaration.alias in self.environ:
+                values[name] = self.environ[declaration.alias]
+        return build(cls, values)
+
+    def check_known(self, declared: Iterable[str]) -> None:
+        """Raise :class:`ConfigError` naming every setting given that nothing declares."""
+        unknown = sorted(set(self.raw) - set(declared))
+        if unknown:
+            raise ConfigError("invalid settings: " + ", ".join(
+                f"{label(name)}: unknown setting (neither the core nor a loaded plugin declares it)"
+                for name in unknown))
 
 
-_SCHEMA = SettingsSchema()
-
-
-def load_settings(overrides: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
-    """Build validated settings from defaults, ``GATEWAY_CONFIG`` file, environment, then ``overrides``.
+def read_sources(overrides: Mapping[str, Any] | None = None,
+                 environ: Mapping[str, str] | None = None) -> SettingSources:
+    """The raw settings from the ``GATEWAY_CONFIG`` file, the environment and ``overrides``.
 
     With ``ssm_path`` or ``secret_id`` set, the stage's SSM parameters and secret come
     between the environment and ``overrides`` (read once per process, see gateway/ssm.py).
@@ -371,20 +298,94 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     raw: dict[str, Any] = {}
     if environ.get("GATEWAY_CONFIG"):
         raw.update(read_mapping_file(environ["GATEWAY_CONFIG"]))
-    raw.update(_from_environment(environ))
+    raw.update((key[len(ENV_PREFIX):].lower(), value) for key, value in environ.items()
+               if key.startswith(ENV_PREFIX) and key not in NOT_SETTINGS)
     if raw.get("ssm_path") or raw.get("secret_id"):
         from gateway import ssm
 
-        raw = ssm.merge(raw, ssm.remote_settings(raw.get("ssm_path", ""), raw.get("secret_id", ""),
-                                                 raw.get("aws_region", Settings.aws_region)))
+        region = raw.get("aws_region") or environ.get("AWS_REGION") or Settings.aws_region
+        raw = ssm.merge(raw, ssm.remote_settings(raw.get("ssm_path", ""), raw.get("secret_id", ""), region))
     raw.update(overrides or {})
-    try:
-        values = _SCHEMA.load(raw)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc.messages, raw)) from None
-    settings = Settings(**values)
-    if settings.stage != "dev" and settings.key_pepper == DEV_PEPPER:
-        raise ConfigError(f"key_pepper: stage {settings.stage!r} needs its own pepper "
-                          "(set GATEWAY_KEY_PEPPER to a secret of 16+ characters)")
-    return settings
+    return SettingSources(raw, environ)
 
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """The core's validated settings from defaults, ``GATEWAY_CONFIG`` file, environment, then ``overrides``.
+
+    Names the core does not declare are left to the plugins (``load_plugin_settings``), which
+    also reports the names nobody declares.
+    """
+    return read_sources(overrides, environ).load(Settings)
+
+
+def declared_settings(pm) -> list[tuple[str, type]]:
+    """``(owner, declaration class)``: the core's ``Settings``, then each loaded plugin's
+    (``gateway_declare_settings``). A name declared twice (by the core and a plugin, or by two
+    plugins) stops start-up."""
+    owned: list[tuple[str, type]] = [("core", Settings)]
+    owners = dict.fromkeys(declarations(Settings), "the core")
+    for impl in pm.hook.gateway_declare_settings.get_hookimpls():
+        owner = f"plugin {impl.plugin_name!r}"
+        for cls in _as_list(impl.function()):
+            for name in declarations(cls):
+                if owners.setdefault(name, owner) != owner:
+                    raise ConfigError(f"{owner} declares the setting {name!r}, which {owners[name]} declares: "
+                                      "rename it")
+            owned.append((impl.plugin_name, cls))
+    return owned
+
+
+class PluginSettings(dict):
+    """Each plugin's validated settings, by declaration class (a plain dict lookup: read per request).
+    A class no plugin declared raises :class:`ConfigError` saying how to declare it."""
+
+    def __missing__(self, declaration: type) -> Any:
+        raise ConfigError(f"{getattr(declaration, '__qualname__', declaration)} is not declared: return it "
+                          "from a gateway_declare_settings implementation")
+
+
+def load_plugin_settings(sources: SettingSources, pm) -> PluginSettings:
+    """Every loaded plugin's declared settings, validated; a setting given that neither the core nor
+    a plugin declares stops start-up."""
+    owned = declared_settings(pm)
+    loaded = PluginSettings((cls, sources.load(cls)) for _, cls in owned[1:])
+    declared = {name for _, cls in owned for name in declarations(cls)}
+    if set(sources.raw) - declared:
+        declared |= _declared_by_disabled_builtins(pm)
+    sources.check_known(declared)
+    return loaded
+
+
+def _declared_by_disabled_builtins(pm) -> set[str]:
+    """The names the built-in plugins disabled in this app declare: a deployment that replaces one
+    (say apikey, whose ``key_pepper`` the stage's secret holds) need not remove its settings too.
+    Imported only when a setting is otherwise unknown."""
+    import importlib
+
+    from gateway.plugins import BUILTIN_PLUGINS
+
+    names: set[str] = set()
+    for module_name in BUILTIN_PLUGINS:
+        if pm.is_blocked(module_name.rsplit(".", 1)[-1]) or pm.is_blocked(module_name):
+            declare = getattr(importlib.import_module(module_name), "gateway_declare_settings", None)
+            names.update(name for cls in _as_list(declare and declare()) for name in declarations(cls))
+    return names
+
+
+def load_all_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                      plugins: tuple[object, ...] = ()) -> tuple[Settings, Any, PluginSettings]:
+    """The core's settings, the plugin manager they configure, and every plugin's declared settings:
+    what ``create_app`` starts from (``plugins`` are extra plugin objects, registered last)."""
+    from gateway.plugins import build_plugin_manager
+
+    sources = read_sources(overrides, environ)
+    settings = sources.load(Settings)
+    pm = build_plugin_manager(settings, plugins)
+    return settings, pm, load_plugin_settings(sources, pm)
+
+
+def _as_list(declared: type | list[type] | None) -> list[type]:
+    if declared is None:
+        return []
+    return list(declared) if isinstance(declared, (list, tuple)) else [declared]

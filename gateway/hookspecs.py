@@ -163,3 +163,30 @@ def gateway_issue_key(gateway, user_id, tier, permissions, options):
     :return: the plaintext credential, sent as ``X-API-Key`` or ``Authorization: Bearer``;
         or None when this plugin issues none.
     """
+
+
+# Settings and start-up: a plugin declares its settings, then checks them before any request.
+
+@hookspec
+def gateway_declare_settings():
+    """Declare this plugin's settings (called once at start-up, before ``gateway_startup``).
+
+    :return: a settings class, a list of them, or None. A settings class is a dataclass
+        whose fields are made with :func:`gateway.setting_fields.setting` (default, marshmallow
+        field, help). Each setting is read like the core's (``GATEWAY_<NAME>``, the config
+        file, SSM, ``create_app`` overrides) and validated at start-up; a bad value stops
+        start-up naming it. Read the values with ``gateway.plugin_settings[YourClass]``.
+        A name the core or another plugin declares stops start-up.
+    """
+
+
+@hookspec
+def gateway_startup(gateway):
+    """Check this plugin's settings and prepare it (once per app, after settings are validated and
+    providers registered, before any request).
+
+    :param gateway: the app's Gateway.
+    :return: nothing. Raise :class:`gateway.errors.ConfigError` with a message naming the
+        setting and saying what to set: ``create_app`` raises it (prefixed with the plugin's
+        name), and ``gateway serve`` and every CLI command print it and exit non-zero.
+    """

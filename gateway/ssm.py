@@ -1,9 +1,10 @@
 """Remote settings on AWS: the stage's SSM parameters and its Secrets Manager secret, read once per process.
 
 Enabled by ``ssm_path`` (e.g. ``/ai-gateway/prod/``) and/or ``secret_id`` (e.g.
-``ai-gateway/prod/secrets``). Every parameter under the path is a setting named by
-the rest of its name (``/ai-gateway/prod/openai_provider_enabled``); the secret is
-a JSON object whose keys name settings the same way. Plugin settings nest:
+``ai-gateway/prod/secrets``). Every parameter under the path is a setting, the core's
+or one a plugin declares, named by the rest of its name
+(``/ai-gateway/prod/openai_provider_enabled``); the secret is a JSON object whose keys
+name settings the same way (``key_pepper``). Plugin settings nest:
 ``plugin_settings/openai_provider/api_key``. Values are strings, validated like
 environment variables.
 

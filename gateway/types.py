@@ -9,9 +9,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from gateway.tiers import TIERS  # noqa: F401  (re-exported: the one tier list lives in gateway/tiers.py)
+
 #: The core's permissions; plugins add theirs (``Declaration.permissions``): ``Gateway.permissions``.
 CORE_PERMISSIONS = ("completions", "health", "admin")
-TIERS = ("free", "basic", "premium", "enterprise")
 
 
 @dataclass(frozen=True)

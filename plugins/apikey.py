@@ -18,14 +18,17 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
+from marshmallow import ValidationError, validate
+from marshmallow import fields as f
 
 from gateway import hookimpl
-from gateway.errors import AuthenticationError
+from gateway.errors import AuthenticationError, ConfigError
+from gateway.setting_fields import setting
 from gateway.store.base import ApiKey
 from gateway.types import CORE_PERMISSIONS, TIERS, Caller
 
@@ -38,6 +41,49 @@ _TOUCHED = "apikey.touched"
 MAX_RATE = 2**31 - 1
 #: ``lastUsedAt`` is written at most this often per key, in seconds.
 LAST_USED_INTERVAL = 60.0
+#: The development pepper: a stage other than dev must set its own (``gateway_startup`` refuses it).
+DEV_PEPPER = "dev-only-pepper-change-me-in-production"
+
+
+def _limit(value: str) -> None:
+    """Refuse what the ``limits`` library cannot parse as a limit."""
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise ValidationError('not a limit such as "20/minute" or "100/hour"') from None
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class ApiKeySettings:
+    """The apikey plugin's settings (no ``repr``: it would print the pepper)."""
+
+    key_pepper: str = setting(DEV_PEPPER, f.String(validate=validate.Length(min=16)),
+                              "the server-side secret keys are hashed with", secret=True, shown="a dev-only value")
+    key_cache_ttl: float = setting(5.0, f.Float(validate=validate.Range(min=0)),
+                                   "seconds a worker reuses a validated key where the store cannot signal changes "
+                                   "(DynamoDB): the bound on revocation there. On SQLite a revocation, rotation "
+                                   "or permission change reaches every worker at its next request")
+    failed_auth_limit: str = setting("20/minute", f.String(validate=_limit),
+                                     "failed authentications per client address (a `limits` string) before a "
+                                     "wrong key gets 429 instead of 401; a valid key is never refused")
+    key_rotation_grace_seconds: float = setting(86_400.0, f.Float(validate=validate.Range(min=0)),
+                                                "seconds a rotated-out key keeps working")
+
+
+@hookimpl
+def gateway_declare_settings():
+    """The apikey plugin's settings."""
+    return ApiKeySettings
+
+
+@hookimpl
+def gateway_startup(gateway):
+    """Refuse the development pepper outside the dev stage: keys hashed with it would be guessable."""
+    if gateway.settings.stage != "dev" and gateway.plugin_settings[ApiKeySettings].key_pepper == DEV_PEPPER:
+        raise ConfigError(f"key_pepper: stage {gateway.settings.stage!r} needs its own pepper "
+                          "(set GATEWAY_KEY_PEPPER to a secret of 16+ characters)")
 
 
 def hash_secret(pepper: str, key_id: str, secret: str) -> str:
@@ -64,7 +110,7 @@ def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str]
     secret = secrets.token_urlsafe(32)
     env = "live" if gateway.settings.stage == "prod" else "test"
     key = ApiKey(key_id=key_id, user_id=user_id, tier=tier,
-                 key_hash=hash_secret(gateway.settings.key_pepper, key_id, secret),
+                 key_hash=hash_secret(gateway.plugin_settings[ApiKeySettings].key_pepper, key_id, secret),
                  permissions=sorted(permissions or ["completions"]), active=True,
                  created_at=time.time(), expires_at=expires_at, name=name,
                  requests_per_minute=requests_per_minute, requests_per_hour=requests_per_hour,
@@ -81,7 +127,7 @@ def rotate_key(gateway, key_id: str) -> tuple[str, ApiKey] | None:
     old = gateway.store.get_key(key_id)
     if old is None:
         return None
-    grace_end = time.time() + gateway.settings.key_rotation_grace_seconds
+    grace_end = time.time() + gateway.plugin_settings[ApiKeySettings].key_rotation_grace_seconds
     plaintext, new = create_key(gateway, old.user_id, old.tier, old.permissions,
                                 old.name, old.expires_at, old.requests_per_minute,
                                 old.requests_per_hour, old.allowed_models, old.mcp_context,
@@ -119,7 +165,7 @@ def _lookup(gateway, key_id: str) -> ApiKey | None:
         return hit[1]
     key = gateway.store.get_key(key_id)
     if key is not None:
-        cache[key_id] = (now + gateway.settings.key_cache_ttl, key)
+        cache[key_id] = (now + gateway.plugin_settings[ApiKeySettings].key_cache_ttl, key)
     return key
 
 
@@ -158,7 +204,7 @@ def verify_key(gateway, presented: str) -> Caller | None:
         return None
     key_id, secret = parsed
     key = _lookup(gateway, key_id)
-    presented_hash = hash_secret(gateway.settings.key_pepper, key_id, secret)
+    presented_hash = hash_secret(gateway.plugin_settings[ApiKeySettings].key_pepper, key_id, secret)
     if key is None or not hmac.compare_digest(key.key_hash, presented_hash):
         raise AuthenticationError("Invalid API key.")
     if not key.active:
@@ -198,7 +244,8 @@ def gateway_register_blueprints(app, gateway):
     from plugins.failed_auth import FailedAuthThrottle
 
     app.register_blueprint(apikey_admin.blueprint)
-    FailedAuthThrottle(gateway.limiter.storage, gateway.settings.failed_auth_limit, presented_key).install(app)
+    FailedAuthThrottle(gateway.limiter.storage, gateway.plugin_settings[ApiKeySettings].failed_auth_limit,
+                       presented_key).install(app)
 
 
 def kept_key(gateway, path: str, user_id: str, tier: str, permissions: list[str]) -> tuple[str, ApiKey] | None:
@@ -326,6 +373,6 @@ def gateway_register_commands(cli):
         if as_json:
             click.echo(json.dumps({"key": plaintext, "replaces": key_id, **public(key)}))
         else:
-            grace = gateway.settings.key_rotation_grace_seconds
+            grace = gateway.plugin_settings[ApiKeySettings].key_rotation_grace_seconds
             click.echo(f"key id {key.key_id} replaces {key_id} (which works {grace:.0f} s more): {plaintext}")
             click.echo("Store it now: the gateway keeps only its hash and cannot show it again.")

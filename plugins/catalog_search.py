@@ -315,8 +315,10 @@ def catalog_search(gateway) -> CatalogSearch:
     """The app's :class:`CatalogSearch`: built once, shared by the MCP tools, context injection and admin."""
     search = gateway.state.get("catalog.search")
     if search is None:
+        from plugins.mcp import CatalogSettings
+
         search = gateway.state.setdefault("catalog.search", CatalogSearch(
-            gateway.store, ttl=gateway.settings.catalog_cache_ttl))
+            gateway.store, ttl=gateway.plugin_settings[CatalogSettings].catalog_cache_ttl))
     return search
 
 

@@ -14,6 +14,7 @@ models its request-log records carry; its routes document themselves (``gateway_
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from marshmallow import RAISE, Schema, validate
 from marshmallow import fields as f
@@ -21,6 +22,7 @@ from marshmallow import fields as f
 from gateway import hookimpl, metrics
 from gateway.errors import InvalidRequest
 from gateway.http import LazyView
+from gateway.setting_fields import setting
 from gateway.types import Declaration
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,28 @@ TOOL_NAMES = ("search_products", "get_product", "list_categories")
 CATALOG_UNAVAILABLE = "CatalogUnavailable"
 _SWITCH = {"on": True, "true": True, "1": True, "yes": True,
            "off": False, "false": False, "0": False, "no": False}
+
+
+@dataclass(frozen=True, eq=False)
+class CatalogSettings:
+    """The catalog plugin's settings."""
+
+    mcp_context_default: bool = setting(False, f.Boolean(), "inject catalog context into completions that do "
+                                        "not say (the request's switch beats the key's, which beats this)")
+    mcp_max_products: int = setting(5, f.Integer(validate=validate.Range(min=1, max=20)),
+                                    "products injected at most")
+    mcp_context_token_budget: int = setting(1000, f.Integer(validate=validate.Range(min=100, max=100_000)),
+                                            "estimated tokens (about 4 characters each) the injected catalog "
+                                            "block may take")
+    catalog_cache_ttl: float = setting(60.0, f.Float(validate=validate.Range(min=0)),
+                                       "seconds a worker reuses catalog reads for search (admin writes clear "
+                                       "its own cache at once)")
+
+
+@hookimpl
+def gateway_declare_settings():
+    """The catalog plugin's settings."""
+    return CatalogSettings
 
 
 def _switch(value, where: str) -> bool | None:
@@ -84,8 +108,8 @@ def requested_products(completion, gateway, caller, request) -> int:
     if enabled is None:
         enabled = caller.attributes.get("mcp_context")
     if enabled is None:
-        enabled = gateway.settings.mcp_context_default
-    return options.get("max_products", gateway.settings.mcp_max_products) if enabled else 0
+        enabled = gateway.plugin_settings[CatalogSettings].mcp_context_default
+    return options.get("max_products", gateway.plugin_settings[CatalogSettings].mcp_max_products) if enabled else 0
 
 
 def _insert_after_instructions(messages: list[dict], message: dict) -> None:
@@ -127,7 +151,7 @@ def gateway_enrich_request(completion, caller, request, gateway):
                        extra={"event": "mcp_catalog_unavailable", "error": type(exc).__name__})
         _report(completion, {"status": "catalog_unavailable", "product_ids": []})
         return
-    message, ids = context_message(products, gateway.settings.mcp_context_token_budget)
+    message, ids = context_message(products, gateway.plugin_settings[CatalogSettings].mcp_context_token_budget)
     if message is None:
         _report(completion, {"status": "no_match", "product_ids": []})
         return

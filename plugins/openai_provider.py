@@ -32,13 +32,17 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.client import HTTPResponse
 from typing import Any
 from urllib.parse import urlsplit
 
+from marshmallow import fields as f
+
 from gateway import hookimpl
 from gateway.errors import ProviderError, ProviderRateLimited, ProviderTimeout, UpstreamRejected, scrub
 from gateway.resilience import time_left
+from gateway.setting_fields import setting
 from gateway.sse import split_events
 from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
 from gateway.upstream_http import ConnectionPool, ExchangeError
@@ -349,18 +353,33 @@ def upstream_configs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
                        "api_key_secret": config.get("api_key_secret")}}
 
 
+@dataclass(frozen=True, eq=False)
+class OpenAISettings:
+    """The OpenAI provider's declared setting (its upstreams are in ``plugin_settings.openai_provider``)."""
+
+    openai_provider_enabled: bool = setting(True, f.Boolean(), "`false` registers no OpenAI provider (its "
+                                            "models leave `/v1/models`, readiness stops naming it)",
+                                            alias="OPENAI_PROVIDER_ENABLED")
+
+
+@hookimpl
+def gateway_declare_settings():
+    """The OpenAI provider's settings."""
+    return OpenAISettings
+
+
 @hookimpl
 def gateway_register_providers(gateway):
     """Register one provider per configured upstream unless ``openai_provider_enabled`` is off;
     an upstream URL the settings do not allow stops start-up (``gateway/upstreams.py``)."""
-    if not gateway.settings.openai_provider_enabled:
+    if not gateway.plugin_settings[OpenAISettings].openai_provider_enabled:
         return None
     from gateway.upstreams import check_upstream_url
 
     config = gateway.settings.plugin_config("openai_provider")
     upstreams = upstream_configs(config)
     for name, upstream in upstreams.items():
-        for setting in ("base_url", "azure_endpoint"):
-            if upstream.get(setting):
-                check_upstream_url(upstream[setting], gateway.settings, f"openai_provider {name} {setting}")
+        for url in ("base_url", "azure_endpoint"):
+            if upstream.get(url):
+                check_upstream_url(upstream[url], gateway.settings, f"openai_provider {name} {url}")
     return [OpenAIProvider(name, upstream, gateway) for name, upstream in upstreams.items()]

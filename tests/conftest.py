@@ -9,9 +9,9 @@ import pytest
 pytest.register_assert_rewrite("gateway.testing")
 
 from gateway import aws  # noqa: E402
-from gateway.config import DEV_PEPPER  # noqa: E402
 from gateway.logs import JSONFormatter  # noqa: E402
 from gateway.testing import make_app, serve  # noqa: E402
+from plugins.apikey import DEV_PEPPER  # noqa: E402
 from tests.fakes.bedrock_server import FakeBedrock  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 

@@ -59,7 +59,7 @@ def test_plugins_lists_sources_and_hooks(run):
     rows = {row["name"]: row for row in json.loads(run("plugins", "--json").output)}
     assert rows["apikey"]["source"] == "built-in"
     assert "gateway_authenticate" in rows["apikey"]["hooks"]
-    assert rows["openai_provider"]["hooks"] == ["gateway_register_providers"]
+    assert rows["openai_provider"]["hooks"] == ["gateway_declare_settings", "gateway_register_providers"]
     assert rows["apikey"]["version"]
 
 

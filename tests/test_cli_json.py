@@ -50,6 +50,8 @@ def steps(tmp_path: Path):
         ("catalog", "export"): (lambda: [str(tmp_path / "out.csv")],
                                 lambda data: data["exported"] == state["imported"]),
         ("plugins",): (lambda: [], lambda data: {"apikey", "analytics", "mcp"} <= {row["name"] for row in data}),
+        ("settings",): (lambda: [], lambda data: {row["name"]: row["value"] for row in data}.items() >= {
+            ("stage", "dev"), ("key_pepper", "***")}),
         ("keys", "create"): (lambda: ["--user", "dev", "--keep", str(tmp_path / "dev-key")],
                              lambda data: created(data) or data["kept_in"].endswith("dev-key")),
         ("keys", "list"): (lambda: [], lambda data: [row["key_id"] for row in data] == [state["key_id"]]),

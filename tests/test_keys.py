@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from gateway.config import load_settings
 from gateway.logs import JSONFormatter
 from gateway.testing import issue_key, make_app
 from plugins import apikey
@@ -30,10 +29,11 @@ def test_key_format_and_only_the_hash_is_stored(app, gateway, tmp_path):
     prefix, env, kid, secret = key.split("_", 3)
     assert (prefix, env) == ("gw", "test") and len(secret) >= 40
     stored = gateway.store.get_key(kid)
-    assert stored.key_hash == apikey.hash_secret(gateway.settings.key_pepper, kid, secret)
+    pepper = gateway.plugin_settings[apikey.ApiKeySettings].key_pepper
+    assert stored.key_hash == apikey.hash_secret(pepper, kid, secret)
     with sqlite3.connect(tmp_path / "gateway.db") as db:
         dump = "\n".join(db.iterdump())
-    assert secret not in dump and key not in dump and gateway.settings.key_pepper not in dump
+    assert secret not in dump and key not in dump and pepper not in dump
 
 
 @pytest.mark.parametrize("header", ["X-API-Key", "Authorization"])
@@ -171,7 +171,7 @@ def test_a_store_that_cannot_signal_changes_bounds_revocation_by_the_cache_ttl(t
         assert cached.status_code == 200
     time.sleep(max(0.0, revoked_at + 0.6 - time.monotonic()))
     assert_envelope(ask(a.test_client(), key), 401, "revoked_api_key")
-    assert load_settings({}).key_cache_ttl == 5.0
+    assert apikey.ApiKeySettings().key_cache_ttl == 5.0
 
 
 def test_failed_attempts_per_address_are_throttled(tmp_path):

@@ -96,12 +96,14 @@ def create_key_for(environment: dict[str, str], user: str, tier: str = "free") -
     """A key in the store that a process with ``environment`` will use (same settings, same pepper)."""
     from types import SimpleNamespace
 
-    from gateway.config import load_settings
+    from gateway.config import Settings, read_sources
     from gateway.store import open_store
-    from plugins.apikey import create_key
+    from plugins.apikey import ApiKeySettings, create_key
 
-    settings = load_settings({}, environ=environment)
-    return create_key(SimpleNamespace(settings=settings, store=open_store(settings)), user, tier)[0]
+    sources = read_sources({}, environ=environment)
+    settings, declared = sources.load(Settings), {ApiKeySettings: sources.load(ApiKeySettings)}
+    gateway = SimpleNamespace(settings=settings, store=open_store(settings), plugin_settings=declared)
+    return create_key(gateway, user, tier)[0]
 
 
 def run_events(settings_dir: Path, events: list[dict], environment: dict[str, str],

@@ -24,7 +24,7 @@ from gateway.metric_names import AUTH_FAILURES, NAMESPACE, REQUESTS
 from tests.contract.conftest import ENDPOINT_VARIABLES, FAKE_AWS
 from tests.deploy.api_gateway import LambdaContainer, RestApi
 from tests.deploy.conftest import STAGE, TEMPLATES, resources_of, template
-from tests.deploy.lambda_harness import function_environment, stage_setting
+from tests.deploy.lambda_harness import create_key_for, function_environment, stage_setting
 from tests.deploy.package import built_package, lambda_layout
 from tests.fakes import servers
 
@@ -98,7 +98,7 @@ def deployment(tmp_path_factory, package):
         outputs["api"] = _create_stack(clients["cloudformation"], "api")
 
         environment = {**function_environment(STAGE), **aws, "GATEWAY_KEY_CACHE_TTL": str(KEY_CACHE_TTL)}
-        keys = {name: _create_key(environment, user) for name, user in (
+        keys = {name: create_key_for(environment, user) for name, user in (
             ("x_api_key", "header-user"), ("bearer", "bearer-user"), ("revoked", "revoked-user"))}
         container = LambdaContainer(lambda_layout(package, work), environment, work / "function.log")
         try:
@@ -107,18 +107,6 @@ def deployment(tmp_path_factory, package):
         finally:
             container.close()
             patch_boto3.undo()
-
-
-def _create_key(environment: dict[str, str], user: str) -> str:
-    """``gateway keys create`` as the guide's step 4 runs it: the stage's settings, tables and secret."""
-    from types import SimpleNamespace
-
-    from gateway.config import load_settings
-    from gateway.store import open_store
-    from plugins.apikey import create_key
-
-    settings = load_settings({}, environ=environment)
-    return create_key(SimpleNamespace(settings=settings, store=open_store(settings)), user, "free")[0]
 
 
 @pytest.fixture(scope="module")

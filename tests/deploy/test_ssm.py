@@ -7,8 +7,10 @@ import boto3
 import pytest
 
 from gateway import ssm
-from gateway.config import load_settings
+from gateway.config import Settings, load_all_settings, load_settings, read_sources
 from gateway.errors import ConfigError
+from plugins.apikey import ApiKeySettings
+from plugins.openai_provider import OpenAISettings
 from tests.deploy.conftest import create_stacks
 
 PEPPER = "generated-pepper-0123456789abcdefghij"
@@ -39,12 +41,13 @@ def _put_parameter(name: str, value: str, kind: str = "String") -> None:
 def test_parameters_from_the_stack_and_the_secret_become_settings(aws):
     create_stacks(stacks=("security", "parameters"))
     _put_secret({"key_pepper": PEPPER, "plugin_settings/openai_provider/api_key": OPENAI_KEY})
-    settings = load_settings({}, environ={**ENVIRON, "GATEWAY_STAGE": "prod",
-                                          "GATEWAY_OPENAI_PROVIDER_ENABLED": "false"})
-    assert settings.openai_provider_enabled is True   # the parameter beats the environment
+    sources = read_sources({}, environ={**ENVIRON, "GATEWAY_STAGE": "prod",
+                                        "GATEWAY_OPENAI_PROVIDER_ENABLED": "false"})
+    settings = sources.load(Settings)
+    assert sources.load(OpenAISettings).openai_provider_enabled is True   # the parameter beats the environment
     assert settings.provider_timeout == 25.0
     assert settings.log_level == "INFO"
-    assert settings.key_pepper == PEPPER              # so stage prod starts without GATEWAY_KEY_PEPPER
+    assert sources.load(ApiKeySettings).key_pepper == PEPPER  # so stage prod starts without GATEWAY_KEY_PEPPER
     assert settings.plugin_config("openai_provider") == {"base_url": "https://api.openai.com/v1",
                                                          "api_key": OPENAI_KEY}
 
@@ -97,7 +100,7 @@ def test_off_unless_a_path_or_secret_is_set(aws):
 def test_a_bad_secret_stops_start_up_without_showing_its_value(aws, secret, fragment):
     _put_secret(secret)
     with pytest.raises(ConfigError) as raised:
-        load_settings({}, environ={"GATEWAY_SECRET_ID": "ai-gateway/dev/secrets"})
+        load_all_settings({}, environ={"GATEWAY_SECRET_ID": "ai-gateway/dev/secrets"})
     assert fragment in str(raised.value)
     assert OPENAI_KEY not in str(raised.value) and "tiny-pep" not in str(raised.value)
 

@@ -15,7 +15,7 @@ import pytest
 
 from gateway import limit_storage
 from gateway.cache import DynamoDBBackend
-from gateway.config import Settings, SettingsSchema
+from gateway.config import STAGES, Settings
 from gateway.metric_names import ALL, DIMENSIONS, NAMESPACE, STAGE
 from gateway.store.dynamodb import tables
 from tests.deploy.conftest import TEMPLATES, resources_of, template
@@ -35,7 +35,7 @@ def test_every_template_passes_cfn_lint_without_any_finding_informational_includ
 @pytest.mark.parametrize("name", ALL_TEMPLATES)
 def test_every_template_is_parameterised_by_stage(name):
     stage = template(name)["Parameters"]["Stage"]
-    assert stage["AllowedValues"] == list(SettingsSchema().fields["stage"].validate.choices)
+    assert stage["AllowedValues"] == list(STAGES)
 
 
 # Security
@@ -229,10 +229,12 @@ def _gateway_metrics_in_dashboards() -> list[tuple[str, tuple[str, ...]]]:
     for dashboard in _dashboards().values():
         for widget in dashboard["widgets"]:
             for line in widget["properties"]["metrics"]:
-                if isinstance(line[0], dict):  # a SEARCH expression: '{Namespace,Dim,...} MetricName="X"'
-                    expression = line[0]["expression"]
-                    schema, metric = re.search(r"\{([^}]+)\} MetricName=\"(\w+)\"", expression).groups()
-                    namespace, *dimensions = schema.split(",")
+                if isinstance(line[0], dict):  # SEARCH('{Namespace,Dim,...} MetricName="X"'), or a Metrics
+                    expression = line[0]["expression"]  # Insights query: SELECT SUM(X) FROM SCHEMA(Namespace, Dim...)
+                    search = re.search(r"\{([^}]+)\} MetricName=\"(\w+)\"", expression)
+                    schema, metric = search.groups() if search else reversed(
+                        re.search(r"SELECT \w+\((\w+)\) FROM SCHEMA\(([^)]+)\)", expression).groups())
+                    namespace, *dimensions = (part.strip() for part in schema.split(","))
                     if namespace == NAMESPACE:
                         used.append((metric, tuple(sorted(dimensions))))
                 elif line[0] == NAMESPACE:

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from gateway.config import load_settings
+from gateway.config import Settings, read_sources
+from plugins.apikey import ApiKeySettings
 from tests.deploy.conftest import ROOT, resources_of, template
 from tests.deploy.lambda_harness import stage_environment
 
@@ -111,7 +112,8 @@ def test_stage_uses_the_role_from_the_access_stack(stage):
 def test_stage_environment_is_valid_settings_naming_the_stage_resources(stage):
     environment = stage_environment(stage)
     remote = {name: environment.pop(name) for name in ("GATEWAY_SSM_PATH", "GATEWAY_SECRET_ID")}
-    settings = load_settings({"key_pepper": "p" * 32}, environ=environment)  # the pepper comes from the secret
+    sources = read_sources({"key_pepper": "p" * 32}, environ=environment)  # the pepper comes from the secret
+    settings = sources.load(Settings)
     assert (settings.stage, settings.store) == (stage, "dynamodb")
     assert [settings.table(kind) for kind in ("api-keys", "product-catalog", "request-analytics")] == [
         f"ai-gateway-{stage}-{kind}" for kind in ("api-keys", "product-catalog", "request-analytics")]
@@ -122,7 +124,7 @@ def test_stage_environment_is_valid_settings_naming_the_stage_resources(stage):
     assert settings.requests_per_minute("free") == 10 and settings.requests_per_minute("premium") == 1000
     assert settings.circuit_breaker_failure_threshold == 5
     # The authorizer caches nothing (api.yaml), so this is how long a revoked key may still pass.
-    assert settings.key_cache_ttl <= 5.0
+    assert sources.load(ApiKeySettings).key_cache_ttl <= 5.0
 
 
 def test_no_secret_in_the_file():

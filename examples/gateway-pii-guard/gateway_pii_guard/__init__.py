@@ -48,12 +48,10 @@ def load_policy(config: dict) -> Policy:
     return Policy(deny=pattern, kinds=tuple(kinds))
 
 
-def policy(gateway) -> Policy:
-    """This app's policy, compiled on first use and kept in ``gateway.state``."""
-    compiled = gateway.state.get(NAME)
-    if compiled is None:
-        compiled = gateway.state[NAME] = load_policy(gateway.settings.plugin_config(NAME))
-    return compiled
+@hookimpl
+def gateway_startup(gateway):
+    """Check and compile this app's policy once, before any request: a bad one stops start-up."""
+    gateway.state[NAME] = load_policy(gateway.settings.plugin_config(NAME))
 
 
 def _texts(message: dict):
@@ -70,7 +68,7 @@ def _texts(message: dict):
 @hookimpl
 def gateway_enrich_request(completion, gateway):
     """Refuse a prompt on the deny list; redact personal data from every message."""
-    rules = policy(gateway)
+    rules: Policy = gateway.state[NAME]
     places = [place for message in completion.messages for place in _texts(message)]
     if rules.deny is not None and any(rules.deny.search(holder[key]) for holder, key in places):
         raise InvalidRequest("The request mentions a topic this gateway does not accept.",

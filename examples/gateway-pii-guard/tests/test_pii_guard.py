@@ -6,7 +6,7 @@ import pytest
 from gateway_pii_guard.detect import luhn_valid, redact
 
 from gateway.errors import ConfigError
-from gateway.testing import FakeProvider, ProviderPlugin, chat
+from gateway.testing import FakeProvider, ProviderPlugin, chat, make_app
 
 
 @pytest.mark.parametrize("number, valid", [
@@ -37,9 +37,9 @@ def test_redact_counts_and_kinds():
 
 
 @pytest.mark.parametrize("config", [{"deny": "salary"}, {"deny": [""]}, {"redact": ["ssn"]}])
-def test_bad_settings_are_refused_naming_the_setting(config):
-    with pytest.raises(ConfigError, match=r"plugin_settings\.pii_guard\."):
-        gateway_pii_guard.load_policy(config)
+def test_bad_settings_stop_start_up_naming_the_setting(tmp_path, config):
+    with pytest.raises(ConfigError, match=r"^plugin '.*': plugin_settings\.pii_guard\."):
+        make_app(tmp_path, {"plugin_settings": {"pii_guard": config}}, plugins=(gateway_pii_guard,))
 
 
 @pytest.fixture
