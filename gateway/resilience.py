@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from gateway.config import Settings
 from gateway.errors import GatewayError, ProviderError, ProviderTimeout, ServiceUnavailable, UpstreamRejected
@@ -28,13 +28,21 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+class _Deadline(NamedTuple):
+    """When the current request's budget ends, on the clock of the :class:`Resilience` that set it."""
+
+    at: float
+    clock: Callable[[], float]
+
+
+_deadline: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("deadline", default=None)
 
 
 def time_left() -> float | None:
     """Seconds left of the current request's budget (providers cap their timeouts with it), or None."""
     deadline = _deadline.get()
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+    return None if deadline is None else max(0.0, deadline.at - deadline.clock())
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None,
@@ -134,7 +142,11 @@ class LatencyTracker:
 
 
 class Resilience:
-    """One app's breakers, latency averages and retry policy (built once, shared by all requests)."""
+    """One app's breakers, latency averages and retry policy (built once, shared by all requests).
+
+    ``clock`` (seconds, monotonic) serves everything here: the breakers' cool-downs, the latencies,
+    and the request's deadline that :func:`time_left` reads.
+    """
 
     def __init__(self, settings: Settings, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic):
@@ -168,7 +180,7 @@ class Resilience:
         :raises UpstreamRejected: at once, when a provider refuses the request itself.
         :raises ProviderError: 502/503/504 when every candidate failed.
         """
-        token = _deadline.set(self._clock() + self.settings.request_timeout)
+        token = _deadline.set(_Deadline(self._clock() + self.settings.request_timeout, self._clock))
         errors: list[ProviderError] = []
         try:
             for provider, model in candidates:

@@ -89,6 +89,40 @@ def test_a_provider_bug_frees_the_half_open_probe(tmp_path):
     assert breaker.allow()  # the probe slot was given back
 
 
+def test_an_injected_clock_serves_the_deadline_too():
+    """One clock for everything: on a clock of its own the retry loop still retries (its request
+    budget is read on that clock, not on the process's), and still stops at that clock's deadline."""
+    from gateway.errors import ProviderError
+    from gateway.resilience import Resilience, time_left
+    from gateway.testing import FakeProvider
+    from gateway.types import UsageRecord
+
+    now = [0.0]
+    resilience = Resilience(load_settings({"retry_attempts": 3, "request_timeout": 10, "retry_base_delay": 0.01,
+                                           "retry_max_delay": 0.01}, environ={}),
+                            sleep=lambda seconds: None, clock=lambda: now[0])
+    budgets = []
+
+    def fails_twice(provider, model):
+        budgets.append(time_left())
+        if len(budgets) < 3:
+            raise ProviderError("upstream broke", retryable=True)
+        return "answer"
+
+    answer, _, _ = resilience.call([(FakeProvider(), "m")], fails_twice, UsageRecord("r", "c", 0.0))
+    assert (answer, budgets) == ("answer", [10.0, 10.0, 10.0])
+
+    def slow_failure(provider, model):
+        budgets.append(time_left())
+        now[0] += 6.0
+        raise ProviderError("upstream broke", retryable=True)
+
+    budgets.clear()
+    with pytest.raises(ProviderError):
+        resilience.call([(FakeProvider(), "m")], slow_failure, UsageRecord("r", "c", 0.0))
+    assert budgets == [10.0, 4.0]  # the third try would start past the deadline
+
+
 # ---- OpenAI upstream -------------------------------------------------------------------------
 
 def test_5xx_is_retried_then_answers(upstreams_app, fake_openai):
