@@ -125,7 +125,7 @@ def build_cli(pm) -> click.Group:
         """List loaded plugins: name, version, source and hooks."""
         rows = [{"name": name, "version": pm.plugin_version(name), "source": pm.sources.get(name, "?"),
                  "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])}
-                for name, plugin in pm.list_name_plugin()]
+                for name, plugin in pm.list_name_plugin() if plugin is not None]  # None: a disabled name
         answer(as_json, rows, plugin_table(rows, shutil.get_terminal_size().columns))
 
     @cli.command("settings")

@@ -189,6 +189,43 @@ def test_installed_entry_points_finds_what_importlib_metadata_finds():
     assert installed_entry_points("no-such-group-anywhere") == []
 
 
+#: A plugin distribution of its own version, as pip would install it: a module and its ``.dist-info``.
+VERSIONED_PLUGIN = {
+    "gw_versioned_plugin.py": "from gateway import hookimpl\n\n\n@hookimpl\ndef gateway_after_response(record):\n"
+                              "    pass\n",
+    "gw_versioned_plugin-7.3.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: gw-versioned-plugin\n"
+                                                    "Version: 7.3.1\n",
+    "gw_versioned_plugin-7.3.1.dist-info/entry_points.txt": "[ai_gateway]\nversioned = gw_versioned_plugin\n",
+}
+
+
+def listed_plugins(tmp_path, **environment) -> dict[str, dict]:
+    """``gateway plugins --json`` in a fresh process that also sees the distributions under ``tmp_path``."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "plugins", "--json"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={
+                              **{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+                              "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+                              "GATEWAY_SQLITE_PATH": str(tmp_path / "cli.db"), **environment})
+    assert done.returncode == 0, done.stderr
+    return {row["name"]: row for row in json.loads(done.stdout)}
+
+
+def test_an_entry_point_plugin_shows_its_own_distributions_version(tmp_path):
+    for name, text in VERSIONED_PLUGIN.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    rows = listed_plugins(tmp_path)
+    assert rows["versioned"] == {"name": "versioned", "version": "7.3.1", "source": "entry point (gw_versioned_plugin)",
+                                 "hooks": ["gateway_after_response"]}
+    assert rows["apikey"]["version"] == metadata.version("ai-model-gateway") != "7.3.1"
+    assert "versioned" not in listed_plugins(tmp_path, GATEWAY_DISABLE_PLUGINS="versioned")
+
+
 def test_the_gateway_runs_without_the_apikey_plugin(tmp_path):
     """The core does not depend on the built-in key plugin: another authenticator can replace it."""
     from gateway.types import Caller
