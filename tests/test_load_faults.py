@@ -6,7 +6,8 @@ local upstreams of ``tests/fakes``. Every run checks: no 5xx, no dropped connect
 stream complete, and the request log holds exactly one record per request, matched by
 correlation id (in the store, or, when the store refused it, in the documented fallback log
 line). Faults are injected while the load runs: the provider answers 5xx, hangs past the
-timeout, resets a stream mid-way; the store is slow or refuses writes. The workers must stay
+timeout, resets a stream mid-way (armed before the load, they start at a request the fake
+upstream counts, never after a sleep); the store is slow or refuses writes. The workers must stay
 the same processes throughout, and their memory must not grow across repeated runs.
 
 The CI versions send a few hundred requests each; ``slow`` runs send thousands.
@@ -115,9 +116,8 @@ def _ending(text: str) -> str:
     return "cut"
 
 
-def run_load(stack: Stack, count: int, mix=MIX, during=None) -> list[Outcome]:
-    """``count`` requests of ``mix`` from CLIENTS concurrent clients; ``during()`` runs once the
-    load is under way (it injects the faults)."""
+def run_load(stack: Stack, count: int, mix=MIX) -> list[Outcome]:
+    """``count`` requests of ``mix`` from CLIENTS concurrent clients."""
     run = uuid.uuid4().hex[:8]
     # One pool of CLIENTS connections shared by CLIENTS threads: 64 clients at once, without
     # paying for 64 TLS-ready httpx clients per run.
@@ -138,10 +138,6 @@ def run_load(stack: Stack, count: int, mix=MIX, during=None) -> list[Outcome]:
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
             futures = [pool.submit(one, i) for i in range(count)]
-            if during is not None:  # once a quarter is answered: the load is under way, most still to come
-                while sum(future.done() for future in futures) < count // 4:
-                    time.sleep(0.005)
-                during()
             outcomes = [future.result() for future in futures]
     finally:
         client.close()
@@ -224,15 +220,15 @@ def test_mixed_load_zero_5xx_zero_drops_one_record_each(stack):
 
 
 def test_provider_5xx_and_hangs_under_load_are_retried_or_fall_back(stack):
-    def faults():
-        stack.openai.push(*[Scripted(status=500, body={"error": {"message": "upstream down"}})] * 10,
-                          *[Scripted(delay=PROVIDER_TIMEOUT * 3)] * 3)
-        stack.bedrock.push(error_step(500, "InternalServerException"), error_step(503, "ServiceUnavailableException"))
-
+    # Of 150 requests about 75 reach OpenAI and 50 Bedrock: the faults start a quarter of the way in.
+    stack.openai.push(*[Scripted(status=500, body={"error": {"message": "upstream down"}})] * 10,
+                      *[Scripted(delay=PROVIDER_TIMEOUT * 3)] * 3, after=18)
+    stack.bedrock.push(error_step(500, "InternalServerException"), error_step(503, "ServiceUnavailableException"),
+                       after=12)
     openai_before, bedrock_before = len(stack.openai.requests), len(stack.bedrock.requests)
-    outcomes = run_load(stack, 150, during=faults)
+    outcomes = run_load(stack, 150)
     assert_clean(outcomes)  # each fault was absorbed by a retry or the fallback to Bedrock
-    assert stack.openai._script == [] and stack.bedrock._script == []  # every fault was served
+    assert stack.openai.pending() == 0 and stack.bedrock.pending() == 0  # every fault was served
     attempts = len(stack.openai.requests) - openai_before + len(stack.bedrock.requests) - bedrock_before
     assert attempts > len([o for o in outcomes if o.provider != "echo"])  # the retries happened
     figures = assert_one_record_per_request(stack, outcomes)
@@ -242,12 +238,9 @@ def test_provider_5xx_and_hangs_under_load_are_retried_or_fall_back(stack):
 def test_streams_reset_mid_way_end_with_an_error_event_and_are_recorded(stack):
     streams = (("/v1/chat/completions", "gpt-4o-mini", True),)
     resets = 10
-
-    def faults():
-        stack.openai.push(*[Scripted(events=stream_events("gpt-4o-mini", "one two three four"), reset_after=2)]
-                          * resets)
-
-    outcomes = run_load(stack, 100, mix=streams, during=faults)
+    stack.openai.push(*[Scripted(events=stream_events("gpt-4o-mini", "one two three four"), reset_after=2)]
+                      * resets, after=25)  # a quarter of the way in
+    outcomes = run_load(stack, 100, mix=streams)
     assert [o for o in outcomes if o.dropped or o.status != 200] == []
     endings = Counter(outcome.ending for outcome in outcomes)
     assert endings == {"done": 100 - resets, "error": resets}, endings  # documented: data: {"error": ...}
@@ -296,10 +289,8 @@ def test_long_mixed_load_with_faults(stack):
     assert_clean(outcomes)
     figures = assert_one_record_per_request(stack, outcomes)
 
-    def faults():
-        stack.openai.push(*[Scripted(status=500)] * 60, *[Scripted(delay=PROVIDER_TIMEOUT * 3)] * 16)
-
-    faulted = run_load(stack, 1000, during=faults)
+    stack.openai.push(*[Scripted(status=500)] * 60, *[Scripted(delay=PROVIDER_TIMEOUT * 3)] * 16, after=125)
+    faulted = run_load(stack, 1000)
     assert_clean(faulted)
     fault_figures = assert_one_record_per_request(stack, faulted)
     master, workers = server_processes(stack)

@@ -273,12 +273,7 @@ class FakeOpenAI(FakeUpstream):
 
         def do_GET(request_handler):
             fake.times.append(time.monotonic())
-            with fake._lock:
-                fake.requests.append({})
-                fake.paths.append(request_handler.path)
-                fake.headers.append({k.lower(): v for k, v in request_handler.headers.items()})
-                step = fake._script.pop(0) if fake._script else None
-            step = step or fake.get_step(request_handler.path)
+            step = fake.take(request_handler, {}) or fake.get_step(request_handler.path)
             try:
                 fake._answer(request_handler, step)
             except (BrokenPipeError, ConnectionResetError):
@@ -287,9 +282,9 @@ class FakeOpenAI(FakeUpstream):
         handler.do_POST = do_POST
         handler.do_GET = do_GET
 
-    def push(self, *steps: Scripted) -> None:
-        """Queue answers for the next requests, in order (each gets an ``x-request-id`` unless it has one)."""
-        super().push(*(self._with_request_id(step) for step in steps))
+    def push(self, *steps: Scripted, after: int = 0) -> None:
+        """As :meth:`FakeUpstream.push`; each answer gets an ``x-request-id`` unless it has one."""
+        super().push(*(self._with_request_id(step) for step in steps), after=after)
 
     @staticmethod
     def _with_request_id(step: Scripted) -> Scripted:

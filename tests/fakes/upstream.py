@@ -1,8 +1,10 @@
 """The scaffolding of a scripted local upstream: a threaded HTTP server on 127.0.0.1.
 
 Tests queue answers with :meth:`FakeUpstream.push` (status, body, delay,
-headers, stream events, a connection reset mid-stream); with none queued the
-subclass's :meth:`default_step` answers. Every request is kept (path, JSON
+headers, stream events, a connection reset mid-stream), for the next requests or,
+with ``after=N``, for those after the upstream's next N (faults injected into a
+load already running, at a point the upstream counts rather than a moment a test
+sleeps to); with none queued the subclass's :meth:`default_step` answers. Every request is kept (path, JSON
 body, headers) so tests count what the upstream really received; for streams,
 ``events_sent`` and ``aborted`` say how far each one got.
 """
@@ -45,6 +47,8 @@ class FakeUpstream:
         self.events_sent: list[int] = []
         self.aborted: list[bool] = []
         self._script: list[Scripted] = []
+        #: Steps pushed with ``after``: (the request count at which they join the script, the steps).
+        self._armed: list[tuple[int, list[Scripted]]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -58,12 +62,7 @@ class FakeUpstream:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length) or b"{}"
                 body = json.loads(raw)
-                with fake._lock:
-                    fake.requests.append(body)
-                    fake.paths.append(self.path)
-                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    step = fake._script.pop(0) if fake._script else None
-                step = step or fake.default_step(self.path, body)
+                step = fake.take(self, body) or fake.default_step(self.path, body)
                 if step.delay:
                     time.sleep(step.delay)
                 try:
@@ -90,10 +89,31 @@ class FakeUpstream:
         """Bytes that close a complete stream."""
         return b""
 
-    def push(self, *steps: Scripted) -> None:
-        """Queue answers for the next requests, in order."""
+    def push(self, *steps: Scripted, after: int = 0) -> None:
+        """Queue answers, in order, for the next requests, or for those after the next ``after``
+        requests this upstream receives (whatever else is queued meanwhile)."""
         with self._lock:
-            self._script.extend(steps)
+            if after:
+                self._armed.append((len(self.requests) + after, list(steps)))
+            else:
+                self._script.extend(steps)
+
+    def pending(self) -> int:
+        """How many pushed answers no request has taken yet (queued or still waiting for ``after``)."""
+        with self._lock:
+            return len(self._script) + sum(len(steps) for _, steps in self._armed)
+
+    def take(self, handler: BaseHTTPRequestHandler, body: dict) -> Scripted | None:
+        """Record a request (``body``: its JSON, ``{}`` for a GET) and return its queued answer, if any."""
+        with self._lock:
+            self.requests.append(body)
+            self.paths.append(handler.path)
+            self.headers.append({k.lower(): v for k, v in handler.headers.items()})
+            due = [entry for entry in self._armed if entry[0] < len(self.requests)]
+            for entry in due:
+                self._armed.remove(entry)
+                self._script.extend(entry[1])
+            return self._script.pop(0) if self._script else None
 
     def _answer(self, handler: BaseHTTPRequestHandler, step: Scripted) -> None:
         data = (step.body if isinstance(step.body, str) else json.dumps(step.body)).encode()
