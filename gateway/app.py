@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, current_app
@@ -45,6 +46,8 @@ class Gateway:
         self.limiter = RequestLimiter(settings)
         self.models = load_model_table(settings.model_table_path)
         self.resilience = Resilience(settings)
+        #: Now, in seconds since the epoch, for what the app dates (tests replace it to move time on).
+        self.clock: Callable[[], float] = time.time
         self.providers: dict[str, Provider] = {}
         #: Per-app state of plugins, by a name of their choosing (caches, clients).
         self.state: dict[str, Any] = {}

@@ -103,10 +103,11 @@ class RequestLogWriter:
     def __init__(self, store: Any, retention_days: int, *, background: bool, queue_size: int = 10_000,
                  batch_wait: float = 0.0,
                  on_records: Callable[[list[UsageRecord]], None] | None = None,
-                 on_fallback: Callable[[], None] | None = None):
+                 on_fallback: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic):
         """``batch_wait``: seconds the background thread lets records gather after the first of a
         batch; ``on_records`` sees every batch of records before it is stored (the metrics);
-        ``on_fallback`` is called for each record the store refused."""
+        ``on_fallback`` is called for each record the store refused; ``clock`` (monotonic seconds)
+        says when the next purge of expired records is due."""
         self.store = store
         self.retention = retention_days * DAY
         self.background = background
@@ -119,6 +120,7 @@ class RequestLogWriter:
         self._pid = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._clock = clock
         self._next_purge = 0.0
         self._refusals = RefusalTally()
 
@@ -303,7 +305,7 @@ class RequestLogWriter:
                 logger.exception("request log fallback metric failed")
 
     def _purge_when_due(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now < self._next_purge:
             return
         self._next_purge = now + PURGE_INTERVAL

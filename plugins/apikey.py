@@ -173,7 +173,7 @@ def _note_use(gateway, key: ApiKey) -> None:
     """Write ``lastUsedAt`` at most once a minute per key: once per process by a local clock,
     and across instances by the store's conditional write."""
     touched: dict[str, float] = gateway.state.setdefault(_TOUCHED, {})
-    now = time.time()
+    now = gateway.clock()
     if now - touched.get(key.key_id, 0.0) < LAST_USED_INTERVAL:
         return
     touched[key.key_id] = now
@@ -209,7 +209,7 @@ def verify_key(gateway, presented: str) -> Caller | None:
         raise AuthenticationError("Invalid API key.")
     if not key.active:
         raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
-    if key.expires_at is not None and key.expires_at <= time.time():
+    if key.expires_at is not None and key.expires_at <= gateway.clock():
         raise AuthenticationError("This API key has expired.", code="expired_api_key")
     _note_use(gateway, key)
     return caller_for(key)

@@ -326,18 +326,22 @@ def test_purge_command_deletes_expired_records(tmp_path, monkeypatch):
     assert [r.request_id for r in store.records_for_user("u1")] == ["r00002"]
 
 
-def test_writer_purges_expired_records_on_its_own_about_hourly(tmp_path, monkeypatch):
+def test_writer_purges_expired_records_on_its_own_about_hourly(tmp_path):
     store = SQLiteStore(str(tmp_path / "log.db"))
     store.put_record(record(1, timestamp=1000.0), expires_at=2000)
-    writer = RequestLogWriter(store, 90, background=False)
+    now = [5000.0]
+    writer = RequestLogWriter(store, 90, background=False, clock=lambda: now[0])
     writer.write(record(2))
     assert [r.request_id for r in store.records_for_user("u1")] == ["r00002"]
     store.put_record(record(3, timestamp=1000.0), expires_at=2000)
     writer.write(record(4))  # within the hour: no second purge
     assert len(store.records_for_user("u1")) == 3
-    monkeypatch.setattr(time, "monotonic", lambda: writer._next_purge + 1)
-    writer.write(record(5))
-    assert [r.request_id for r in store.records_for_user("u1")] == ["r00002", "r00004", "r00005"]
+    now[0] += 3599
+    writer.write(record(5))  # still within the hour
+    assert len(store.records_for_user("u1")) == 4
+    now[0] += 2
+    writer.write(record(6))
+    assert [r.request_id for r in store.records_for_user("u1")] == ["r00002", "r00004", "r00005", "r00006"]
 
 
 def test_an_older_sqlite_file_gains_the_new_columns(tmp_path):
