@@ -2,8 +2,6 @@
 
 Plugin authors write ``from gateway import hookimpl``.
 """
-import gateway.limits_import  # noqa: F401  (first, before any module imports limits)
-import gateway.marshmallow_import  # noqa: F401  (first, before any module imports marshmallow)
 from gateway.hookspecs import hookimpl
 
 __all__ = ["create_app", "hookimpl"]

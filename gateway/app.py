@@ -118,7 +118,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: tuple[object
     gateway.load_declarations()
     pm.call_each("gateway_startup", {"gateway": gateway}, _stop_start_up)
 
-    app = http.GatewayFlask("gateway")
+    app = Flask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["DEBUG"] = False
     app.json.sort_keys = False

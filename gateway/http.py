@@ -6,12 +6,10 @@ import logging
 import re
 import uuid
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.routing import Rule
 from werkzeug.utils import import_string
 
 from gateway.config import Settings
@@ -36,36 +34,6 @@ _HTTP_CODES = {
     413: ("invalid_request_error", "request_too_large"),
     415: ("invalid_request_error", "unsupported_media_type"),
 }
-
-
-class LazyBuildRule(Rule):
-    """A werkzeug ``Rule`` that compiles its URL builders (what ``url_for`` runs) on first use.
-
-    werkzeug compiles two builder functions per rule (generated source, parsed and
-    compiled) as the rule is added: about 0.6 ms a rule, 13 ms of every cold start for
-    the gateway's 22 routes, and the gateway builds a URL for almost none of them.
-    Matching is untouched. Flask's documented hook for this is ``url_rule_class``; the
-    method overridden is werkzeug's own (``Rule._compile_builder``, werkzeug 3), which
-    tests/test_http_basics.py holds to ``url_for``.
-    """
-
-    def _compile_builder(self, append_unknown: bool = True) -> Callable[..., tuple[str, str]]:
-        compile_now = super()._compile_builder
-        compiled: Callable[..., tuple[str, str]] | None = None
-
-        def build(rule: Rule, *args: Any, **kwargs: Any) -> tuple[str, str]:
-            nonlocal compiled
-            if compiled is None:
-                compiled = compile_now(append_unknown)
-            return compiled(rule, *args, **kwargs)
-
-        return build
-
-
-class GatewayFlask(Flask):
-    """Flask whose routes compile their URL builders lazily (:class:`LazyBuildRule`)."""
-
-    url_rule_class = LazyBuildRule
 
 
 class LazyView:

@@ -57,26 +57,3 @@ def test_every_log_line_of_a_request_carries_its_correlation_id(tmp_path):
     enriching = [entry for entry in logged if entry["message"] == "enriching"]
     assert enriching and enriching[0]["correlation_id"] == "trace-42" and enriching[0]["messages"] == 1
     assert enriching[0]["level"] == "WARNING" and enriching[0]["logger"] == "plugins.chatty"
-
-
-def test_routes_compile_their_url_builders_only_when_a_url_is_built(tmp_path, monkeypatch):
-    from flask import url_for
-    from werkzeug.routing import Rule
-
-    compiled = []
-    original = Rule._compile_builder
-
-    def counting(rule, append_unknown=True):
-        compiled.append(rule.rule)
-        return original(rule, append_unknown)
-
-    monkeypatch.setattr(Rule, "_compile_builder", counting)
-    app = make_app(tmp_path)
-    assert len(list(app.url_map.iter_rules())) > 10 and compiled == []
-    with app.test_request_context():
-        assert url_for("openai.chat_completions") == "/v1/chat/completions"
-        assert url_for("admin_keys.show", key_id="k 1", verbose="yes") == "/api/v1/admin/keys/k%201?verbose=yes"
-        assert url_for("dashboard.static", filename="app.js") == "/dashboard/static/app.js"
-        assert url_for("openai.chat_completions", _external=True) == "http://localhost/v1/chat/completions"
-    assert set(compiled) == {"/v1/chat/completions", "/api/v1/admin/keys/<key_id>", "/dashboard/static/<path:filename>"}
-    assert app.test_client().get("/dashboard").status_code == 200
