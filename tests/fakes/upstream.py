@@ -34,6 +34,15 @@ class Scripted:
     reset_after: int | None = None
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, and room for a burst of connections: the standard library's
+    backlog of 5 refuses some of 64 clients' first connections at once (``provider_unreachable``
+    in a load test that injected no fault)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 class FakeUpstream:
     """Serve on a free loopback port; use as a context manager. Subclasses speak a wire format."""
 
@@ -73,8 +82,7 @@ class FakeUpstream:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
 
     def default_step(self, path: str, body: dict) -> Scripted:
