@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from gateway import aws
 from gateway.errors import ConfigError
-from gateway.types import Caller, Completion, Result, Usage
+from gateway.types import Caller, ChatAnswer, ChatRequest, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def open_backend(uri: str, region: str = "us-east-1") -> CacheBackend | None:
 class CachedAnswer:
     """A stored answer: the result, who served it, and what it cost then."""
 
-    result: Result
+    result: ChatAnswer
     provider: str
     model: str
     cost: float
@@ -300,16 +300,16 @@ class CachedAnswer:
         return cls(_result(values["result"]), values["provider"], values["model"], values["cost"])
 
 
-def _result(values: dict[str, Any]) -> Result:
-    """A :class:`Result` from its ``asdict`` form, its extra choices included."""
+def _result(values: dict[str, Any]) -> ChatAnswer:
+    """A :class:`ChatAnswer` from its ``asdict`` form, its extra choices included."""
     values["usage"] = Usage(**values["usage"])
     values["extra_choices"] = [_result(choice) for choice in values.get("extra_choices") or ()]
     if values.get("body") is not None:
         values["body"] = values["body"].encode()
-    return Result(**values)
+    return ChatAnswer(**values)
 
 
-def request_key(caller: Caller, completion: Completion) -> str:
+def request_key(caller: Caller, completion: ChatRequest) -> str:
     """The cache key of ``completion`` for ``caller``: its key id, then a hash of the normalized request."""
     parameters = {name: int(value) if isinstance(value, float) and value.is_integer() else value
                   for name, value in completion.parameters.items()}  # temperature 0 and 0.0 are one request
@@ -339,7 +339,7 @@ class Lookup:
                 logger.warning("response cache write failed", extra={"error": type(exc).__name__})
 
 
-def _wants_cache(completion: Completion, headers: Any) -> bool:
+def _wants_cache(completion: ChatRequest, headers: Any) -> bool:
     opted_in = headers.get(OPT_IN_HEADER, "").strip().lower() in ("on", "true", "1")
     return opted_in or completion.parameters.get("temperature") == 0
 
@@ -352,7 +352,7 @@ def backend_for(gateway) -> CacheBackend | None:
     return state[_STATE]
 
 
-def lookup(gateway, headers: Any, completion: Completion, caller: Caller, *, always: bool = False) -> Lookup:
+def lookup(gateway, headers: Any, completion: ChatRequest, caller: Caller, *, always: bool = False) -> Lookup:
     """Look ``completion`` up for ``caller``, honouring ``Cache-Control`` in the request ``headers``;
     ``always``: cacheable whatever its temperature (a deterministic request, such as embeddings)."""
     backend = backend_for(gateway)

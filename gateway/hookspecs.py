@@ -43,7 +43,7 @@ def gateway_authenticate(request, gateway):
 def gateway_enrich_request(completion, caller, request, gateway):
     """Change the request before a provider sees it (each request; every implementation runs).
 
-    :param completion: the :class:`gateway.types.Completion`; mutate its
+    :param completion: the :class:`gateway.types.ChatRequest`; mutate its
         ``messages`` or ``metadata`` in place, and report to the caller through its
         ``response_headers`` and ``answer_fields`` (declared in ``gateway_declare``).
     :param caller: the authenticated :class:`gateway.types.Caller` (already authorized
@@ -61,7 +61,7 @@ def gateway_enrich_request(completion, caller, request, gateway):
 def gateway_select_provider(completion, caller, providers, gateway):
     """Choose who answers (each request; the first non-None answer wins).
 
-    :param completion: the :class:`gateway.types.Completion` (``completion.model``,
+    :param completion: the :class:`gateway.types.ChatRequest` (``completion.model``,
         ``completion.provider`` when the caller named one). For ``/v1/embeddings`` and
         ``/v1/responses`` it has no messages and ``completion.options["route"]`` is
         ``"embeddings"`` or ``"responses"``; a candidate must then have ``embed`` or
@@ -79,7 +79,7 @@ def gateway_select_provider(completion, caller, providers, gateway):
 def gateway_after_response(record, gateway):
     """See the outcome of every completion, successful or not (every implementation runs).
 
-    :param record: the :class:`gateway.types.UsageRecord` of the request.
+    :param record: the :class:`gateway.types.RequestLogRecord` of the request.
     :param gateway: the app's Gateway.
     :return: nothing. An implementation that raises is logged and skipped: it never
         changes the answer nor stops the other implementations.

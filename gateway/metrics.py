@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway import metric_names as names
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
 #: Counted when the request log store refuses a record and it is kept in a log line instead.
 REQUEST_LOG_FALLBACKS = "RequestLogFallbacks"
@@ -125,7 +125,7 @@ def _emit(gateway, dimensions: dict[str, str], values: list[tuple[str, str, floa
         sys.stdout.flush()
 
 
-def _request_values(record: UsageRecord) -> list[tuple[str, str, float]]:
+def _request_values(record: RequestLogRecord) -> list[tuple[str, str, float]]:
     """One record's metrics: requests, errors, latencies, tokens, cost, cache hits, rate limits. A
     record of folded refusals counts its ``count`` requests (its latency is their mean)."""
     count = record.count
@@ -143,7 +143,7 @@ def _request_values(record: UsageRecord) -> list[tuple[str, str, float]]:
     return values
 
 
-def emit_requests(gateway, records: Iterable[UsageRecord]) -> None:
+def emit_requests(gateway, records: Iterable[RequestLogRecord]) -> None:
     """The metrics of completions: one line per Provider, Model, Tier and minute (at most
     ``VALUES_PER_LINE`` records), each record's values kept, the line stamped with its earliest time.
 
@@ -153,7 +153,7 @@ def emit_requests(gateway, records: Iterable[UsageRecord]) -> None:
     if not gateway.settings.metrics_emf:
         return
     known = known_dimensions(gateway)
-    groups: dict[tuple[str, str, str, int], list[UsageRecord]] = {}
+    groups: dict[tuple[str, str, str, int], list[RequestLogRecord]] = {}
     for record in records:
         key = (known.provider(record.provider), known.model(record.model), record.tier or UNKNOWN,
                int(record.timestamp // 60))

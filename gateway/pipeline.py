@@ -35,7 +35,7 @@ from gateway.ratelimit import Spend
 from gateway.resilience import counts_as_failure
 from gateway.schemas import load_completion, load_embedding, load_responses_request
 from gateway.streaming import MeteredStream
-from gateway.types import Caller, Chunk, Completion, Price, Provider, Result, Usage, UsageRecord
+from gateway.types import Caller, ChatAnswer, ChatRequest, Chunk, Price, Provider, RequestLogRecord, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,11 @@ logger = logging.getLogger(__name__)
 class Answer:
     """What a view renders: the result (or, streaming, the chunks), who served it, the record."""
 
-    completion: Completion
-    result: Result | None
+    completion: ChatRequest
+    result: ChatAnswer | None
     provider: str
     model: str
-    record: UsageRecord
+    record: RequestLogRecord
     #: ``X-Cache``: HIT or MISS for a cacheable request, else "".
     cache_status: str = ""
     chunks: MeteredStream | None = None
@@ -93,7 +93,7 @@ def limit(gateway, caller: Caller) -> None:
     try:
         gateway.limiter.hit(caller)
     except RateLimited as exc:
-        notify_after_response(gateway, UsageRecord(
+        notify_after_response(gateway, RequestLogRecord(
             request_id=g.request_id, correlation_id=g.correlation_id, timestamp=time.time(),
             user_id=caller.user_id, api_key_id=caller.key_id, tier=caller.tier, status=exc.status,
             error_code=exc.code, latency_ms=(time.perf_counter() - started) * 1000))
@@ -107,7 +107,7 @@ def authorize_model(caller: Caller, model: str) -> None:
                                f"{', '.join(sorted(caller.allowed_models)) or 'none'}.", code="model_not_allowed")
 
 
-def select_candidates(gateway, completion: Completion, caller: Caller) -> list[tuple[Provider, str]]:
+def select_candidates(gateway, completion: ChatRequest, caller: Caller) -> list[tuple[Provider, str]]:
     """The ordered (provider, model) candidates for ``completion``; 404 when there are none."""
     candidates = gateway.hook.gateway_select_provider(
         completion=completion, caller=caller, providers=gateway.providers, gateway=gateway)
@@ -118,14 +118,14 @@ def select_candidates(gateway, completion: Completion, caller: Caller) -> list[t
     return candidates
 
 
-def call_providers(gateway, candidates: list[tuple[Provider, str]], completion: Completion,
-                   record: UsageRecord) -> tuple[Result, Provider, str]:
+def call_providers(gateway, candidates: list[tuple[Provider, str]], completion: ChatRequest,
+                   record: RequestLogRecord) -> tuple[ChatAnswer, Provider, str]:
     """Ask the candidates in order through the resilience loop (retries, breakers, fallback)."""
     return gateway.resilience.call(
         candidates, lambda provider, model: provider.complete(replace(completion, model=model)), record)
 
 
-def open_stream(gateway, candidates: list[tuple[Provider, str]], record: UsageRecord,
+def open_stream(gateway, candidates: list[tuple[Provider, str]], record: RequestLogRecord,
                 start: Callable[[Provider, str], Iterable[Chunk]],
                 ) -> tuple[Chunk | None, Iterator[Chunk], Provider, str]:
     """Start a stream (``start(provider, model)``) through the resilience loop; it counts as started
@@ -149,7 +149,7 @@ def price_of(gateway, provider: Provider, model: str) -> Price | None:
     return gateway.models.price(provider.name, model) or provider.models().get(model)
 
 
-def answer_from_cache(gateway, completion: Completion, cached: cache.Lookup, record: UsageRecord) -> Answer:
+def answer_from_cache(gateway, completion: ChatRequest, cached: cache.Lookup, record: RequestLogRecord) -> Answer:
     """The stored answer; its record costs nothing and notes what the provider call would have cost."""
     hit = cached.hit
     record.provider, record.model, record.cached = hit.provider, hit.model, True
@@ -159,7 +159,7 @@ def answer_from_cache(gateway, completion: Completion, cached: cache.Lookup, rec
     return Answer(completion, hit.result, hit.provider, hit.model, record, cached.status)
 
 
-def enrich(gateway, completion: Completion, caller: Caller, request: Request) -> None:
+def enrich(gateway, completion: ChatRequest, caller: Caller, request: Request) -> None:
     """Call every ``gateway_enrich_request`` implementation.
 
     A :class:`GatewayError` (a guardrail's 400) always fails the request. Any other
@@ -177,7 +177,7 @@ def enrich(gateway, completion: Completion, caller: Caller, request: Request) ->
                          failed)
 
 
-def notify_after_response(gateway, record: UsageRecord) -> None:
+def notify_after_response(gateway, record: RequestLogRecord) -> None:
     """Call every ``gateway_after_response`` implementation; one that raises is logged and skipped."""
     def failed(impl, exc: Exception) -> None:
         logger.error("after-response plugin failed", exc_info=exc, extra={"plugin": impl.plugin_name})
@@ -190,7 +190,7 @@ class RecordedCall:
     """One request on its way through the flow: its record, its caller, and whether a stream
     (which records the request when it ends) took the recording over."""
 
-    record: UsageRecord
+    record: RequestLogRecord
     started: float
     caller: Caller | None = None
     streaming: bool = False
@@ -215,7 +215,7 @@ def recorded_call(gateway, request: Request, permission: str) -> Iterator[Record
     The body is read only inside the block, after authentication, so an anonymous
     caller learns nothing but 401.
     """
-    call = RecordedCall(UsageRecord(request_id=g.request_id, correlation_id=g.correlation_id,
+    call = RecordedCall(RequestLogRecord(request_id=g.request_id, correlation_id=g.correlation_id,
                                     timestamp=time.time()), time.perf_counter())
     record = call.record
     try:
@@ -283,16 +283,16 @@ def embed(gateway, request: Request) -> Answer:
         record.model = embedding.model
         authorize_model(caller, embedding.model)
         gateway.limiter.check_spend(caller, None, call.spend)
-        routed = Completion(model=embedding.model, messages=[], parameters={"input": embedding.input,
+        routed = ChatRequest(model=embedding.model, messages=[], parameters={"input": embedding.input,
                             **embedding.parameters}, options={"route": "embeddings"})
         candidates = select_candidates(gateway, routed, caller)
         cached = cache.lookup(gateway, request.headers, routed, caller, always=True)
         if cached.hit is not None:
             return answer_from_cache(gateway, routed, cached, record)
 
-        def attempt(provider: Provider, model: str) -> Result:
+        def attempt(provider: Provider, model: str) -> ChatAnswer:
             answer = capability(provider, "embed", "embeddings")(replace(embedding, model=model))
-            return Result(text="", model=answer.model, usage=answer.usage, body=answer.body)
+            return ChatAnswer(text="", model=answer.model, usage=answer.usage, body=answer.body)
 
         result, provider, model = gateway.resilience.call(candidates, attempt, record)
         account(gateway, call, provider, model, result.usage)
@@ -309,7 +309,7 @@ def respond(gateway, request: Request) -> Answer:
         record.model = body["model"]
         authorize_model(caller, body["model"])
         gateway.limiter.check_spend(caller, body.get("max_output_tokens"), call.spend)
-        routed = Completion(model=body["model"], messages=[], parameters=body, stream=bool(body.get("stream")),
+        routed = ChatRequest(model=body["model"], messages=[], parameters=body, stream=bool(body.get("stream")),
                             options={"route": "responses"})
         candidates = select_candidates(gateway, routed, caller)
 
@@ -333,7 +333,7 @@ def capability(provider: Provider, method: str, what: str) -> Callable:
     return found
 
 
-def start_streaming(gateway, call: RecordedCall, candidates: list[tuple[Provider, str]], completion: Completion,
+def start_streaming(gateway, call: RecordedCall, candidates: list[tuple[Provider, str]], completion: ChatRequest,
                     start: Callable[[Provider, str], Iterable[Chunk]]) -> Answer:
     """Open the stream (``start(provider, model)``) and wrap it so that the request is recorded exactly
     once when it ends, fails mid-stream, or the client goes away."""

@@ -40,8 +40,11 @@ BUILTIN_PLUGINS = (
     "plugins.openai_provider",
     "plugins.bedrock_provider",
     "plugins.analytics",
-    "plugins.mcp",
+    "plugins.catalog",
 )
+
+#: Built-in plugins' earlier names -> today's: disabling one by its earlier name stops start-up.
+RENAMED_BUILTINS = {"mcp": "catalog"}
 
 
 class PluginManager(pluggy.PluginManager):
@@ -189,6 +192,9 @@ def build_plugin_manager(settings: Settings, extra: tuple[object, ...] = ()) -> 
     hook or takes an argument its hook does not offer raises :class:`ConfigError`
     naming the plugin.
     """
+    for old, new in RENAMED_BUILTINS.items():
+        if old in settings.disable_plugins:  # else the renamed plugin would silently load again
+            raise ConfigError(f"disable_plugins names {old!r}: that built-in plugin is now named {new!r}")
     pm = PluginManager(trace=settings.trace_plugins)
     for module_name in BUILTIN_PLUGINS:
         name = module_name.rsplit(".", 1)[-1]

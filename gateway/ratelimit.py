@@ -38,7 +38,7 @@ from gateway.config import Settings, TierLimits
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, ServiceUnavailable
 from gateway.leases import leases_for
 from gateway.limit_storage import batch  # importing it registers the sqlite:// and dynamodb:// schemes
-from gateway.types import TIERS, Caller, UsageRecord
+from gateway.types import TIERS, Caller, RequestLogRecord
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -210,7 +210,7 @@ class RequestLimiter:
                               retry_after=math.ceil(_month_end(time.time()) - time.time()),
                               code="insufficient_quota")
 
-    def charge(self, records: Iterable[UsageRecord]) -> None:
+    def charge(self, records: Iterable[RequestLogRecord]) -> None:
         """After the calls: add the tokens and cost of finished requests to their keys' counters, in
         one transaction, summed per key (answers from the cache cost nothing).
 

@@ -25,19 +25,19 @@ import threading
 import time
 from dataclasses import replace
 
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
 MINUTE = 60
 #: The error codes of the gateway's own limits (an upstream's 429 is a call, not a refusal).
 REFUSAL_CODES = frozenset({"rate_limit_exceeded", "insufficient_quota", "concurrency_limit_exceeded"})
 
 
-def is_refusal(record: UsageRecord) -> bool:
+def is_refusal(record: RequestLogRecord) -> bool:
     """True for the record of a request the gateway's own limits refused."""
     return record.status == 429 and record.error_code in REFUSAL_CODES
 
 
-def folded(record: UsageRecord) -> UsageRecord:
+def folded(record: RequestLogRecord) -> RequestLogRecord:
     """``record`` as the folded record of its key, minute and reason (holding its own count)."""
     minute = int(record.timestamp // MINUTE)
     return replace(record, request_id=f"refused-{record.api_key_id}-{minute}-{record.error_code}",
@@ -48,10 +48,10 @@ class RefusalTally:
     """Folded refusals of this process not yet written, by folded id."""
 
     def __init__(self) -> None:
-        self._open: dict[str, UsageRecord] = {}
+        self._open: dict[str, RequestLogRecord] = {}
         self._lock = threading.Lock()
 
-    def add(self, record: UsageRecord) -> bool:
+    def add(self, record: RequestLogRecord) -> bool:
         """Fold ``record`` in; True when the tally was empty before (a writer waiting for nothing
         must now wake when this minute ends)."""
         one = folded(record)
@@ -65,7 +65,7 @@ class RefusalTally:
             held.count = total
             return False
 
-    def take(self, now: float | None = None) -> list[UsageRecord]:
+    def take(self, now: float | None = None) -> list[RequestLogRecord]:
         """Remove and return the folded records whose minute has ended by ``now`` (every one: None)."""
         with self._lock:
             due = [rid for rid, record in self._open.items()

@@ -44,7 +44,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.refusals import RefusalTally, folded, is_refusal
-from gateway.types import UsageRecord, message_text
+from gateway.types import RequestLogRecord, message_text
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class RequestLogWriter:
 
     def __init__(self, store: Any, retention_days: int, *, background: bool, queue_size: int = 10_000,
                  batch_wait: float = 0.0,
-                 on_records: Callable[[list[UsageRecord]], None] | None = None,
+                 on_records: Callable[[list[RequestLogRecord]], None] | None = None,
                  on_fallback: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic):
         """``batch_wait``: seconds the background thread lets records gather after the first of a
         batch; ``on_records`` sees every batch of records before it is stored (the metrics);
@@ -124,7 +124,7 @@ class RequestLogWriter:
         self._next_purge = 0.0
         self._refusals = RefusalTally()
 
-    def submit(self, record: UsageRecord) -> None:
+    def submit(self, record: RequestLogRecord) -> None:
         """Write ``record`` now (Lambda, full queue, closed writer) or hand it to the background thread;
         fold a refusal into its key's, minute's and reason's record."""
         if is_refusal(record):
@@ -138,7 +138,7 @@ class RequestLogWriter:
                 pass
         self.write(record)
 
-    def _fold(self, record: UsageRecord) -> None:
+    def _fold(self, record: RequestLogRecord) -> None:
         """Keep a refusal in the tally for the thread to write when its minute ends, or (no thread)
         add it to its row now."""
         if self.background and self._ensure_thread():
@@ -153,7 +153,7 @@ class RequestLogWriter:
                 return
         self._write_folded([folded(record)])
 
-    def _write_folded(self, records: list[UsageRecord]) -> None:
+    def _write_folded(self, records: list[RequestLogRecord]) -> None:
         """Emit folded refusals' metrics (their counts), then add each to its row (retried once, then
         kept in a log line, as any record)."""
         self._emit(records)
@@ -248,12 +248,12 @@ class RequestLogWriter:
                 self._queue.task_done()
         self._write_folded(self._refusals.take())  # a fold after _closed was set is written inline
 
-    def write(self, record: UsageRecord) -> None:
+    def write(self, record: RequestLogRecord) -> None:
         """Store ``record`` in the caller's thread; retry once, then keep it in a log line and
         count the fallback."""
         self._write_batch([record])
 
-    def _write_batch(self, records: list[UsageRecord]) -> None:
+    def _write_batch(self, records: list[RequestLogRecord]) -> None:
         """Emit the records' metrics, then store them: one ``put_records`` for several, else (one
         record, or a refused batch) each alone."""
         self._emit(records)
@@ -263,7 +263,7 @@ class RequestLogWriter:
                 self._put_alone(record, expires_at)
         self._purge_when_due()
 
-    def _emit(self, records: list[UsageRecord]) -> None:
+    def _emit(self, records: list[RequestLogRecord]) -> None:
         """Hand ``records`` to ``on_records`` (metrics, limits); its failure never costs a record."""
         if self.on_records is not None and records:
             try:
@@ -271,7 +271,7 @@ class RequestLogWriter:
             except Exception:  # metrics never cost a record
                 logger.exception("request metrics failed")
 
-    def _put_together(self, items: list[tuple[UsageRecord, int]]) -> bool:
+    def _put_together(self, items: list[tuple[RequestLogRecord, int]]) -> bool:
         """Store the batch in one ``put_records``; False when the store refused it."""
         try:
             self.store.put_records(items)
@@ -281,7 +281,7 @@ class RequestLogWriter:
             return False
         return True
 
-    def _put_alone(self, record: UsageRecord, expires_at: int, adding: bool = False) -> None:
+    def _put_alone(self, record: RequestLogRecord, expires_at: int, adding: bool = False) -> None:
         """Store one record (``adding``: add it to its row, ``add_records``); retry once, then keep it
         in a log line and count the fallback."""
         failure: Exception | None = None
@@ -336,7 +336,7 @@ def writer_for(gateway) -> RequestLogWriter:
     return writer
 
 
-def account_batch(gateway, records: list[UsageRecord]) -> None:
+def account_batch(gateway, records: list[RequestLogRecord]) -> None:
     """What a batch of records sets off before it is stored: the keys' token and spend counters,
     then the metrics (each isolated: neither costs the other, nor a record)."""
     try:

@@ -22,7 +22,7 @@ from typing import NamedTuple, TypeVar
 
 from gateway.config import Settings
 from gateway.errors import GatewayError, ProviderError, ProviderTimeout, ServiceUnavailable, UpstreamRejected
-from gateway.types import Provider, UsageRecord
+from gateway.types import Provider, RequestLogRecord
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Resilience:
                 for (provider, model), breaker in sorted(self._breakers.items())}
 
     def call(self, candidates: list[tuple[Provider, str]], attempt: Callable[[Provider, str], T],
-             record: UsageRecord) -> tuple[T, Provider, str]:
+             record: RequestLogRecord) -> tuple[T, Provider, str]:
         """``attempt(provider, model)`` for each candidate with retries, until one succeeds.
 
         :raises UpstreamRejected: at once, when a provider refuses the request itself.
@@ -198,7 +198,7 @@ class Resilience:
         raise _all_failed(errors, len(candidates))
 
     def _with_retries(self, provider: Provider, model: str, attempt: Callable[[Provider, str], T],
-                      record: UsageRecord) -> T:
+                      record: RequestLogRecord) -> T:
         settings = self.settings
         breaker = self.breaker(provider.name, model)
         for number in range(settings.retry_attempts + 1):

@@ -14,7 +14,7 @@ from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, pre_lo
 from marshmallow import fields as f
 
 from gateway.errors import ConfigError, InvalidRequest
-from gateway.types import Completion, EmbeddingRequest
+from gateway.types import ChatRequest, EmbeddingRequest
 
 #: The largest token count any provider accepts (a 32-bit integer).
 INT32 = 2**31 - 1
@@ -311,8 +311,8 @@ def check_size(messages: list[dict], max_messages: int, max_message_chars: int) 
                                  "characters.", code="content_too_long")
 
 
-def load_completion(schema: Schema, body: dict[str, Any], limits: Any = None) -> Completion:
-    """Validate ``body`` against ``schema``; a 400 naming the bad fields, else a :class:`Completion`.
+def load_completion(schema: Schema, body: dict[str, Any], limits: Any = None) -> ChatRequest:
+    """Validate ``body`` against ``schema``; a 400 naming the bad fields, else a :class:`ChatRequest`.
 
     ``limits`` (the settings) bounds the number of messages and each one's length.
     An upstream URL field anywhere in the body is refused (400) before anything else.
@@ -329,7 +329,7 @@ def load_completion(schema: Schema, body: dict[str, Any], limits: Any = None) ->
     upstream_metadata = {key: value for key, value in metadata.items() if key not in options}
     if upstream_metadata:
         parameters["metadata"] = upstream_metadata
-    return Completion(
+    return ChatRequest(
         model=data["model"],
         messages=data["messages"],
         parameters=parameters,

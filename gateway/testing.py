@@ -23,7 +23,7 @@ from gateway.config import ENV_ALIASES, load_settings
 from gateway.errors import ProviderError
 from gateway.hookspecs import hookimpl
 from gateway.plugins import ENTRY_POINT_GROUP
-from gateway.types import Chunk, Completion, Price, Result, Usage
+from gateway.types import ChatAnswer, ChatRequest, Chunk, Price, Usage
 
 
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,25 +96,25 @@ class FakeProvider:
     name: str = "fake"
     served: dict[str, Price] = field(default_factory=lambda: {"fake-model": Price(1.0, 2.0)})
     outcomes: list[str | ProviderError] = field(default_factory=list)
-    calls: list[Completion] = field(default_factory=list)
+    calls: list[ChatRequest] = field(default_factory=list)
 
     def models(self) -> dict[str, Price]:
         """The scripted model table."""
         return self.served
 
-    def _next(self, completion: Completion) -> str:
+    def _next(self, completion: ChatRequest) -> str:
         self.calls.append(completion)
         outcome = self.outcomes.pop(0) if self.outcomes else "fake"
         if isinstance(outcome, ProviderError):
             raise outcome
         return outcome
 
-    def complete(self, completion: Completion) -> Result:
+    def complete(self, completion: ChatRequest) -> ChatAnswer:
         """The next scripted outcome, as a result with 10 prompt and 5 completion tokens."""
-        return Result(text=self._next(completion), model=completion.model,
+        return ChatAnswer(text=self._next(completion), model=completion.model,
                       usage=Usage(prompt_tokens=10, completion_tokens=5))
 
-    def stream(self, completion: Completion) -> Iterator[Chunk]:
+    def stream(self, completion: ChatRequest) -> Iterator[Chunk]:
         """The next scripted outcome, one chunk a word."""
         text = self._next(completion)
         for word in text.split(" "):

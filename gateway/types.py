@@ -39,8 +39,9 @@ class Caller:
 
 
 @dataclass(eq=False)
-class Completion:
-    """The normalized chat request, shared by the OpenAI-compatible and native APIs."""
+class ChatRequest:
+    """A chat completion request, normalized: what both completion APIs turn their body into and
+    the hooks receive (as their ``completion`` argument)."""
 
     model: str
     #: The messages as the caller sent them (every field kept), as enrichment left them.
@@ -114,8 +115,8 @@ class Usage:
 
 
 @dataclass
-class Result:
-    """A provider's normalized, complete answer."""
+class ChatAnswer:
+    """A provider's normalized, complete answer to a :class:`ChatRequest` (the completion)."""
 
     text: str
     model: str
@@ -123,7 +124,7 @@ class Result:
     usage: Usage = field(default_factory=Usage)
     tool_calls: list[dict[str, Any]] | None = None
     #: Choices 1..n-1 when the request asked for ``n`` > 1 (their usage is in this one's).
-    extra_choices: list[Result] = field(default_factory=list)
+    extra_choices: list[ChatAnswer] = field(default_factory=list)
     #: The upstream's own JSON answer, as received: OpenAI-API callers get it unchanged
     #: (OpenAI-compatible upstreams). None for translated providers, whose answer the gateway builds.
     body: bytes | None = None
@@ -156,7 +157,7 @@ class EmbeddingRequest:
 
 
 @dataclass(eq=False)
-class EmbeddingResult:
+class EmbeddingAnswer:
     """A provider's embeddings answer: OpenAI's ``{"object": "list", "data": [...], "model",
     "usage"}`` JSON as bytes (the upstream's own for OpenAI-compatible ones), and its usage."""
 
@@ -192,7 +193,7 @@ class Provider(Protocol):
     (or a subclass), never an SDK exception.
 
     Optional capabilities, looked up with ``getattr`` (a provider without one answers
-    400 naming itself): ``embed(request: EmbeddingRequest) -> EmbeddingResult`` for
+    400 naming itself): ``embed(request: EmbeddingRequest) -> EmbeddingAnswer`` for
     ``POST /v1/embeddings``, and ``forward(path, model, body, stream)`` for OpenAI routes
     a provider can only pass through (``POST /v1/responses``).
     """
@@ -202,16 +203,17 @@ class Provider(Protocol):
     def models(self) -> dict[str, Price]:
         """The model names this provider serves, each with its price."""
 
-    def complete(self, completion: Completion) -> Result:
+    def complete(self, completion: ChatRequest) -> ChatAnswer:
         """Answer ``completion`` in one piece."""
 
-    def stream(self, completion: Completion) -> Iterator[Chunk]:
+    def stream(self, completion: ChatRequest) -> Iterator[Chunk]:
         """Answer ``completion`` as a stream of chunks."""
 
 
 @dataclass
-class UsageRecord:
-    """One request-log row; what ``gateway_after_response`` receives."""
+class RequestLogRecord:
+    """One record of the request log (a row of its table); what ``gateway_after_response``
+    receives, and what the usage API and metrics are built from."""
 
     request_id: str
     correlation_id: str
@@ -243,3 +245,20 @@ class UsageRecord:
     def tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+
+#: Names of earlier releases -> today's, for plugins written against them.
+_RENAMED = {"Completion": "ChatRequest", "Result": "ChatAnswer", "EmbeddingResult": "EmbeddingAnswer",
+            "UsageRecord": "RequestLogRecord"}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve a type's earlier name (``Completion``, ``Result``, ``EmbeddingResult``,
+    ``UsageRecord``) to the type, with a ``DeprecationWarning`` naming the new one."""
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(f"gateway.types.{name} is now gateway.types.{_RENAMED[name]}", DeprecationWarning,
+                      stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

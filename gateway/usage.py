@@ -1,6 +1,6 @@
 """Usage arithmetic over request-log records: totals, groups, percentiles, time series.
 
-Plain functions over lists of :class:`UsageRecord`, so the API views stay thin and
+Plain functions over lists of :class:`RequestLogRecord`, so the API views stay thin and
 every store gives the same answers. A record stands for ``count`` requests (folded
 refusals, :mod:`gateway.refusals`): every sum, rate and percentile weighs it so.
 Records are read per user (DynamoDB: a Query of ``UserAnalyticsGlobalSecondaryIndex``
@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
-GROUPS: dict[str, Callable[[UsageRecord], str]] = {
+GROUPS: dict[str, Callable[[RequestLogRecord], str]] = {
     "model": lambda r: r.model or "unknown",
     "provider": lambda r: r.provider or "unknown",
     "day": lambda r: datetime.fromtimestamp(r.timestamp, UTC).strftime("%Y-%m-%d"),
@@ -28,7 +28,7 @@ def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def summarize(records: Iterable[UsageRecord]) -> dict:
+def summarize(records: Iterable[RequestLogRecord]) -> dict:
     """Requests, errors, tokens, cost, savings, cache hits and rate-limited requests of ``records``."""
     totals = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "tokens": 0,
               "cost": 0.0, "saved_cost": 0.0, "cache_hits": 0, "rate_limited": 0}
@@ -46,10 +46,10 @@ def summarize(records: Iterable[UsageRecord]) -> dict:
     return totals
 
 
-def grouped(records: list[UsageRecord], by: str) -> list[dict]:
+def grouped(records: list[RequestLogRecord], by: str) -> list[dict]:
     """One summary per value of ``by`` (model, provider or UTC day), in key order."""
     key_of = GROUPS[by]
-    groups: dict[str, list[UsageRecord]] = defaultdict(list)
+    groups: dict[str, list[RequestLogRecord]] = defaultdict(list)
     for record in records:
         groups[key_of(record)].append(record)
     return [{by: key, **summarize(rows)} for key, rows in sorted(groups.items())]
@@ -69,16 +69,16 @@ def percentile(values: list[float], p: float, weights: list[int] | None = None) 
     return round(pairs[-1][0], 3)
 
 
-def _latency(records: list[UsageRecord], p: float) -> float | None:
+def _latency(records: list[RequestLogRecord], p: float) -> float | None:
     return percentile([r.latency_ms for r in records], p, [r.count for r in records])
 
 
-def latency_percentiles(records: list[UsageRecord]) -> dict:
+def latency_percentiles(records: list[RequestLogRecord]) -> dict:
     """p50, p95 and p99 latency in milliseconds (a folded record's mean counts for each of its requests)."""
     return {f"p{p}": _latency(records, p) for p in (50, 95, 99)}
 
 
-def _errors_by_type(records: list[UsageRecord]) -> dict[str, int]:
+def _errors_by_type(records: list[RequestLogRecord]) -> dict[str, int]:
     found: Counter[str] = Counter()
     for record in records:
         if record.status >= 400:
@@ -86,10 +86,10 @@ def _errors_by_type(records: list[UsageRecord]) -> dict[str, int]:
     return dict(found)
 
 
-def by_provider_and_model(records: list[UsageRecord]) -> list[dict]:
+def by_provider_and_model(records: list[RequestLogRecord]) -> list[dict]:
     """Per (provider, model): requests, errors by type, latency percentiles, tokens, cost,
     cache hit rate and rate-limited count."""
-    groups: dict[tuple[str, str], list[UsageRecord]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[RequestLogRecord]] = defaultdict(list)
     for record in records:
         groups[(record.provider or "unknown", record.model or "unknown")].append(record)
     rows = []
@@ -112,10 +112,10 @@ def bucket_size(start: float, end: float) -> int:
     return max(60, math.ceil((end - start) / MAX_BUCKETS / 60) * 60)
 
 
-def time_series(records: list[UsageRecord], start: float, end: float, bucket: int) -> dict:
+def time_series(records: list[RequestLogRecord], start: float, end: float, bucket: int) -> dict:
     """Requests, tokens, cost and p50/p95 latency per bucket, one series per provider/model."""
     count = max(1, math.ceil((end - start) / bucket))
-    cells: dict[str, list[list[UsageRecord]]] = {}
+    cells: dict[str, list[list[RequestLogRecord]]] = {}
     for record in records:
         index = int((record.timestamp - start) // bucket)
         if 0 <= index < count:
@@ -135,9 +135,9 @@ def time_series(records: list[UsageRecord], start: float, end: float, bucket: in
             "series": series}
 
 
-def top_users(records: list[UsageRecord], limit: int = 10) -> list[dict]:
+def top_users(records: list[RequestLogRecord], limit: int = 10) -> list[dict]:
     """The users with the highest cost (then requests), with their totals."""
-    per_user: dict[str, list[UsageRecord]] = defaultdict(list)
+    per_user: dict[str, list[RequestLogRecord]] = defaultdict(list)
     for record in records:
         per_user[record.user_id].append(record)
     rows = [{"user": user, **summarize(rows_of)} for user, rows_of in per_user.items()]
@@ -145,7 +145,7 @@ def top_users(records: list[UsageRecord], limit: int = 10) -> list[dict]:
     return rows[:limit]
 
 
-def recent_errors(records: list[UsageRecord], limit: int = 20) -> list[dict]:
+def recent_errors(records: list[RequestLogRecord], limit: int = 20) -> list[dict]:
     """The latest failed requests, newest first."""
     failed = sorted((r for r in records if r.status >= 400), key=lambda r: r.timestamp, reverse=True)
     return [{"timestamp": iso(r.timestamp), "request_id": r.request_id, "user": r.user_id,
@@ -154,7 +154,7 @@ def recent_errors(records: list[UsageRecord], limit: int = 20) -> list[dict]:
             for r in failed[:limit]]
 
 
-def records_of_every_user(store, start: float, end: float) -> list[UsageRecord]:
+def records_of_every_user(store, start: float, end: float) -> list[RequestLogRecord]:
     """Every record in ``[start, end)`` of every user holding a key, read user by user."""
     users = sorted({key.user_id for key in store.list_keys()})
     return [record for user in users for record in store.records_for_user(user, start, end)]

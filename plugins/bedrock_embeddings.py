@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import InvalidRequest
-from gateway.types import EmbeddingRequest, EmbeddingResult, Usage
+from gateway.types import EmbeddingAnswer, EmbeddingRequest, Usage
 
 #: Strings one Titan request may embed: one sequential InvokeModel call each.
 TITAN_MAX_INPUTS = 16
@@ -172,7 +172,7 @@ class EmbeddingCalls:
     bodies: list[dict]
     encoding_format: str
 
-    def run(self, client) -> EmbeddingResult:
+    def run(self, client) -> EmbeddingAnswer:
         """Call Bedrock and answer in OpenAI's shape. Raises boto3/botocore errors, and
         :class:`ValueError`/:class:`KeyError` for an answer that is not the model's format."""
         model = self.request.model
@@ -187,7 +187,7 @@ class EmbeddingCalls:
             vectors = cohere_vectors(payload, len(self.bodies[0]["texts"]))
             count = str(headers.get(TOKEN_COUNT_HEADER, ""))
             tokens = int(count) if count.isdigit() else 0
-        return EmbeddingResult(body=openai_answer(vectors, model, tokens, self.encoding_format),
+        return EmbeddingAnswer(body=openai_answer(vectors, model, tokens, self.encoding_format),
                                usage=Usage(prompt_tokens=tokens), model=model)
 
 

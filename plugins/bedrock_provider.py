@@ -29,7 +29,7 @@ from typing import Any
 from gateway import hookimpl
 from gateway.errors import ProviderError, ProviderRateLimited, ProviderTimeout, UpstreamRejected, scrub
 from gateway.schemas import TRANSLATED_REQUEST, load_checked
-from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
+from gateway.types import ChatAnswer, ChatRequest, Chunk, EmbeddingAnswer, EmbeddingRequest, Price, Usage
 
 NAME = "bedrock"
 
@@ -126,7 +126,7 @@ def _tool_config(tools: list[dict], choice: Any) -> dict | None:
     return config
 
 
-def to_converse_request(completion: Completion) -> dict:
+def to_converse_request(completion: ChatRequest) -> dict:
     """The ``converse``/``converse_stream`` keyword arguments for ``completion``.
 
     The parameters it translates are checked first (a 400 naming a malformed one);
@@ -178,8 +178,8 @@ def usage_from(usage: dict | None) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=usage.get("outputTokens", 0), cached_tokens=cached)
 
 
-def from_converse_response(response: dict, model: str) -> Result:
-    """A Converse response -> :class:`Result`: text, tool calls, finish reason, usage.
+def from_converse_response(response: dict, model: str) -> ChatAnswer:
+    """A Converse response -> :class:`ChatAnswer`: text, tool calls, finish reason, usage.
 
     :raises KeyError: the response has no message (a body that was not Converse JSON).
     """
@@ -189,7 +189,7 @@ def from_converse_response(response: dict, model: str) -> Result:
                    "function": {"name": block["toolUse"]["name"],
                                 "arguments": json.dumps(block["toolUse"].get("input", {}))}}
                   for block in content if "toolUse" in block]
-    return Result(text=text, model=model, tool_calls=tool_calls or None,
+    return ChatAnswer(text=text, model=model, tool_calls=tool_calls or None,
                   finish_reason=FINISH_REASONS.get(response.get("stopReason"), "stop"),
                   usage=usage_from(response.get("usage")))
 
@@ -282,7 +282,7 @@ class BedrockProvider:
                                       retries={"total_max_attempts": 1}))
         return self._client
 
-    def complete(self, completion: Completion) -> Result:
+    def complete(self, completion: ChatRequest) -> ChatAnswer:
         """One Converse call."""
         request = to_converse_request(completion)
         try:
@@ -291,7 +291,7 @@ class BedrockProvider:
         except Exception as exc:
             raise translate_error(exc) from None
 
-    def stream(self, completion: Completion) -> Iterator[Chunk]:
+    def stream(self, completion: ChatRequest) -> Iterator[Chunk]:
         """One ConverseStream call; the metadata event carries the usage."""
         request = to_converse_request(completion)
         events = None
@@ -306,7 +306,7 @@ class BedrockProvider:
             if events is not None:
                 events.close()
 
-    def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+    def embed(self, request: EmbeddingRequest) -> EmbeddingAnswer:
         """Embeddings through InvokeModel (``plugins/bedrock_embeddings.py``, imported on first use):
         a request the model cannot honour is refused before any call."""
         from plugins import bedrock_embeddings

@@ -6,7 +6,7 @@ process's cached catalog reads, so search and context injection see the change a
 (other worker processes see it within ``catalog_cache_ttl`` seconds).
 ``DELETE`` answers 204, or 404 when there was no such product.
 
-``plugins.mcp`` routes these views (loaded on their first request).
+``plugins.catalog`` routes these views (loaded on their first request).
 """
 from __future__ import annotations
 

@@ -315,7 +315,7 @@ def catalog_search(gateway) -> CatalogSearch:
     """The app's :class:`CatalogSearch`: built once, shared by the MCP tools, context injection and admin."""
     search = gateway.state.get("catalog.search")
     if search is None:
-        from plugins.mcp import CatalogSettings
+        from plugins.catalog import CatalogSettings
 
         search = gateway.state.setdefault("catalog.search", CatalogSearch(
             gateway.store, ttl=gateway.plugin_settings[CatalogSettings].catalog_cache_ttl))

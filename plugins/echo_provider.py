@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gateway import hookimpl
-from gateway.types import Chunk, Completion, Price, Result, Usage, message_text
+from gateway.types import ChatAnswer, ChatRequest, Chunk, Price, Usage, message_text
 
 NAME = "echo"
 
@@ -21,20 +21,20 @@ class EchoProvider:
         """One free model, ``echo``."""
         return {"echo": Price(0.0, 0.0)}
 
-    def _answer(self, completion: Completion) -> tuple[str, Usage]:
+    def _answer(self, completion: ChatRequest) -> tuple[str, Usage]:
         text = completion.last_user_text()
         prompt_tokens = sum(len(message_text(m).split()) for m in completion.messages)
         return text, Usage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
 
-    def complete(self, completion: Completion) -> Result:
+    def complete(self, completion: ChatRequest) -> ChatAnswer:
         """Echo the last user message (``n`` times when ``n`` is given)."""
         text, usage = self._answer(completion)
         copies = completion.parameters.get("n", 1)
         usage.completion_tokens *= copies
-        return Result(text=text, model=completion.model, usage=usage,
-                      extra_choices=[Result(text=text, model=completion.model) for _ in range(copies - 1)])
+        return ChatAnswer(text=text, model=completion.model, usage=usage,
+                      extra_choices=[ChatAnswer(text=text, model=completion.model) for _ in range(copies - 1)])
 
-    def stream(self, completion: Completion) -> Iterator[Chunk]:
+    def stream(self, completion: ChatRequest) -> Iterator[Chunk]:
         """Echo the last user message word by word, usage on the last chunk."""
         text, usage = self._answer(completion)
         words = text.split(" ")

@@ -1,6 +1,6 @@
 """The OpenAPI description of the catalog plugin's routes: ``POST /mcp`` and the catalog admin API.
 
-Loaded by ``plugins.mcp``'s ``gateway_openapi`` when the document is first built.
+Loaded by ``plugins.catalog``'s ``gateway_openapi`` when the document is first built.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from flask import Response, g, request
 from gateway import pipeline
 from gateway.app import current_gateway
 from gateway.errors import GatewayError, PermissionDenied
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 from plugins.catalog_search import catalog_search
 from plugins.mcp_tools import TOOLS, call_tool
 
@@ -235,7 +235,7 @@ def _call_tool(exchange: Exchange, gateway, caller) -> dict:
         raise RpcError(INVALID_PARAMS, f"Unknown tool {name!r}; tools/list shows the tools: "
                        f"{', '.join(TOOLS)}.")
     started = time.perf_counter()
-    record = UsageRecord(request_id=uuid.uuid4().hex, correlation_id=g.correlation_id, timestamp=time.time(),
+    record = RequestLogRecord(request_id=uuid.uuid4().hex, correlation_id=g.correlation_id, timestamp=time.time(),
                          user_id=caller.user_id, api_key_id=caller.key_id, tier=caller.tier,
                          model=f"mcp:{tool.name}", provider="mcp")
     try:

@@ -44,7 +44,7 @@ from gateway.errors import ProviderError, ProviderRateLimited, ProviderTimeout, 
 from gateway.resilience import time_left
 from gateway.setting_fields import setting
 from gateway.sse import split_events
-from gateway.types import Chunk, Completion, EmbeddingRequest, EmbeddingResult, Price, Result, Usage
+from gateway.types import ChatAnswer, ChatRequest, Chunk, EmbeddingAnswer, EmbeddingRequest, Price, Usage
 from gateway.upstream_http import ConnectionPool, ExchangeError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -169,7 +169,7 @@ class OpenAIProvider:
         with self._exchange(route, model, body, self._gateway.settings.stream_idle_timeout) as response:
             yield from split_events(iter(lambda: response.read1(65536), b""))
 
-    def complete(self, completion: Completion) -> Result:
+    def complete(self, completion: ChatRequest) -> ChatAnswer:
         """One chat completion: the upstream's answer as received (``body``), read for usage and the log."""
         data, answer = self._answer("/chat/completions", completion.model, request_body(completion))
         try:
@@ -183,7 +183,7 @@ class OpenAIProvider:
         first.usage, first.extra_choices, first.body = usage, results[1:], data
         return first
 
-    def stream(self, completion: Completion) -> Iterator[Chunk]:
+    def stream(self, completion: ChatRequest) -> Iterator[Chunk]:
         """Stream the answer: each upstream event forwarded as received (``raw``), read for text and
         usage; usage is always asked of the upstream, and reaches the caller only if it asked."""
         body = request_body(completion)
@@ -207,21 +207,21 @@ class OpenAIProvider:
             yield Chunk(text=delta.get("content") or "", index=choice.get("index") or 0,
                         finish_reason=choice.get("finish_reason"), usage=usage, raw=raw)
 
-    def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+    def embed(self, request: EmbeddingRequest) -> EmbeddingAnswer:
         """``POST /embeddings``: the upstream's answer as received, read for its usage."""
         data, answer = self._answer("/embeddings", request.model,
                                     {"model": request.model, "input": request.input, **request.parameters})
         usage = answer.get("usage") or {}
-        return EmbeddingResult(data, Usage(prompt_tokens=usage.get("prompt_tokens") or 0),
+        return EmbeddingAnswer(data, Usage(prompt_tokens=usage.get("prompt_tokens") or 0),
                                answer.get("model") or request.model)
 
-    def forward(self, route: str, model: str, body: dict[str, Any], stream: bool) -> Result | Iterator[Chunk]:
+    def forward(self, route: str, model: str, body: dict[str, Any], stream: bool) -> ChatAnswer | Iterator[Chunk]:
         """An OpenAI route the gateway passes through (``/responses``): the answer as received, or its
         events; usage from the Responses API's ``usage`` (input and output tokens)."""
         body = {**body, "model": model}
         if not stream:
             data, answer = self._answer(route, model, body)
-            return Result(text=_output_text(answer), model=answer.get("model") or model,
+            return ChatAnswer(text=_output_text(answer), model=answer.get("model") or model,
                           usage=_responses_usage(answer.get("usage")), body=data)
         return self._forwarded_events(route, model, body)
 
@@ -279,15 +279,15 @@ class OpenAIProvider:
                                 type_=_identifier(error.get("type")))
 
 
-def request_body(completion: Completion) -> dict[str, Any]:
+def request_body(completion: ChatRequest) -> dict[str, Any]:
     """The JSON sent upstream: the caller's fields, the upstream's model id, the (enriched) messages."""
     return {"model": completion.model, "messages": completion.messages, **completion.parameters}
 
 
-def _result(choice: dict[str, Any], model: str) -> Result:
+def _result(choice: dict[str, Any], model: str) -> ChatAnswer:
     """One choice of an answer's JSON, as the gateway reads it (the caller gets the JSON itself)."""
     message = choice["message"]
-    return Result(text=message.get("content") or "", model=model,
+    return ChatAnswer(text=message.get("content") or "", model=model,
                   finish_reason=choice.get("finish_reason") or "stop", tool_calls=message.get("tool_calls"))
 
 

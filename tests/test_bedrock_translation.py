@@ -6,7 +6,7 @@ import json
 import pytest
 
 from gateway.errors import UpstreamRejected
-from gateway.types import Completion, Usage
+from gateway.types import ChatRequest, Usage
 from plugins.bedrock_provider import (
     chunks_from_events,
     from_converse_response,
@@ -22,7 +22,7 @@ WEATHER = {"type": "function", "function": {"name": "weather", "description": "W
 
 
 def completion(messages, **parameters):
-    return Completion(model="anthropic.claude-3-haiku-20240307-v1:0", messages=messages, parameters=parameters)
+    return ChatRequest(model="anthropic.claude-3-haiku-20240307-v1:0", messages=messages, parameters=parameters)
 
 
 def test_system_and_developer_messages_become_system_blocks():

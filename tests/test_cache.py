@@ -15,7 +15,7 @@ from gateway.cache import HIT, MISS, CachedAnswer, MemoryBackend, SQLiteBackend,
 from gateway.config import load_settings
 from gateway.errors import ConfigError
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
-from gateway.types import Result, Usage
+from gateway.types import ChatAnswer, Usage
 from tests.fakes.net import free_port
 
 CHAT = "/v1/chat/completions"
@@ -220,7 +220,7 @@ def test_dynamodb_cache_round_trips_and_ignores_expired_items(monkeypatch):
     with mock_aws():
         backend = open_backend("dynamodb://gateway-response-cache", "us-east-1")
         backend.create_table()
-        answer = CachedAnswer(Result("cached text", "m", usage=Usage(3, 4, 1)), "openai", "gpt-4o-mini", 0.25)
+        answer = CachedAnswer(ChatAnswer("cached text", "m", usage=Usage(3, 4, 1)), "openai", "gpt-4o-mini", 0.25)
         backend.set("k1:abc", answer.to_bytes(), ttl=60)
         assert CachedAnswer.from_bytes(backend.get("k1:abc")) == answer
         assert backend.get("k2:abc") is None

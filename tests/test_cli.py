@@ -112,7 +112,7 @@ def test_plugins_table_keeps_each_column_in_its_place(monkeypatch, run):
     header = lines[0]
     starts = [header.index(title) for title in ("VERSION", "SOURCE", "HOOKS")]
     rows = [line for line in lines[1:] if not line.startswith(" ")]
-    assert {row.split()[0] for row in rows} >= {"apikey", "routing", "mcp"}
+    assert {row.split()[0] for row in rows} >= {"apikey", "routing", "catalog"}
     for line in rows:  # every cell ends before the next column starts, with two spaces to spare
         assert all(line[start - 2:start] == "  " and line[start] != " " for start in starts), line
     assert max(len(line) for line in lines) <= 100

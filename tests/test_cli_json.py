@@ -49,7 +49,7 @@ def steps(tmp_path: Path):
                                 lambda data: state.setdefault("imported", data["imported"]) >= 200),
         ("catalog", "export"): (lambda: [str(tmp_path / "out.csv")],
                                 lambda data: data["exported"] == state["imported"]),
-        ("plugins",): (lambda: [], lambda data: {"apikey", "analytics", "mcp"} <= {row["name"] for row in data}),
+        ("plugins",): (lambda: [], lambda data: {"apikey", "analytics", "catalog"} <= {row["name"] for row in data}),
         ("settings",): (lambda: [], lambda data: {row["name"]: row["value"] for row in data}.items() >= {
             ("stage", "dev"), ("key_pepper", "***")}),
         ("keys", "create"): (lambda: ["--user", "dev", "--keep", str(tmp_path / "dev-key")],

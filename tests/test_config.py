@@ -26,7 +26,7 @@ from gateway.plugins import build_plugin_manager
 from gateway.setting_fields import setting
 from gateway.testing import make_app
 from plugins.apikey import DEV_PEPPER, ApiKeySettings
-from plugins.mcp import CatalogSettings
+from plugins.catalog import CatalogSettings
 from plugins.openai_provider import OpenAISettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,6 +241,6 @@ def test_gateway_settings_shows_every_setting_but_never_a_secret(monkeypatch):
     rows = json.loads(CliRunner().invoke(cli, ["settings", "--json"]).output)
     assert text.exit_code == 0 and "a-pepper-that-must-stay-hidden" not in text.output + json.dumps(rows)
     values = {row["name"]: (row["value"], row["owner"]) for row in rows}
-    assert values["key_pepper"] == ("***", "apikey") and values["mcp_max_products"] == (3, "mcp")
+    assert values["key_pepper"] == ("***", "apikey") and values["mcp_max_products"] == (3, "catalog")
     assert values["stage"] == ("dev", "core")
     assert CliRunner().invoke(cli, ["settings", "--markdown"]).output.startswith("| setting | default | owner |")

@@ -1,4 +1,4 @@
-"""Catalog context injection (plugins/mcp.py): what is sent upstream, what the answer says, and failure.
+"""Catalog context injection (plugins/catalog.py): what is sent upstream, what the answer says, and failure.
 
 Completions go to a local server speaking OpenAI's wire format (``FakeOpenAI``), which
 records every request, so the tests read exactly what the provider received.
@@ -184,19 +184,19 @@ def test_unreachable_catalog_leaves_the_completion_working(shop, fake_openai, ca
     app, url, key = shop
     gateway = app.extensions["gateway"]
     gateway.store._connection().execute("DROP TABLE products")  # the catalog is really gone
-    with caplog.at_level(logging.WARNING, logger="plugins.mcp"):
+    with caplog.at_level(logging.WARNING, logger="plugins.catalog"):
         response = native(url, key, mcp={"enabled": True}, messages=[{"role": "user", "content": "a lamp"}])
     assert response.status_code == 200 and response.json()["content"] == "upstream: a lamp"
     assert fake_openai.requests[-1]["messages"] == [{"role": "user", "content": "a lamp"}]
     assert response.json()["mcp_context"] == {"status": "catalog_unavailable", "product_ids": []}
     assert response.headers["X-Gateway-MCP-Status"] == "catalog_unavailable"
-    assert [r.event for r in caplog.records if r.name == "plugins.mcp"] == ["mcp_catalog_unavailable"]
+    assert [r.event for r in caplog.records if r.name == "plugins.catalog"] == ["mcp_catalog_unavailable"]
     counted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "CatalogUnavailable" in line]
     assert [(m["CatalogUnavailable"], m["Stage"]) for m in counted] == [([1.0], "dev")]
 
 
 def test_disabled_catalog_plugin_leaves_completions_working(tmp_path):
-    app = make_app(tmp_path, {"disable_plugins": ["mcp"]})
+    app = make_app(tmp_path, {"disable_plugins": ["catalog"]})
     key = issue_key(app)
     response = app.test_client().post("/api/v1/completions", headers={"X-API-Key": key}, json={
         "model": "echo", "mcp": {"enabled": True}, "messages": [{"role": "user", "content": "hi"}]})

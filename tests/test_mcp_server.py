@@ -305,8 +305,8 @@ def test_a_failing_catalog_is_a_tool_error(tmp_path):
 
 
 def test_the_declared_tool_models_are_the_servers_tools():
-    """plugins.mcp declares its records' models without importing the tools at start-up."""
-    from plugins.mcp import DECLARATION
+    """plugins.catalog declares its records' models without importing the tools at start-up."""
+    from plugins.catalog import DECLARATION
     from plugins.mcp_tools import TOOLS
 
     assert DECLARATION.recorded_models == {"mcp": tuple(f"mcp:{name}" for name in TOOLS)}

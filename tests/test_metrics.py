@@ -13,7 +13,7 @@ from gateway import metrics
 from gateway.errors import ProviderError
 from gateway.metrics import REQUEST_LOG_FALLBACKS
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
 CHAT = "/v1/chat/completions"
 PEPPER = "staging-pepper-0123456789abcdef"
@@ -179,9 +179,9 @@ def test_with_background_writes_the_metrics_leave_the_request_thread_too(tmp_pat
 MINUTE = float(int(time.time()) // 60 * 60 - 600)
 
 
-def _record(n: int, timestamp: float = MINUTE, **fields) -> UsageRecord:
+def _record(n: int, timestamp: float = MINUTE, **fields) -> RequestLogRecord:
     defaults = {"provider": "openai", "model": "gpt-4o-mini", "tier": "basic"}
-    return UsageRecord(request_id=f"r{n}", correlation_id=f"c{n}", timestamp=timestamp, user_id="u",
+    return RequestLogRecord(request_id=f"r{n}", correlation_id=f"c{n}", timestamp=timestamp, user_id="u",
                        **{**defaults, **fields})
 
 

@@ -82,14 +82,14 @@ def test_a_plugin_registered_at_test_time_answers_and_sees_every_hook(tmp_path):
 def test_gateway_plugins_setting_loads_a_module(tmp_path, monkeypatch):
     (tmp_path / "shouty_plugin.py").write_text(textwrap.dedent('''
         from gateway import hookimpl
-        from gateway.types import Price, Result, Usage
+        from gateway.types import Price, ChatAnswer, Usage
 
         class Shouty:
             name = "shouty"
             def models(self):
                 return {"shout": Price(0.0, 0.0)}
             def complete(self, completion):
-                return Result(text=completion.messages[-1]["content"].upper(),
+                return ChatAnswer(text=completion.messages[-1]["content"].upper(),
                               model=completion.model, usage=Usage(1, 1))
             def stream(self, completion):
                 raise NotImplementedError
@@ -296,3 +296,22 @@ def test_declared_permissions_are_the_ones_keys_may_hold(tmp_path):
     assert created.status_code == 201 and created.get_json()["permissions"] == ["reports"]
     refused = client.post("/api/v1/admin/keys", headers=admin, json={"user_id": "u", "permissions": ["nope"]})
     assert refused.status_code == 400
+
+
+def test_earlier_type_names_still_import_with_a_deprecation_warning():
+    """Plugins written against the earlier names keep loading; each name says what it is now."""
+    import gateway.types as types
+
+    for old, new in (("Completion", "ChatRequest"), ("Result", "ChatAnswer"),
+                     ("EmbeddingResult", "EmbeddingAnswer"), ("UsageRecord", "RequestLogRecord")):
+        with pytest.warns(DeprecationWarning, match=f"is now gateway.types.{new}"):
+            assert getattr(types, old) is getattr(types, new)
+    with pytest.raises(AttributeError):
+        types.NoSuchType  # noqa: B018
+
+
+def test_disabling_the_catalog_plugin_by_its_earlier_name_stops_start_up(tmp_path):
+    """``mcp`` is now ``catalog``: a stage that disabled ``mcp`` must not get the plugin back silently."""
+    with pytest.raises(ConfigError, match="'mcp': that built-in plugin is now named 'catalog'"):
+        make_app(tmp_path, {"disable_plugins": ["mcp"]})
+    assert not make_app(tmp_path, {"disable_plugins": ["catalog"]}).extensions["gateway"].pm.has_plugin("catalog")

@@ -89,7 +89,7 @@ def assert_valid_converse(request: dict) -> None:
 
 
 def validated(body):
-    """The Completion of ``body``, or None when the validator refused it with a 400."""
+    """The ChatRequest of ``body``, or None when the validator refused it with a 400."""
     if not isinstance(body, dict):
         return None  # read_json_body refuses a body that is not an object (400) before validation
     try:

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.request_log import writer_for
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 from tests.fakes import servers
 from tests.test_errors import CHAT, assert_envelope, body
 
@@ -85,14 +85,14 @@ def test_tokens_per_minute_count_real_usage(tmp_path, fake):
 def test_usage_is_charged_per_key_in_one_batch_and_cached_answers_cost_nothing(tmp_path):
     app = make_app(tmp_path)
     limiter = app.extensions["gateway"].limiter
-    records = [UsageRecord("r1", "c", 0, api_key_id="k1", tier="free", prompt_tokens=3, completion_tokens=4,
+    records = [RequestLogRecord("r1", "c", 0, api_key_id="k1", tier="free", prompt_tokens=3, completion_tokens=4,
                            cost=0.5),
-               UsageRecord("r2", "c", 0, api_key_id="k1", tier="free", prompt_tokens=1, completion_tokens=2,
+               RequestLogRecord("r2", "c", 0, api_key_id="k1", tier="free", prompt_tokens=1, completion_tokens=2,
                            cost=0.25),
-               UsageRecord("r3", "c", 0, api_key_id="k2", tier="premium", prompt_tokens=5, cost=0.0),
-               UsageRecord("r4", "c", 0, api_key_id="k2", tier="premium", prompt_tokens=50, cached=True,
+               RequestLogRecord("r3", "c", 0, api_key_id="k2", tier="premium", prompt_tokens=5, cost=0.0),
+               RequestLogRecord("r4", "c", 0, api_key_id="k2", tier="premium", prompt_tokens=50, cached=True,
                            saved_cost=1.0),
-               UsageRecord("r5", "c", 0, api_key_id="", tier="free", prompt_tokens=9)]  # refused before a key
+               RequestLogRecord("r5", "c", 0, api_key_id="", tier="free", prompt_tokens=9)]  # refused before a key
     limiter.charge(records)
     free, premium = (app.extensions["gateway"].settings.tier(name).tokens_per_minute for name in ("free", "premium"))
     month = time.strftime("%Y-%m", time.gmtime())

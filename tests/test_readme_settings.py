@@ -29,5 +29,5 @@ def test_every_setting_has_a_meaning_and_the_plugins_own_theirs():
     owners = {name: owner for owner, cls in owned for name in declarations(cls)}
     assert [name for owner, cls in owned for name, d in declarations(cls).items() if not d.help] == []
     assert {owners[name] for name in ("key_pepper", "key_cache_ttl", "failed_auth_limit")} == {"apikey"}
-    assert {owners[name] for name in ("mcp_max_products", "catalog_cache_ttl")} == {"mcp"}
+    assert {owners[name] for name in ("mcp_max_products", "catalog_cache_ttl")} == {"catalog"}
     assert owners["openai_provider_enabled"] == "openai_provider" and owners["stage"] == "core"

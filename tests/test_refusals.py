@@ -18,7 +18,7 @@ from gateway.refusals import MINUTE, RefusalTally, folded, is_refusal
 from gateway.request_log import RequestLogWriter, writer_for
 from gateway.store.sqlite import SQLiteStore
 from gateway.testing import chat, issue_key, make_app
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 from gateway.usage import percentile
 from tests.fakes import servers
 
@@ -35,9 +35,10 @@ def metric_sum(out: str, name: str) -> float:
     return total
 
 
-def refusal(key: str = "k1", at: float | None = None, code: str = "rate_limit_exceeded", **extra) -> UsageRecord:
-    return UsageRecord(request_id=os.urandom(8).hex(), correlation_id="c", timestamp=time.time() if at is None else at,
-                       user_id="u1", api_key_id=key, tier="free", status=429, error_code=code, **extra)
+def refusal(key: str = "k1", at: float | None = None, code: str = "rate_limit_exceeded", **extra) -> RequestLogRecord:
+    return RequestLogRecord(request_id=os.urandom(8).hex(), correlation_id="c",
+                            timestamp=time.time() if at is None else at, user_id="u1", api_key_id=key,
+                            tier="free", status=429, error_code=code, **extra)
 
 
 def test_what_counts_as_a_refusal_and_how_it_folds():

@@ -18,7 +18,7 @@ import pytest
 from gateway.request_log import RequestLogWriter, writer_for
 from gateway.store.sqlite import SQLiteStore
 from gateway.testing import issue_key, make_app, serve
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 from tests.fakes.net import free_port, wait_until_up
 
 CHAT = "/v1/chat/completions"
@@ -30,8 +30,8 @@ def ask(client, key, content="hello", model="echo"):
                        json={"model": model, "messages": [{"role": "user", "content": content}]})
 
 
-def record(n: int, user: str = "u1", timestamp: float | None = None) -> UsageRecord:
-    return UsageRecord(request_id=f"r{n:05d}", correlation_id=f"c{n}",
+def record(n: int, user: str = "u1", timestamp: float | None = None) -> RequestLogRecord:
+    return RequestLogRecord(request_id=f"r{n:05d}", correlation_id=f"c{n}",
                        timestamp=time.time() if timestamp is None else timestamp, user_id=user)
 
 
@@ -463,7 +463,7 @@ def test_a_record_the_store_refuses_does_not_take_its_batch_with_it(tmp_path, ca
 
 
 def test_sqlite_refuses_a_batch_with_a_bad_record_whole_and_the_writer_keeps_the_good_ones(tmp_path, caplog):
-    bad = UsageRecord(request_id="bad", correlation_id="c-bad", timestamp=time.time(), user_id=None)
+    bad = RequestLogRecord(request_id="bad", correlation_id="c-bad", timestamp=time.time(), user_id=None)
     sqlite = SQLiteStore(str(tmp_path / "alone.db"))
     with pytest.raises(sqlite3.IntegrityError):  # user_id is NOT NULL
         sqlite.put_records([(record(1), 2_000_000_000), (bad, 2_000_000_000), (record(2), 2_000_000_000)])

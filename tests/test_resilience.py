@@ -70,7 +70,7 @@ def test_settings_default_timeouts_fit_inside_api_gateways_29_seconds():
 def test_a_provider_bug_frees_the_half_open_probe(tmp_path):
     from gateway.resilience import Resilience
     from gateway.testing import FakeProvider
-    from gateway.types import UsageRecord
+    from gateway.types import RequestLogRecord
 
     now = [0.0]
     resilience = Resilience(load_settings({"circuit_breaker_failure_threshold": 1,
@@ -85,7 +85,7 @@ def test_a_provider_bug_frees_the_half_open_probe(tmp_path):
         raise RuntimeError("bug")
 
     with pytest.raises(RuntimeError):
-        resilience.call([(provider, "m")], buggy, UsageRecord("r", "c", 0.0))
+        resilience.call([(provider, "m")], buggy, RequestLogRecord("r", "c", 0.0))
     assert breaker.allow()  # the probe slot was given back
 
 
@@ -95,7 +95,7 @@ def test_an_injected_clock_serves_the_deadline_too():
     from gateway.errors import ProviderError
     from gateway.resilience import Resilience, time_left
     from gateway.testing import FakeProvider
-    from gateway.types import UsageRecord
+    from gateway.types import RequestLogRecord
 
     now = [0.0]
     resilience = Resilience(load_settings({"retry_attempts": 3, "request_timeout": 10, "retry_base_delay": 0.01,
@@ -109,7 +109,7 @@ def test_an_injected_clock_serves_the_deadline_too():
             raise ProviderError("upstream broke", retryable=True)
         return "answer"
 
-    answer, _, _ = resilience.call([(FakeProvider(), "m")], fails_twice, UsageRecord("r", "c", 0.0))
+    answer, _, _ = resilience.call([(FakeProvider(), "m")], fails_twice, RequestLogRecord("r", "c", 0.0))
     assert (answer, budgets) == ("answer", [10.0, 10.0, 10.0])
 
     def slow_failure(provider, model):
@@ -119,7 +119,7 @@ def test_an_injected_clock_serves_the_deadline_too():
 
     budgets.clear()
     with pytest.raises(ProviderError):
-        resilience.call([(FakeProvider(), "m")], slow_failure, UsageRecord("r", "c", 0.0))
+        resilience.call([(FakeProvider(), "m")], slow_failure, RequestLogRecord("r", "c", 0.0))
     assert budgets == [10.0, 4.0]  # the third try would start past the deadline
 
 

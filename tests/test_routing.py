@@ -10,7 +10,7 @@ import pytest
 from gateway.errors import ConfigError
 from gateway.models import ModelTable, load_model_table, parse_model_table
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
-from gateway.types import Caller, Completion, Price
+from gateway.types import Caller, ChatRequest, Price
 from plugins.routing import order_routes
 
 CALLER = Caller(user_id="alice", key_id="k")
@@ -41,7 +41,7 @@ def shared_app(tmp_path):
 def candidates(app, model, provider=None):
     gateway = app.extensions["gateway"]
     chosen = gateway.hook.gateway_select_provider(
-        completion=Completion(model=model, messages=[], provider=provider), caller=CALLER,
+        completion=ChatRequest(model=model, messages=[], provider=provider), caller=CALLER,
         providers=gateway.providers, gateway=gateway)
     return [(p.name, m) for p, m in chosen]
 

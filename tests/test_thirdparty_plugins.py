@@ -10,7 +10,7 @@ from gateway import authorizer
 from gateway.metrics import known_dimensions
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app, serve
 
-REPLACED = {"disable_plugins": ["apikey", "mcp"],
+REPLACED = {"disable_plugins": ["apikey", "catalog"],
             "plugins": ["tests.thirdparty.token_auth", "tests.thirdparty.hints"]}
 CHAT = "/v1/chat/completions"
 NATIVE = "/api/v1/completions"
@@ -36,7 +36,7 @@ def bearer(token: str) -> dict[str, str]:
 def test_only_the_replacements_are_loaded_and_their_permissions_are_the_apps(replaced):
     gateway = replaced.extensions["gateway"]
     names = {name for name, plugin in gateway.pm.list_name_plugin() if plugin is not None}  # None: blocked
-    assert {"apikey", "mcp"}.isdisjoint(names)
+    assert {"apikey", "catalog"}.isdisjoint(names)
     assert {"tests.thirdparty.token_auth", "tests.thirdparty.hints"} <= names
     assert sorted(gateway.permissions) == ["admin", "completions", "health", "hints", "tokens"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import ProviderError
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
 CHAT = "/v1/chat/completions"
 NOT_FOUND = {"error": {"message": "No usage found for that user.", "type": "not_found_error", "param": None,
@@ -189,7 +189,7 @@ def test_on_dynamodb_aggregations_query_the_analytics_index_and_never_scan_the_l
         admin = issue_key(app, user="ops", permissions=("admin",))
         for key in keys.values():
             ask(client, key)
-        store.put_record(UsageRecord("other", "c", time.time(), user_id="bob", model="m", provider="p"),
+        store.put_record(RequestLogRecord("other", "c", time.time(), user_id="bob", model="m", provider="p"),
                          expires_at=int(time.time()) + 60)
         calls: list[tuple[str, str, str | None]] = []
 

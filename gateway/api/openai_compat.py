@@ -7,12 +7,12 @@ from gateway import pipeline
 from gateway.app import current_gateway
 from gateway.errors import ModelNotFound
 from gateway.streaming import forward_sse, render_sse, sse_response
-from gateway.types import Result
+from gateway.types import ChatAnswer
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 
 
-def _choice(index: int, result: Result) -> dict:
+def _choice(index: int, result: ChatAnswer) -> dict:
     message = {"role": "assistant", "content": result.text or None if result.tool_calls else result.text}
     if result.tool_calls:
         message["tool_calls"] = result.tool_calls

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
 AVAILABILITY = ("in-stock", "limited", "out-of-stock")
 
@@ -111,10 +111,10 @@ class ProductStore(Protocol):
 class RequestLogStore(Protocol):
     """The request log (analytics)."""
 
-    def put_record(self, record: UsageRecord, expires_at: int) -> None:
+    def put_record(self, record: RequestLogRecord, expires_at: int) -> None:
         """Append one record; ``expires_at`` is its retention deadline (epoch seconds)."""
 
-    def put_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+    def put_records(self, items: Sequence[tuple[RequestLogRecord, int]]) -> None:
         """Append several ``(record, expires_at)`` pairs in as few writes as the store allows.
 
         The same rows as ``put_record`` for each pair (a request id given twice keeps its
@@ -123,14 +123,14 @@ class RequestLogStore(Protocol):
         caller that must keep every record writes them again one by one.
         """
 
-    def add_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+    def add_records(self, items: Sequence[tuple[RequestLogRecord, int]]) -> None:
         """Add each record's ``count`` to the stored record with its request id, creating it from the
         record when there is none: how folded refusals from many flushes, workers and instances
         end up in one row (gateway/refusals.py). Its other fields are the first writer's (latency:
         the mean where the store can compute it)."""
 
     def records_for_user(self, user_id: str, start: float = 0.0,
-                         end: float | None = None) -> list[UsageRecord]:
+                         end: float | None = None) -> list[RequestLogRecord]:
         """A user's records with ``start <= timestamp < end``, oldest first."""
 
     def purge_expired_records(self, now: float) -> int:

@@ -23,7 +23,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from gateway import aws
 from gateway.store.base import UPDATABLE_KEY_FIELDS, ApiKey, Product
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -131,7 +131,7 @@ def _product_from_item(item: dict[str, Any]) -> Product:
     )
 
 
-def _record_item(record: UsageRecord, expires_at: int) -> dict[str, Any]:
+def _record_item(record: RequestLogRecord, expires_at: int) -> dict[str, Any]:
     return _item({
         "requestId": record.request_id, "correlationId": record.correlation_id,
         "timestamp": record.timestamp, "userId": record.user_id, "apiKeyId": record.api_key_id,
@@ -146,9 +146,9 @@ def _record_item(record: UsageRecord, expires_at: int) -> dict[str, Any]:
     })
 
 
-def _record_from_item(item: dict[str, Any]) -> UsageRecord:
+def _record_from_item(item: dict[str, Any]) -> RequestLogRecord:
     values = _plain(item)
-    return UsageRecord(
+    return RequestLogRecord(
         request_id=values["requestId"], correlation_id=values.get("correlationId", ""),
         timestamp=float(values["timestamp"]), user_id=values.get("userId", ""),
         api_key_id=values.get("apiKeyId", ""), tier=values.get("tier", ""),
@@ -443,11 +443,11 @@ class DynamoDBStore:
         return "Attributes" in old
 
     # Request log
-    def put_record(self, record: UsageRecord, expires_at: int) -> None:
+    def put_record(self, record: RequestLogRecord, expires_at: int) -> None:
         """Append one record; ``expires_at`` becomes the TTL attribute ``expirationTimestamp``."""
         self.client.put_item(TableName=self.request_log_table, Item=_record_item(record, expires_at))
 
-    def put_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+    def put_records(self, items: Sequence[tuple[RequestLogRecord, int]]) -> None:
         """Append ``(record, expires_at)`` pairs with BatchWriteItem, 25 per call (boto3's BatchWriter).
 
         BatchWriteItem fits: each record is an unconditional put keyed by its request id,
@@ -460,7 +460,7 @@ class DynamoDBStore:
             for record, expires_at in items:
                 batch.put_item(Item=_record_item(record, expires_at))
 
-    def add_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+    def add_records(self, items: Sequence[tuple[RequestLogRecord, int]]) -> None:
         """One UpdateItem per record: ``ADD count``, every other attribute set (latency: this
         record's; DynamoDB cannot weigh two means).
 
@@ -495,7 +495,7 @@ class DynamoDBStore:
         return BatchWriter(table, _PacedBatches(self.client), overwrite_by_pkeys=[key])
 
     def records_for_user(self, user_id: str, start: float = 0.0,
-                         end: float | None = None) -> list[UsageRecord]:
+                         end: float | None = None) -> list[RequestLogRecord]:
         """A user's records with ``start <= timestamp < end``, oldest first (UserAnalytics index).
 
         Records without a user id are not in the index, so ``user_id=""`` finds none.

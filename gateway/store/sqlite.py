@@ -14,7 +14,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from gateway.store.base import UPDATABLE_KEY_FIELDS, ApiKey, Product
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -97,7 +97,7 @@ _KEY_COLUMNS = [fld.name for fld in fields(ApiKey)]
 #: Key columns held as JSON text.
 _JSON_KEY_COLUMNS = ("permissions", "allowed_models")
 _PRODUCT_COLUMNS = [fld.name for fld in fields(Product)]
-_RECORD_COLUMNS = [fld.name for fld in fields(UsageRecord)]
+_RECORD_COLUMNS = [fld.name for fld in fields(RequestLogRecord)]
 
 
 def _insert(table: str, columns: list[str]) -> str:
@@ -286,23 +286,23 @@ class SQLiteStore:
         return cursor.rowcount == 1
 
     # Request log
-    def put_record(self, record: UsageRecord, expires_at: int) -> None:
+    def put_record(self, record: RequestLogRecord, expires_at: int) -> None:
         """Append one record (a prepared, single-row insert)."""
         self._connection().execute(_PUT_RECORD, (*_record_values(record), expires_at))
 
-    def put_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+    def put_records(self, items: Sequence[tuple[RequestLogRecord, int]]) -> None:
         """Append ``(record, expires_at)`` pairs in one transaction (the prepared insert, run
         for each row): all or none."""
         if items:
             self._write_all(_PUT_RECORD, [(*_record_values(record), expires_at) for record, expires_at in items])
 
-    def add_records(self, items: Sequence[tuple[UsageRecord, int]]) -> None:
+    def add_records(self, items: Sequence[tuple[RequestLogRecord, int]]) -> None:
         """Add each record's ``count`` to the row of its id (created when absent), in one transaction."""
         if items:
             self._write_all(_ADD_RECORD, [(*_record_values(record), expires_at) for record, expires_at in items])
 
     def records_for_user(self, user_id: str, start: float = 0.0,
-                         end: float | None = None) -> list[UsageRecord]:
+                         end: float | None = None) -> list[RequestLogRecord]:
         """A user's records with ``start <= timestamp < end``, oldest first."""
         rows = self._connection().execute(
             "SELECT * FROM request_log WHERE user_id = ? AND timestamp >= ? AND timestamp < ? "
@@ -313,7 +313,7 @@ class SQLiteStore:
             values = {c: row[c] for c in _RECORD_COLUMNS}
             values["streamed"] = bool(values["streamed"])
             values["cached"] = bool(values["cached"])
-            result.append(UsageRecord(**values))
+            result.append(RequestLogRecord(**values))
         return result
 
     def purge_expired_records(self, now: float) -> int:

@@ -9,15 +9,15 @@ from dataclasses import replace
 import pytest
 
 from gateway.store.base import ApiKey, Product
-from gateway.types import UsageRecord
+from gateway.types import RequestLogRecord
 
 
 def _key(key_id: str, user_id: str = "u1", created_at: float = 100.0, **extra) -> ApiKey:
     return ApiKey(key_id=key_id, user_id=user_id, key_hash=f"hash-{key_id}", created_at=created_at, **extra)
 
 
-def _record(request_id: str, user_id: str = "u1", timestamp: float = 1000.0, **extra) -> UsageRecord:
-    return UsageRecord(request_id=request_id, correlation_id=f"c-{request_id}", timestamp=timestamp,
+def _record(request_id: str, user_id: str = "u1", timestamp: float = 1000.0, **extra) -> RequestLogRecord:
+    return RequestLogRecord(request_id=request_id, correlation_id=f"c-{request_id}", timestamp=timestamp,
                        user_id=user_id, **extra)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.errors import ProviderError, ProviderTimeout, UpstreamRejected
-from gateway.types import Chunk, Completion, Price, Result, Usage
+from gateway.types import ChatAnswer, ChatRequest, Chunk, Price, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class OpenAICompatibleServer:
                                              max_retries=0, timeout=self.timeout)
         return self._client
 
-    def complete(self, completion: Completion) -> Result:
-        """One chat completion from the server, as a :class:`Result`."""
+    def complete(self, completion: ChatRequest) -> ChatAnswer:
+        """One chat completion from the server, as a :class:`ChatAnswer`."""
         import openai
 
         try:
@@ -62,12 +62,12 @@ class OpenAICompatibleServer:
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         choice, usage = response.choices[0], response.usage
-        return Result(text=choice.message.content or "", model=response.model or completion.model,
+        return ChatAnswer(text=choice.message.content or "", model=response.model or completion.model,
                       finish_reason=choice.finish_reason or "stop",
                       usage=Usage(prompt_tokens=usage.prompt_tokens if usage else 0,
                                   completion_tokens=usage.completion_tokens if usage else 0))
 
-    def stream(self, completion: Completion) -> Iterator[Chunk]:
+    def stream(self, completion: ChatRequest) -> Iterator[Chunk]:
         """Not offered yet: the gateway's streaming path arrives with its own issue."""
         raise ProviderError(f"Provider '{self.name}' does not stream yet.", code="stream_unsupported")
 
