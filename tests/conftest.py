@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 import pytest
 
@@ -25,10 +26,15 @@ def _clean_env(gateway_environment):
 
 @pytest.fixture(autouse=True)
 def _own_aws_clients():
-    """Every test builds its AWS clients from its own environment (endpoint, moto), as a process would."""
+    """Every test builds its AWS clients from its own environment (endpoint, moto), as a process would.
+
+    boto3's default session is dropped too: one made before moto was imported has no moto hook, and
+    a later ``mock_aws(reset_boto3_session=False)`` test would reach the real endpoint through it."""
     aws.forget_clients()
     yield
     aws.forget_clients()
+    if "boto3" in sys.modules:
+        sys.modules["boto3"].DEFAULT_SESSION = None
 
 
 @pytest.fixture
