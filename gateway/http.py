@@ -97,7 +97,23 @@ def _assign_ids() -> None:
     g.correlation_id = given if _VALID_CORRELATION_ID.match(given) else g.request_id
 
 
+def _drain_unread_body() -> None:
+    """Read what is left of a request body of a stated length within the limit before answering.
+
+    The gateway answers some requests without reading their body (a 401 or 429 comes before the
+    body is parsed). granian then sometimes closes the kept-alive connection after the answer
+    without saying so, and a client that reuses it for its next request gets a disconnect with no
+    answer: 16 in 3,000 requests from 8 threads sharing a pool, all after 429s, none after 200s.
+    Reading a body of a known length, at most ``max_body_bytes``, keeps the connection usable; a
+    larger one is left unread (a 413), and its connection may close.
+    """
+    length = request.content_length
+    if length and (request.max_content_length is None or length <= request.max_content_length):
+        request.stream.exhaust()
+
+
 def _finish(response: Response) -> Response:
+    _drain_unread_body()
     response.headers[CORRELATION_HEADER] = g.get("correlation_id", "")
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     response.headers["X-Content-Type-Options"] = "nosniff"
