@@ -2,7 +2,8 @@
 
 The core assembles its contracts from them: the permissions a key may hold, the request
 options the completion schemas validate, the native answer's fields, the answer headers
-(documented and exposed to browsers), and the metric dimensions of plugins' own records.
+(documented and exposed to browsers), the metric dimensions of plugins' own records, and the
+answer checks with their metrics.
 Nothing here runs per request.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Declarations:
     answer_fields: dict[str, Any] = field(default_factory=dict)
     response_headers: dict[str, str] = field(default_factory=dict)
     recorded_models: dict[str, frozenset[str]] = field(default_factory=dict)
+    answer_checks: dict[str, str] = field(default_factory=dict)
 
     def add(self, plugin: str, declaration: Declaration) -> None:
         """Merge ``plugin``'s declaration; a name another plugin declared already stops start-up
@@ -33,7 +35,8 @@ class Declarations:
         self.permissions += tuple(p for p in declaration.permissions if p not in self.permissions)
         for what, mine, theirs in (("request option", self.request_options, declaration.request_options),
                                    ("answer field", self.answer_fields, declaration.answer_fields),
-                                   ("response header", self.response_headers, declaration.response_headers)):
+                                   ("response header", self.response_headers, declaration.response_headers),
+                                   ("answer check", self.answer_checks, declaration.answer_checks)):
             clash = sorted(set(mine) & set(theirs))
             if clash:
                 raise ConfigError(f"plugin {plugin!r} declares the {what} {', '.join(clash)}, which another "

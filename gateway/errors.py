@@ -121,6 +121,15 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
 
+class AnswerRefused(GatewayError):
+    """An answer check (``gateway_check_response``) refused the provider's answer (502): the answer
+    came, but the gateway will not pass it on. ``code`` names the check's reason."""
+
+    status = 502
+    type = "answer_refused"
+    code = "answer_refused"
+
+
 class ProviderError(GatewayError):
     """An upstream provider failed (502). ``retryable`` tells the retry loop whether to try again."""
 

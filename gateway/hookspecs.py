@@ -76,6 +76,28 @@ def gateway_select_provider(completion, caller, providers, gateway):
 
 
 @hookspec
+def gateway_check_response(completion, answer, caller, gateway):
+    """Check a chat completion's answer before the caller gets it (every answer of both completion
+    APIs, cached ones too; every implementation runs, in pluggy's order, until one refuses).
+
+    :param completion: the :class:`gateway.types.ChatRequest` as it was sent (its ``metadata``
+        holds what enrichment noted, e.g. the catalog context injected).
+    :param answer: the :class:`gateway.types.CheckedAnswer`: ``texts`` (every choice's whole text),
+        ``streamed``, ``provider``, ``model``. Call ``answer.report(check, "passed" | "flagged",
+        fields=..., headers=...)`` to annotate it (native answer fields and headers you declared;
+        a stream's final event carries the fields), ``answer.replace(check, text)`` to give the
+        caller other text (not for streams: sent already), or ``answer.refuse(check, message,
+        code)`` to refuse it with a 502. Each outcome lands in the request log's ``checks``.
+        A streamed answer is checked when it ends, before its ``[DONE]``.
+    :param caller: the authenticated :class:`gateway.types.Caller`.
+    :param gateway: the app's Gateway.
+    :return: nothing. Any exception other than the refusal fails the answer with a 500 (a guardrail
+        that fails must not let the answer through), unless the plugin declares
+        ``gateway_optional = True``: then it is logged and skipped.
+    """
+
+
+@hookspec
 def gateway_after_response(record, gateway):
     """See the outcome of every completion, successful or not (every implementation runs).
 

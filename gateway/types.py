@@ -11,6 +11,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from gateway.tiers import TIERS  # noqa: F401  (re-exported: the one tier list lives in gateway/tiers.py)
 
+#: What an answer check may say of an answer (``RequestLogRecord.checks``): nothing to report, found
+#: something and said so (annotated), changed the answer, refused it. The last three are "flagged".
+CHECK_OUTCOMES = ("passed", "flagged", "replaced", "blocked")
+FLAGGED_OUTCOMES = frozenset(CHECK_OUTCOMES[1:])
+
 #: The core's permissions; plugins add theirs (``Declaration.permissions``): ``Gateway.permissions``.
 CORE_PERMISSIONS = ("completions", "health", "admin")
 
@@ -75,6 +80,61 @@ def message_text(message: dict[str, Any]) -> str:
     return content or ""
 
 
+@dataclass(eq=False)
+class CheckedAnswer:
+    """A completion's answer on its way to the caller, as ``gateway_check_response`` sees it, and
+    what the checks said of it (the core turns that into headers, answer fields, the final event of
+    a stream, the request log's ``checks`` and an error)."""
+
+    #: Each choice's whole text, the first choice first (a streamed answer's too: checked at its end).
+    texts: list[str]
+    streamed: bool
+    provider: str
+    model: str
+    #: Each check's outcome, by the check's name: one of :data:`CHECK_OUTCOMES`.
+    outcomes: dict[str, str] = field(default_factory=dict)
+    #: Native answer fields the checks set (declared in ``Declaration.answer_fields``); a stream's
+    #: final event carries them.
+    fields: dict[str, Any] = field(default_factory=dict)
+    #: Answer headers the checks set (declared); a streamed answer's headers are sent before its end,
+    #: so its checks' headers are dropped (its final event says it all).
+    headers: dict[str, str] = field(default_factory=dict)
+    #: The choices whose text a check replaced (the caller gets ``texts[i]`` instead).
+    replaced: set[int] = field(default_factory=set)
+
+    @property
+    def text(self) -> str:
+        """The first choice's text."""
+        return self.texts[0] if self.texts else ""
+
+    def report(self, check: str, outcome: str, fields: Mapping[str, Any] | None = None,
+               headers: Mapping[str, str] | None = None) -> None:
+        """Say what ``check`` found: ``passed`` or ``flagged``, with the answer fields and headers that
+        tell the caller (each declared by the plugin)."""
+        if outcome not in ("passed", "flagged"):
+            raise ValueError(f"report() takes 'passed' or 'flagged', not {outcome!r}: use replace() or refuse()")
+        self.outcomes[check] = outcome
+        self.fields.update(fields or {})
+        self.headers.update(headers or {})
+
+    def replace(self, check: str, text: str, choice: int = 0) -> None:
+        """Give the caller ``text`` instead of choice ``choice``'s text. A streamed answer was sent
+        already: ``ValueError`` (report it instead)."""
+        if self.streamed:
+            raise ValueError("a streamed answer was sent already: it cannot be replaced, only reported")
+        self.texts[choice] = text
+        self.replaced.add(choice)
+        self.outcomes[check] = "replaced"
+
+    def refuse(self, check: str, message: str, code: str) -> None:
+        """Refuse the answer: the caller gets a 502 ``code`` error instead (a stream: as its final
+        event). Raises :class:`gateway.errors.AnswerRefused`; the checks after this one do not run."""
+        from gateway.errors import AnswerRefused
+
+        self.outcomes[check] = "blocked"
+        raise AnswerRefused(message, code=code)
+
+
 @dataclass(frozen=True)
 class Declaration:
     """What a plugin adds to the core's contracts, returned by ``gateway_declare`` (read once at
@@ -98,6 +158,10 @@ class Declaration:
     #: The (provider, model) names this plugin's own request-log records carry, as provider name
     #: -> model names: metric dimensions (other values are counted as ``unknown``).
     recorded_models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The answer checks this plugin runs (``gateway_check_response``), as check name -> the CloudWatch
+    #: metric counting the answers it flagged (``{"grounding": "GroundingMismatch"}``); the usage and
+    #: metrics APIs report each check's flagged rate per model.
+    answer_checks: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,6 +304,9 @@ class RequestLogRecord:
     #: Requests this row stands for: 1, or the refusals (429s of the gateway's own limits) of one
     #: key, minute and reason folded into one row (gateway/refusals.py).
     count: int = 1
+    #: What each answer check (``gateway_check_response``) said of the answer, by the check's name
+    #: (``"grounding"``): one of :data:`CHECK_OUTCOMES`. Empty when no check ran.
+    checks: dict[str, str] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
