@@ -143,6 +143,7 @@ def _record_item(record: RequestLogRecord, expires_at: int) -> dict[str, Any]:
         "savedCost": record.saved_cost, "promptText": record.prompt_text,
         "completionText": record.completion_text, TTL_ATTRIBUTE: int(expires_at),
         "count": record.count if record.count != 1 else None,
+        "checks": record.checks or None,
     })
 
 
@@ -161,6 +162,7 @@ def _record_from_item(item: dict[str, Any]) -> RequestLogRecord:
         streamed=values.get("streamed", False), cached=values.get("cached", False),
         saved_cost=float(values.get("savedCost", 0)), prompt_text=values.get("promptText", ""),
         completion_text=values.get("completionText", ""), count=int(values.get("count", 1)),
+        checks=dict(values.get("checks") or {}),
     )
 
 

@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS request_log (
     saved_cost REAL NOT NULL DEFAULT 0,
     prompt_text TEXT NOT NULL DEFAULT '',
     completion_text TEXT NOT NULL DEFAULT '',
-    count INTEGER NOT NULL DEFAULT 1
+    count INTEGER NOT NULL DEFAULT 1,
+    checks TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS request_log_user_time ON request_log (user_id, timestamp);
 CREATE INDEX IF NOT EXISTS request_log_expiry ON request_log (expires_at);
@@ -78,7 +79,8 @@ CREATE INDEX IF NOT EXISTS request_log_expiry ON request_log (expires_at);
 #: Columns added after the first release, per table: added to an older file on first use.
 _ADDED_COLUMNS = {
     "request_log": {"saved_cost": "REAL NOT NULL DEFAULT 0", "prompt_text": "TEXT NOT NULL DEFAULT ''",
-                    "completion_text": "TEXT NOT NULL DEFAULT ''", "count": "INTEGER NOT NULL DEFAULT 1"},
+                    "completion_text": "TEXT NOT NULL DEFAULT ''", "count": "INTEGER NOT NULL DEFAULT 1",
+                    "checks": "TEXT NOT NULL DEFAULT '{}'"},
     "api_keys": {"allowed_models": "TEXT", "last_used_at": "REAL", "mcp_context": "INTEGER",
                  "concurrent_requests": "INTEGER"},
 }
@@ -98,6 +100,9 @@ _KEY_COLUMNS = [fld.name for fld in fields(ApiKey)]
 _JSON_KEY_COLUMNS = ("permissions", "allowed_models")
 _PRODUCT_COLUMNS = [fld.name for fld in fields(Product)]
 _RECORD_COLUMNS = [fld.name for fld in fields(RequestLogRecord)]
+#: Record columns held as JSON text (the answer checks' outcomes), after the plain ones.
+_JSON_RECORD_COLUMNS = ("checks",)
+_PLAIN_RECORD_COLUMNS = [name for name in _RECORD_COLUMNS if name not in _JSON_RECORD_COLUMNS]
 
 
 def _insert(table: str, columns: list[str]) -> str:
@@ -107,13 +112,17 @@ def _insert(table: str, columns: list[str]) -> str:
 
 _PUT_KEY = _insert("api_keys", _KEY_COLUMNS)
 _PUT_PRODUCT = _insert("products", _PRODUCT_COLUMNS)
-_PUT_RECORD = _insert("request_log", _RECORD_COLUMNS + ["expires_at"])
+_PUT_RECORD = _insert("request_log", _PLAIN_RECORD_COLUMNS + list(_JSON_RECORD_COLUMNS) + ["expires_at"])
 #: A folded record (gateway/refusals.py): added to the row of its id, whose latency becomes the mean of both.
 _ADD_RECORD = (_PUT_RECORD.replace("INSERT OR REPLACE", "INSERT") + " ON CONFLICT (request_id) DO UPDATE SET "
                "latency_ms = (request_log.latency_ms * request_log.count + excluded.latency_ms * excluded.count) "
                "/ (request_log.count + excluded.count), count = request_log.count + excluded.count")
-#: A record's column values, in ``_RECORD_COLUMNS`` order (plain attribute reads, no copy).
-_record_values = attrgetter(*_RECORD_COLUMNS)
+_plain_record_values = attrgetter(*_PLAIN_RECORD_COLUMNS)
+
+
+def _record_row(record: RequestLogRecord, expires_at: int) -> tuple:
+    """A record's column values, in ``_PUT_RECORD`` order (plain attribute reads, the checks as JSON)."""
+    return (*_plain_record_values(record), json.dumps(record.checks) if record.checks else "{}", expires_at)
 
 
 def _key_row(values: dict) -> dict:
@@ -288,18 +297,18 @@ class SQLiteStore:
     # Request log
     def put_record(self, record: RequestLogRecord, expires_at: int) -> None:
         """Append one record (a prepared, single-row insert)."""
-        self._connection().execute(_PUT_RECORD, (*_record_values(record), expires_at))
+        self._connection().execute(_PUT_RECORD, _record_row(record, expires_at))
 
     def put_records(self, items: Sequence[tuple[RequestLogRecord, int]]) -> None:
         """Append ``(record, expires_at)`` pairs in one transaction (the prepared insert, run
         for each row): all or none."""
         if items:
-            self._write_all(_PUT_RECORD, [(*_record_values(record), expires_at) for record, expires_at in items])
+            self._write_all(_PUT_RECORD, [_record_row(record, expires_at) for record, expires_at in items])
 
     def add_records(self, items: Sequence[tuple[RequestLogRecord, int]]) -> None:
         """Add each record's ``count`` to the row of its id (created when absent), in one transaction."""
         if items:
-            self._write_all(_ADD_RECORD, [(*_record_values(record), expires_at) for record, expires_at in items])
+            self._write_all(_ADD_RECORD, [_record_row(record, expires_at) for record, expires_at in items])
 
     def records_for_user(self, user_id: str, start: float = 0.0,
                          end: float | None = None) -> list[RequestLogRecord]:
@@ -313,6 +322,7 @@ class SQLiteStore:
             values = {c: row[c] for c in _RECORD_COLUMNS}
             values["streamed"] = bool(values["streamed"])
             values["cached"] = bool(values["cached"])
+            values["checks"] = json.loads(values["checks"])
             result.append(RequestLogRecord(**values))
         return result
 
