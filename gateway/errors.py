@@ -129,6 +129,12 @@ class AnswerRefused(GatewayError):
     type = "answer_refused"
     code = "answer_refused"
 
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None,
+                 answer=None):
+        super().__init__(message, code=code, headers=headers)
+        #: The :class:`gateway.types.CheckedAnswer` refused (what the checks said of it).
+        self.answer = answer
+
 
 class ProviderError(GatewayError):
     """An upstream provider failed (502). ``retryable`` tells the retry loop whether to try again."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from flask import Request, g
 from marshmallow import Schema
 
-from gateway import cache, metrics, request_log
+from gateway import answer_checks, cache, metrics, request_log
 from gateway.authorizer import caller_from_authorizer
 from gateway.concurrency import Slot
 from gateway.errors import (
@@ -149,6 +149,19 @@ def price_of(gateway, provider: Provider, model: str) -> Price | None:
     return gateway.models.price(provider.name, model) or provider.models().get(model)
 
 
+def check_result(gateway, completion: ChatRequest, caller: Caller, result: ChatAnswer, provider: str, model: str,
+                 record: RequestLogRecord) -> ChatAnswer:
+    """``result`` as the answer checks leave it (annotated or with text replaced); raises their refusal."""
+    checked = answer_checks.check(gateway, completion, caller, [result.text, *(c.text for c in result.extra_choices)],
+                                  streamed=False, provider=provider, model=model, record=record)
+    if checked is None:
+        return result
+    result = answer_checks.apply(checked, completion, result)
+    if checked.replaced:
+        record.completion_text = request_log.loggable_text(gateway, result.text)
+    return result
+
+
 def answer_from_cache(gateway, completion: ChatRequest, cached: cache.Lookup, record: RequestLogRecord) -> Answer:
     """The stored answer; its record costs nothing and notes what the provider call would have cost."""
     hit = cached.hit
@@ -262,12 +275,16 @@ def complete(gateway, request: Request, schema: Schema) -> Answer:
             return start_streaming(gateway, call, candidates, completion, lambda provider, model: provider.stream(
                 replace(completion, model=model)))
         cached = cache.lookup(gateway, request.headers, completion, caller)
-        if cached.hit is not None:
-            return answer_from_cache(gateway, completion, cached, record)
+        if cached.hit is not None:  # checked again: the catalog or the checks may have changed since
+            answer = answer_from_cache(gateway, completion, cached, record)
+            answer.result = check_result(gateway, completion, caller, answer.result, answer.provider, answer.model,
+                                         record)
+            return answer
         result, provider, model = call_providers(gateway, candidates, completion, record)
         account(gateway, call, provider, model, result.usage)
         record.completion_text = request_log.loggable_text(gateway, result.text)
         cached.store(cache.CachedAnswer(result, provider.name, model, record.cost))
+        result = check_result(gateway, completion, caller, result, provider.name, model, record)
         return Answer(completion, result, provider.name, model, record, cached.status)
 
 
@@ -333,6 +350,26 @@ def capability(provider: Provider, method: str, what: str) -> Callable:
     return found
 
 
+def check_stream(gateway, completion: ChatRequest, caller: Caller, stream: MeteredStream, provider: str, model: str,
+                 record: RequestLogRecord) -> GatewayError | None:
+    """Run the answer checks on a complete stream; what they said becomes ``stream.verdict`` (sent
+    before ``[DONE]``), a refusal ``stream.refusal`` (sent instead). Returns the error to record, if any:
+    the refusal, or a failed check (its answer was sent already, but never unchecked without a word)."""
+    try:
+        checked = answer_checks.check(gateway, completion, caller, stream.texts, streamed=True, provider=provider,
+                                      model=model, record=record)
+    except GatewayError as exc:
+        stream.refusal = exc
+        stream.verdict = answer_checks.stream_verdict(getattr(exc, "answer", None))
+        return exc
+    except Exception:
+        logger.exception("answer check failed at the end of a stream")
+        stream.refusal = GatewayError("An answer check failed inside the gateway.", code="answer_check_failed")
+        return stream.refusal
+    stream.verdict = answer_checks.stream_verdict(checked)
+    return None
+
+
 def start_streaming(gateway, call: RecordedCall, candidates: list[tuple[Provider, str]], completion: ChatRequest,
                     start: Callable[[Provider, str], Iterable[Chunk]]) -> Answer:
     """Open the stream (``start(provider, model)``) and wrap it so that the request is recorded exactly
@@ -346,6 +383,8 @@ def start_streaming(gateway, call: RecordedCall, candidates: list[tuple[Provider
         call.release_slot()
         account(gateway, call, provider, model, stream.usage)
         record.completion_text = request_log.loggable_text(gateway, stream.text)
+        if error is None and completion.options.get("route") is None:  # a chat completion: checked
+            error = check_stream(gateway, completion, call.caller, stream, provider.name, model, record)
         if error is not None:
             record.status, record.error_code = error.status, error.code
             if isinstance(error, ProviderError) and counts_as_failure(error):

@@ -31,6 +31,8 @@ class MeteredStream:
 
     ``error`` is None after a complete stream, the :class:`GatewayError` of a
     mid-stream failure, or a ``client_closed`` error when the consumer closed early.
+    ``on_finish`` of a complete stream may set ``verdict`` (what the answer checks said, sent
+    before ``[DONE]``) and ``refusal`` (a check refused the answer: sent instead of ``[DONE]``).
     """
 
     def __init__(self, first: Chunk | None, rest: Iterator[Chunk],
@@ -40,13 +42,20 @@ class MeteredStream:
         self._on_finish = on_finish
         self._ends_at = None if max_seconds is None else time.monotonic() + max_seconds
         self._finished = False
-        self._texts: list[str] = []
+        self._texts: dict[int, list[str]] = {0: []}
         self.usage = Usage()
+        self.verdict: dict | None = None
+        self.refusal: GatewayError | None = None
 
     @property
     def text(self) -> str:
         """The text of the first choice streamed so far."""
-        return "".join(self._texts)
+        return "".join(self._texts[0])
+
+    @property
+    def texts(self) -> list[str]:
+        """The text of every choice streamed so far, by choice index."""
+        return ["".join(self._texts.get(index, ())) for index in range(max(self._texts) + 1)]
 
     def __iter__(self) -> MeteredStream:
         return self
@@ -71,8 +80,8 @@ class MeteredStream:
                                     code="stream_too_long", status=504))
         if chunk.usage is not None:
             self.usage = chunk.usage
-        if chunk.text and chunk.index == 0:
-            self._texts.append(chunk.text)
+        if chunk.text:
+            self._texts.setdefault(chunk.index, []).append(chunk.text)
         return chunk
 
     def close(self) -> None:
@@ -110,7 +119,9 @@ def render_sse(chunks: MeteredStream, *, completion_id: str, created: int, model
     leaves out the usage event the caller did not ask for). For the chunks of a translated provider the
     events are built here, and the usage chunk (``choices: []``) is sent last, only
     when ``include_usage``. A :class:`GatewayError` mid-stream becomes one ``{"error": …}`` event that ends
-    the stream (the openai SDK raises it as ``APIError``).
+    the stream (the openai SDK raises it as ``APIError``). What the answer checks said of a complete
+    stream (``chunks.verdict``) comes last before ``[DONE]``, as a chunk without choices whose
+    ``gateway`` member holds it; a check's refusal (``chunks.refusal``) then ends the stream as an error.
     """
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
     started: set[int] = set()
@@ -140,6 +151,11 @@ def render_sse(chunks: MeteredStream, *, completion_id: str, created: int, model
                 "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                 "total_tokens": usage.total_tokens,
                 "prompt_tokens_details": {"cached_tokens": usage.cached_tokens}}})
+        if chunks.verdict is not None:
+            yield _event({**base, "choices": [], "gateway": chunks.verdict})
+        if chunks.refusal is not None:
+            yield _event(chunks.refusal.to_dict())
+            return
         yield b"data: [DONE]\n\n"
     except GatewayError as exc:
         yield _event(exc.to_dict())

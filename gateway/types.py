@@ -126,13 +126,17 @@ class CheckedAnswer:
         self.replaced.add(choice)
         self.outcomes[check] = "replaced"
 
-    def refuse(self, check: str, message: str, code: str) -> None:
-        """Refuse the answer: the caller gets a 502 ``code`` error instead (a stream: as its final
-        event). Raises :class:`gateway.errors.AnswerRefused`; the checks after this one do not run."""
+    def refuse(self, check: str, message: str, code: str, fields: Mapping[str, Any] | None = None,
+               headers: Mapping[str, str] | None = None) -> None:
+        """Refuse the answer: the caller gets a 502 ``code`` error with ``headers`` instead (a stream:
+        its final event with ``fields``, then the error). Raises :class:`gateway.errors.AnswerRefused`;
+        the checks after this one do not run."""
         from gateway.errors import AnswerRefused
 
         self.outcomes[check] = "blocked"
-        raise AnswerRefused(message, code=code)
+        self.fields.update(fields or {})
+        self.headers.update(headers or {})
+        raise AnswerRefused(message, code=code, headers=dict(self.headers), answer=self)
 
 
 @dataclass(frozen=True)
