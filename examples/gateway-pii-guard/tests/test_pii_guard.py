@@ -1,12 +1,14 @@
 """gateway-pii-guard, tested the way docs/plugins.md tells a plugin author to."""
 from __future__ import annotations
 
+import json
+
 import gateway_pii_guard
 import pytest
 from gateway_pii_guard.detect import luhn_valid, redact
 
 from gateway.errors import ConfigError
-from gateway.testing import FakeProvider, ProviderPlugin, chat, make_app
+from gateway.testing import FakeProvider, ProviderPlugin, chat, issue_key, make_app
 
 
 @pytest.mark.parametrize("number, valid", [
@@ -36,7 +38,7 @@ def test_redact_counts_and_kinds():
     assert redact(text, ("email",))[0] == "[redacted email], 4111111111111111, 555-123-4567, [redacted email]"
 
 
-@pytest.mark.parametrize("config", [{"deny": "salary"}, {"deny": [""]}, {"redact": ["ssn"]}])
+@pytest.mark.parametrize("config", [{"deny": "salary"}, {"deny": [""]}, {"redact": ["ssn"]}, {"answers": "yes"}])
 def test_bad_settings_stop_start_up_naming_the_setting(tmp_path, config):
     with pytest.raises(ConfigError, match=r"^plugin '.*': plugin_settings\.pii_guard\."):
         make_app(tmp_path, {"plugin_settings": {"pii_guard": config}}, plugins=(gateway_pii_guard,))
@@ -81,3 +83,34 @@ def test_a_denied_phrase_is_a_400_and_reaches_no_provider(gateway_client, api_ke
 
 def test_a_phrase_inside_a_word_is_not_denied(gateway_client, api_key):
     assert chat(gateway_client, api_key, "project falconry").status_code == 200
+
+
+def test_personal_data_in_an_answer_is_masked_before_the_caller_sees_it(gateway_client, api_key, provider):
+    provider.outcomes.append("Write to jo@example.com or call 555-123-4567.")
+    response = chat(gateway_client, api_key, "how do I reach support?", model="fake-model")
+    assert response.get_json()["choices"][0]["message"]["content"] == \
+        "Write to [redacted email] or call [redacted phone]."
+    native = gateway_client.post("/api/v1/completions", headers={"X-API-Key": api_key}, json={
+        "model": "fake-model", "messages": [{"role": "user", "content": "and the card?"}]})
+    assert native.get_json()["pii_in_answer"] is None  # the fake's default answer holds none
+    provider.outcomes.append("Card 4111 1111 1111 1111 on file.")
+    native = gateway_client.post("/api/v1/completions", headers={"X-API-Key": api_key}, json={
+        "model": "fake-model", "messages": [{"role": "user", "content": "and the card?"}]})
+    assert native.get_json()["content"] == "Card [redacted card] on file."
+    assert native.get_json()["pii_in_answer"] == {"card": 1}
+
+
+def test_a_streamed_answer_is_reported_in_its_last_event(gateway_client, api_key, provider):
+    provider.outcomes.append("mail jo@example.com")
+    body = chat(gateway_client, api_key, "hi", model="fake-model", stream=True).get_data(as_text=True)
+    events = [line[6:] for line in body.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["gateway"] == {"checks": {"pii_guard": "flagged"}, "pii_in_answer": {"email": 1}}
+
+
+def test_answers_can_be_left_alone(tmp_path, provider):
+    app = make_app(tmp_path, {"plugin_settings": {"pii_guard": {"answers": False}}},
+                   plugins=(gateway_pii_guard, ProviderPlugin(provider)))
+    provider.outcomes.append("mail jo@example.com")
+    response = chat(app.test_client(), issue_key(app), "hi", model="fake-model")
+    assert response.get_json()["choices"][0]["message"]["content"] == "mail jo@example.com"
