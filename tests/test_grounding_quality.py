@@ -5,6 +5,8 @@ demo catalog, written by hand the way chat models write (bullets, tables, hedges
 near-miss names, other currencies, invented products) and labelled from the catalog: every
 (product, field) an answer gets wrong, and every product-like name it presents as real that
 matches nothing in the catalog. Its ``about`` says what counts as right.
+``tests/data/grounding_holdout.json`` holds more answers in the same style, written last and
+kept from the check's author, so the check cannot be tuned to them.
 
 Scoring, per item: the predicted set is the verdict's (product_id, field) pairs plus its unknown
 names; the expected set is the labels. Pairs match exactly; an unknown name matches an expected
@@ -28,10 +30,14 @@ from gateway.store.base import Product
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo_catalog.json"
 DATA = Path(__file__).parent / "data"
-SETS = {"development": "grounding_quality.json"}
+SETS = {"development": "grounding_quality.json", "holdout": "grounding_holdout.json"}
 FIELDS = ("price", "availability", "rating", "brand")
 UNKNOWN = "unknown"
-THRESHOLD = 0.95
+#: Precision and recall each set must reach. The held-out answers were written blind, by someone
+#: other than the check's author and without seeing its code, so phrasings the development set
+#: never shows are expected there: its bar is lower, and it is reported to show how well the
+#: check generalises rather than to be met by tuning.
+THRESHOLDS = {"development": 0.95, "holdout": 0.90, "both": 0.95}
 
 
 def load_items(file_name: str) -> list[dict]:
@@ -126,15 +132,19 @@ def score_item(item: dict, verdict) -> Score:
     return Score(fields, misses)
 
 
-def score_set(items: list[dict], verdicts: list) -> Score:
-    """Sum the scores of every item of a set."""
+def combine(scores) -> Score:
+    """The sum of several scores."""
     total = Score({field: Tally() for field in (*FIELDS, UNKNOWN)}, [])
-    for item, verdict in zip(items, verdicts, strict=True):
-        score = score_item(item, verdict)
+    for score in scores:
         for field, tally in score.fields.items():
             total.fields.setdefault(field, Tally()).add(tally)
         total.misses.extend(score.misses)
     return total
+
+
+def score_set(items: list[dict], verdicts: list) -> Score:
+    """Sum the scores of every item of a set."""
+    return combine(score_item(item, verdict) for item, verdict in zip(items, verdicts, strict=True))
 
 
 def report(name: str, items: list[dict], score: Score) -> str:
@@ -167,14 +177,17 @@ def scores(demo_products) -> dict[str, tuple[list[dict], Score]]:
     """Each set with the check's score on it."""
     grounding = pytest.importorskip("plugins.grounding")
     index = grounding.GroundingIndex(demo_products)
-    return {name: (items, score_set(items, [grounding.check_answer(item["answer"], index) for item in items]))
-            for name, items in ITEMS.items()}
+    scored = {name: (items, score_set(items, [grounding.check_answer(item["answer"], index) for item in items]))
+              for name, items in ITEMS.items()}
+    scored["both"] = ([item for items, _ in scored.values() for item in items],
+                      combine(score for _, score in scored.values()))
+    return scored
 
 
 def test_the_sets_are_labelled_from_the_catalog(demo_products):
     ids = {p.product_id for p in demo_products}
     names = {p.name.lower() for p in demo_products}
-    assert len(ITEMS["development"]) >= 150
+    assert len(ITEMS["development"]) >= 150 and len(ITEMS["holdout"]) >= 50
     seen_ids, seen_answers = set(), set()
     for items in ITEMS.values():
         assert set().union(*(family(item) for item in items)) == {"correct", "mismatch", "unknown"}
@@ -217,11 +230,11 @@ def test_the_scoring_counts_pairs_exactly_and_names_by_shared_words():
     assert [line.split(":")[0] for line in silent.misses] == ["t1 (test)"]
 
 
-@pytest.mark.parametrize("name", list(ITEMS))
+@pytest.mark.parametrize("name", list(THRESHOLDS))
 def test_the_check_meets_the_bar(scores, name, capsys):
     items, score = scores[name]
     with capsys.disabled():
         print("\n" + report(name, items, score))
     misses = "\n".join(score.misses)
-    assert score.total.precision >= THRESHOLD, misses
-    assert score.total.recall >= THRESHOLD, misses
+    assert score.total.precision >= THRESHOLDS[name], misses
+    assert score.total.recall >= THRESHOLDS[name], misses
