@@ -10,8 +10,8 @@ kept from the check's author, so the check cannot be tuned to them.
 
 Scoring, per item: the predicted set is the verdict's (product_id, field) pairs plus its unknown
 names; the expected set is the labels. Pairs match exactly; an unknown name matches an expected
-one when their lower-cased word sets share at least half of the smaller set (each name matched
-at most once). Precision = true positives / predicted and recall = true positives / expected,
+one when their lower-cased word sets share at least half of the larger set (each name matched
+at most once: a lone brand word does not match a whole invented model name). Precision = true positives / predicted and recall = true positives / expected,
 summed over the whole file, overall and per field ("unknown" for the names).
 """
 from __future__ import annotations
@@ -95,9 +95,9 @@ def words(name: str) -> set[str]:
 
 
 def same_name(predicted: str, expected: str) -> bool:
-    """Whether two written names share at least half of the smaller one's words."""
+    """Whether two written names share at least half of the larger one's words."""
     a, b = words(predicted), words(expected)
-    return bool(a and b) and len(a & b) * 2 >= min(len(a), len(b))
+    return bool(a and b) and len(a & b) * 2 >= max(len(a), len(b))
 
 
 def score_item(item: dict, verdict) -> Score:
