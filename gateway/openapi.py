@@ -177,13 +177,54 @@ class Health(Schema):
     checks = f.Dict()
 
 
+class CheckFigures(Schema):
+    """One answer check's figures (``gateway_check_response``; the catalog's ``grounding``)."""
+
+    checked = f.Integer(required=True, metadata={"description": "Answers the check ran on."})
+    flagged = f.Integer(required=True, metadata={"description": "Of those, the answers it flagged, replaced or "
+                                                                "blocked (for grounding: mismatches)."})
+    rate = f.Float(required=True, metadata={"description": "flagged / checked, rounded to 4 places."})
+
+
+class Figures(Open):
+    """What every usage row counts."""
+
+    requests = f.Integer(required=True)
+    errors = f.Integer(required=True)
+    tokens = f.Integer(required=True)
+    cost = f.Float(required=True, metadata={"description": "USD."})
+    saved_cost = f.Float(required=True, metadata={"description": "USD the cache saved."})
+    rate_limited = f.Integer(required=True)
+    checks = f.Dict(keys=f.String(), values=f.Nested(CheckFigures), required=True, metadata={
+        "description": "Each answer check's figures, by the check's name; a check that never ran here is absent."})
+
+
+class UsageFigures(Figures):
+    """Totals of a window, group or user."""
+
+    prompt_tokens = f.Integer(required=True)
+    completion_tokens = f.Integer(required=True)
+    cache_hits = f.Integer(required=True)
+
+
+class ProviderModelFigures(Figures):
+    """One provider and model of the admin metrics."""
+
+    provider = f.String(required=True)
+    model = f.String(required=True)
+    errors_by_type = f.Dict(keys=f.String(), values=f.Integer(), required=True)
+    latency_ms = f.Dict(required=True, metadata={"description": "p50, p95 and p99."})
+    cache_hit_rate = f.Float(required=True)
+
+
 class UsageReport(Schema):
     """Usage over a window: totals and groups."""
 
     user = f.String(required=True)
     group_by = f.String(required=True)
-    totals = f.Dict(required=True)
-    groups = f.List(f.Dict(), required=True)
+    totals = f.Nested(UsageFigures, required=True)
+    groups = f.List(f.Nested(UsageFigures), required=True,
+                    metadata={"description": "Each group's totals, with its model, provider or day."})
     from_ = f.String(required=True, data_key="from")
     to = f.String(required=True)
 
@@ -191,12 +232,17 @@ class UsageReport(Schema):
 class MetricsReport(Schema):
     """What the dashboard draws."""
 
-    totals = f.Dict(required=True)
-    by_provider_model = f.List(f.Dict(), required=True)
-    timeseries = f.Raw(required=True)
+    totals = f.Nested(UsageFigures, required=True)
+    by_provider_model = f.List(f.Nested(ProviderModelFigures), required=True)
+    timeseries = f.Raw(required=True, metadata={"description": (
+        "bucket_seconds, buckets (their start times) and series: per provider/model, a value per bucket of "
+        "requests, tokens, cost, latency_p50, latency_p95, and flagged: per answer check that ran in the "
+        "series, the answers it flagged in each bucket.")})
     top_users = f.List(f.Dict(), required=True)
     recent_errors = f.List(f.Dict(), required=True)
     circuits = f.Dict(required=True, metadata={"description": "Each circuit breaker by provider/model."})
+    answer_checks = f.List(f.String(), required=True, metadata={
+        "description": "The answer checks the plugins declare (their figures are under each row's checks)."})
     from_ = f.String(required=True, data_key="from")
     to = f.String(required=True)
 

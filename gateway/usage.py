@@ -2,7 +2,9 @@
 
 Plain functions over lists of :class:`RequestLogRecord`, so the API views stay thin and
 every store gives the same answers. A record stands for ``count`` requests (folded
-refusals, :mod:`gateway.refusals`): every sum, rate and percentile weighs it so.
+refusals, :mod:`gateway.refusals`): every sum, rate and percentile weighs it so. Each answer
+check (``RequestLogRecord.checks``) gets its figures wherever the totals are: the answers it
+checked, those it flagged (an outcome of ``FLAGGED_OUTCOMES``) and their rate.
 Records are read per user (DynamoDB: a Query of ``UserAnalyticsGlobalSecondaryIndex``
 each, never a Scan of the log).
 """
@@ -13,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from gateway.types import RequestLogRecord
+from gateway.types import FLAGGED_OUTCOMES, RequestLogRecord
 
 GROUPS: dict[str, Callable[[RequestLogRecord], str]] = {
     "model": lambda r: r.model or "unknown",
@@ -28,10 +30,42 @@ def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+class CheckTally:
+    """Answers each answer check checked and flagged, by the check's name, as records are added."""
+
+    def __init__(self) -> None:
+        self.checked: Counter[str] = Counter()
+        self.flagged: Counter[str] = Counter()
+
+    @classmethod
+    def of(cls, records: Iterable[RequestLogRecord]) -> CheckTally:
+        """The tally of ``records``."""
+        tally = cls()
+        for record in records:
+            tally.add(record)
+        return tally
+
+    def add(self, record: RequestLogRecord) -> None:
+        """Count the checks that ran on ``record`` (``count`` answers each)."""
+        for name, outcome in record.checks.items():
+            self.checked[name] += record.count
+            if outcome in FLAGGED_OUTCOMES:
+                self.flagged[name] += record.count
+
+    def figures(self) -> dict[str, dict]:
+        """``{check: {"checked", "flagged", "rate"}}`` (rate: flagged / checked, 4 places), for each
+        check that ran at least once, by name."""
+        return {name: {"checked": checked, "flagged": self.flagged[name],
+                       "rate": round(self.flagged[name] / checked, 4)}
+                for name, checked in sorted(self.checked.items())}
+
+
 def summarize(records: Iterable[RequestLogRecord]) -> dict:
-    """Requests, errors, tokens, cost, savings, cache hits and rate-limited requests of ``records``."""
+    """Requests, errors, tokens, cost, savings, cache hits, rate-limited requests and each answer
+    check's figures (``checks``: :meth:`CheckTally.figures`) of ``records``."""
     totals = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "tokens": 0,
               "cost": 0.0, "saved_cost": 0.0, "cache_hits": 0, "rate_limited": 0}
+    checks = CheckTally()
     for r in records:
         totals["requests"] += r.count
         totals["errors"] += r.count if r.status >= 400 else 0
@@ -42,7 +76,9 @@ def summarize(records: Iterable[RequestLogRecord]) -> dict:
         totals["saved_cost"] += r.saved_cost
         totals["cache_hits"] += r.count if r.cached else 0
         totals["rate_limited"] += r.count if r.status == 429 else 0
+        checks.add(r)
     totals["cost"], totals["saved_cost"] = round(totals["cost"], 8), round(totals["saved_cost"], 8)
+    totals["checks"] = checks.figures()
     return totals
 
 
@@ -88,7 +124,7 @@ def _errors_by_type(records: list[RequestLogRecord]) -> dict[str, int]:
 
 def by_provider_and_model(records: list[RequestLogRecord]) -> list[dict]:
     """Per (provider, model): requests, errors by type, latency percentiles, tokens, cost,
-    cache hit rate and rate-limited count."""
+    cache hit rate, rate-limited count and each answer check's figures."""
     groups: dict[tuple[str, str], list[RequestLogRecord]] = defaultdict(list)
     for record in records:
         groups[(record.provider or "unknown", record.model or "unknown")].append(record)
@@ -102,7 +138,7 @@ def by_provider_and_model(records: list[RequestLogRecord]) -> list[dict]:
             "latency_ms": latency_percentiles(rows_of), "tokens": totals["tokens"],
             "cost": totals["cost"], "saved_cost": totals["saved_cost"],
             "cache_hit_rate": round(totals["cache_hits"] / totals["requests"], 4),
-            "rate_limited": totals["rate_limited"],
+            "rate_limited": totals["rate_limited"], "checks": totals["checks"],
         })
     return rows
 
@@ -113,7 +149,8 @@ def bucket_size(start: float, end: float) -> int:
 
 
 def time_series(records: list[RequestLogRecord], start: float, end: float, bucket: int) -> dict:
-    """Requests, tokens, cost and p50/p95 latency per bucket, one series per provider/model."""
+    """Requests, tokens, cost, p50/p95 latency and the answers each check flagged (``flagged``: by
+    check, for the checks that ran in the series) per bucket, one series per provider/model."""
     count = max(1, math.ceil((end - start) / bucket))
     cells: dict[str, list[list[RequestLogRecord]]] = {}
     for record in records:
@@ -123,6 +160,8 @@ def time_series(records: list[RequestLogRecord], start: float, end: float, bucke
             cells.setdefault(name, [[] for _ in range(count)])[index].append(record)
     series = []
     for name, buckets in sorted(cells.items()):
+        tallies = [CheckTally.of(b) for b in buckets]
+        ran = sorted(set().union(*(tally.checked for tally in tallies)))
         series.append({
             "name": name,
             "requests": [sum(r.count for r in b) for b in buckets],
@@ -130,6 +169,7 @@ def time_series(records: list[RequestLogRecord], start: float, end: float, bucke
             "cost": [round(sum(r.cost for r in b), 8) for b in buckets],
             "latency_p50": [_latency(b, 50) for b in buckets],
             "latency_p95": [_latency(b, 95) for b in buckets],
+            "flagged": {check: [tally.flagged[check] for tally in tallies] for check in ran},
         })
     return {"bucket_seconds": bucket, "buckets": [iso(start + i * bucket) for i in range(count)],
             "series": series}

@@ -207,3 +207,80 @@ def test_on_dynamodb_aggregations_query_the_analytics_index_and_never_scan_the_l
     log_calls = [c for c in calls if c[1] == store.request_log_table]
     assert log_calls and all(c[0] == "Query" and c[2] == "UserAnalyticsGlobalSecondaryIndex" for c in log_calls)
     assert not [c for c in calls if c[0] == "Scan" and c[1] == store.request_log_table]
+
+
+def _checked(n: int, user: str, model: str, checks: dict[str, str], **fields) -> RequestLogRecord:
+    return RequestLogRecord(f"checked-{n}", f"c{n}", time.time() - 60, user_id=user, provider="fake", model=model,
+                            checks=checks, **fields)
+
+
+@pytest.fixture
+def checked_answers(app, traffic):
+    """alice: 5 grounding-checked answers of fake-model (2 flagged, 1 blocked with a 502), 1 also checked
+    for tone, 1 unchecked; 1 of echo, passed. bob: 1 of fake-model, flagged."""
+    outcomes = [("fake-model", {"grounding": "passed"}), ("fake-model", {"grounding": "flagged"}),
+                ("fake-model", {"grounding": "replaced", "tone": "passed"}), ("fake-model", {"grounding": "passed"}),
+                ("fake-model", {}), ("echo", {"grounding": "passed"})]
+    store = app.extensions["gateway"].store
+    store.put_records([(_checked(n, "alice", model, checks), int(time.time()) + 3600)
+                       for n, (model, checks) in enumerate(outcomes)]
+                      + [(_checked(9, "alice", "fake-model", {"grounding": "blocked"}, status=502,
+                                   error_code="grounding_mismatch"), int(time.time()) + 3600),
+                         (_checked(10, "bob", "fake-model", {"grounding": "flagged"}), int(time.time()) + 3600)])
+    return traffic
+
+
+def test_usage_reports_each_answer_checks_flagged_rate(app, checked_answers):
+    client = app.test_client()
+    body = get(client, "/api/v1/usage", checked_answers["alice"]).get_json()
+    assert body["totals"]["checks"] == {"grounding": {"checked": 6, "flagged": 3, "rate": 0.5},
+                                        "tone": {"checked": 1, "flagged": 0, "rate": 0.0}}
+    assert body["totals"]["requests"] == 4 + 7  # the existing figures are unchanged
+    groups = {g["model"]: g["checks"] for g in body["groups"]}
+    assert groups["fake-model"]["grounding"] == {"checked": 5, "flagged": 3, "rate": 0.6}
+    assert groups["echo"] == {"grounding": {"checked": 1, "flagged": 0, "rate": 0.0}}
+    by_day = get(client, "/api/v1/usage", checked_answers["alice"], group_by="day").get_json()
+    assert by_day["groups"][0]["checks"]["grounding"]["checked"] == 6
+    bob = get(client, "/api/v1/usage", checked_answers["bob"]).get_json()
+    assert bob["totals"]["checks"] == {"grounding": {"checked": 1, "flagged": 1, "rate": 1.0}}
+
+
+def test_admin_metrics_report_each_answer_checks_figures_per_provider_and_model(app, checked_answers):
+    body = get(app.test_client(), "/api/v1/admin/metrics", checked_answers["admin"]).get_json()
+    rows = {(r["provider"], r["model"]): r for r in body["by_provider_model"]}
+    assert rows[("fake", "fake-model")]["checks"] == {"grounding": {"checked": 6, "flagged": 4, "rate": 0.6667},
+                                                      "tone": {"checked": 1, "flagged": 0, "rate": 0.0}}
+    assert rows[("echo", "echo")]["checks"] == {}  # the echo provider's own answers were never checked
+    assert rows[("fake", "echo")]["checks"] == {"grounding": {"checked": 1, "flagged": 0, "rate": 0.0}}
+    assert body["totals"]["checks"]["grounding"] == {"checked": 7, "flagged": 4, "rate": 0.5714}
+    assert rows[("fake", "fake-model")]["errors_by_type"] == {"upstream_error": 1, "grounding_mismatch": 1}
+    series = {s["name"]: s for s in body["timeseries"]["series"]}
+    assert sum(series["fake/fake-model"]["flagged"]["grounding"]) == 4
+    assert sum(series["fake/fake-model"]["flagged"]["tone"]) == 0
+    assert series["echo/echo"]["flagged"] == {}
+    assert len(series["fake/fake-model"]["flagged"]["grounding"]) == len(body["timeseries"]["buckets"])
+    assert isinstance(body["answer_checks"], list)
+
+
+def test_answer_check_figures_weigh_each_record_by_its_count():
+    from gateway.usage import summarize
+
+    records = [RequestLogRecord("a", "c", 0.0, count=3, checks={"grounding": "flagged"}),
+               RequestLogRecord("b", "c", 0.0, checks={"grounding": "passed"}), RequestLogRecord("c", "c", 0.0)]
+    assert summarize(records)["checks"] == {"grounding": {"checked": 4, "flagged": 3, "rate": 0.75}}
+    assert summarize([])["checks"] == {}
+
+
+def test_the_metrics_name_the_declared_answer_checks(tmp_path):
+    from gateway.hookspecs import hookimpl
+    from gateway.types import Declaration
+
+    class PromiseCheck:
+        @hookimpl
+        def gateway_declare(self):
+            return Declaration(answer_checks={"promises": "AnswersWithPromises"})
+
+    app = make_app(tmp_path, plugins=(PromiseCheck(),))
+    body = get(app.test_client(), "/api/v1/admin/metrics", issue_key(app, "ops", permissions=("admin",))).get_json()
+    assert "promises" in body["answer_checks"]
+    assert body["by_provider_model"] == [] and body["totals"]["checks"] == {}

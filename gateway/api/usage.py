@@ -1,12 +1,13 @@
 """Usage and metrics: a caller's own usage, and (with ``admin``) anyone's and the gateway's.
 
 - ``GET /api/v1/usage?from=&to=&group_by=model|provider|day[&api_key_id=]``: the caller's own
-  requests, tokens and cost. Naming another user (``user=``) or another user's key is a 404,
-  exactly as for something that does not exist.
+  requests, tokens, cost and answer checks' figures. Naming another user (``user=``) or another
+  user's key is a 404, exactly as for something that does not exist.
 - ``GET /api/v1/admin/usage?user=&from=&to=&group_by=``: any user's usage.
 - ``GET /api/v1/admin/metrics?from=&to=``: per provider and model (requests, errors by type,
-  p50/p95/p99 latency, tokens, cost, cache hit rate, rate-limited), time series, top users and
-  recent errors: what the dashboard draws.
+  p50/p95/p99 latency, tokens, cost, cache hit rate, rate-limited, each answer check's flagged
+  rate), time series, top users, recent errors and the declared answer checks: what the dashboard
+  draws.
 
 ``from`` and ``to`` are ISO 8601 dates or times (UTC unless an offset is given) or epoch
 seconds; ``to`` is exclusive, and a date alone for ``to`` includes that whole day.
@@ -126,4 +127,5 @@ def gateway_metrics():
         "top_users": usage.top_users(records),
         "recent_errors": usage.recent_errors(records),
         "circuits": gateway.resilience.circuits(),
+        "answer_checks": sorted(gateway.declared.answer_checks),
     })
