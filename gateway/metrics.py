@@ -11,6 +11,10 @@ share the dimensions Stage, Provider, Model and Tier and the same minute go out 
 line in which each metric holds one value per record (EMF takes a list of values), stamped
 with the earliest record's time. A record of folded refusals (:mod:`gateway.refusals`)
 holds its ``count`` as its Requests, Errors and RateLimited values, so sums stay exact.
+Each answer check a plugin declared (``Declaration.answer_checks``: check name -> metric) that
+ran on a record adds one value to its metric: 1 when it flagged the answer (an outcome of
+``FLAGGED_OUTCOMES``), 0 when it passed, so the metric's Average is the check's flagged rate
+(``GroundingMismatch``: the catalog's mismatch rate) and its Sum the flagged answers.
 An authentication failure (no caller, so no record) is counted by
 :func:`count_auth_failure` where the pipeline raises it.
 
@@ -29,11 +33,11 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway import metric_names as names
-from gateway.types import RequestLogRecord
+from gateway.types import FLAGGED_OUTCOMES, RequestLogRecord
 
 #: Counted when the request log store refuses a record and it is kept in a log line instead.
 REQUEST_LOG_FALLBACKS = "RequestLogFallbacks"
@@ -125,9 +129,10 @@ def _emit(gateway, dimensions: dict[str, str], values: list[tuple[str, str, floa
         sys.stdout.flush()
 
 
-def _request_values(record: RequestLogRecord) -> list[tuple[str, str, float]]:
-    """One record's metrics: requests, errors, latencies, tokens, cost, cache hits, rate limits. A
-    record of folded refusals counts its ``count`` requests (its latency is their mean)."""
+def _request_values(record: RequestLogRecord, check_metrics: Mapping[str, str]) -> list[tuple[str, str, float]]:
+    """One record's metrics: requests, errors, latencies, tokens, cost, cache hits, rate limits, and
+    the metric of each declared answer check (``check_metrics``: check name -> metric) that ran on it.
+    A record of folded refusals counts its ``count`` requests (its latency is their mean)."""
     count = record.count
     values = [
         (names.REQUESTS, "Count", count),
@@ -140,6 +145,10 @@ def _request_values(record: RequestLogRecord) -> list[tuple[str, str, float]]:
     ]
     if record.upstream_latency_ms:
         values.append((names.PROVIDER_LATENCY, "Milliseconds", round(record.upstream_latency_ms, 3)))
+    for check, outcome in record.checks.items():
+        metric = check_metrics.get(check)
+        if metric is not None:
+            values.append((metric, "Count", 1 if outcome in FLAGGED_OUTCOMES else 0))
     return values
 
 
@@ -159,11 +168,13 @@ def emit_requests(gateway, records: Iterable[RequestLogRecord]) -> None:
                int(record.timestamp // 60))
         groups.setdefault(key, []).append(record)
     stage = gateway.settings.stage
+    check_metrics = gateway.declared.answer_checks
     for (provider, model, tier, _minute), group in groups.items():
         dimensions = {names.STAGE: stage, names.PROVIDER: provider, names.MODEL: model, names.TIER: tier}
         for start in range(0, len(group), VALUES_PER_LINE):
             line = group[start:start + VALUES_PER_LINE]
-            _emit(gateway, dimensions, [value for record in line for value in _request_values(record)],
+            _emit(gateway, dimensions,
+                  [value for record in line for value in _request_values(record, check_metrics)],
                   min(record.timestamp for record in line))
 
 

@@ -11,9 +11,10 @@ import pytest
 from gateway import metric_names as names
 from gateway import metrics
 from gateway.errors import ProviderError
+from gateway.hookspecs import hookimpl
 from gateway.metrics import REQUEST_LOG_FALLBACKS
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
-from gateway.types import RequestLogRecord
+from gateway.types import Declaration, RequestLogRecord
 
 CHAT = "/v1/chat/completions"
 PEPPER = "staging-pepper-0123456789abcdef"
@@ -308,3 +309,50 @@ def test_mcp_tool_records_keep_their_bounded_names(tmp_path, capsys):
                                     _record(2, provider="mcp", model="mcp:made_up_tool")])
     assert {(line["Provider"], line["Model"]) for line in emf_lines(capsys)} == {
         ("mcp", "mcp:search_products"), ("mcp", "unknown")}
+
+
+class PromiseCheck:
+    """Declares an answer check and its metric, as the catalog plugin declares ``grounding``
+    (``AnswersWithPromises``); a name of its own, so that the two never clash."""
+
+    @hookimpl
+    def gateway_declare(self):
+        return Declaration(answer_checks={"promises": "AnswersWithPromises"})
+
+
+def test_a_declared_answer_check_is_a_metric_of_1_when_flagged_and_0_when_passed(tmp_path, capsys):
+    gateway = make_app(tmp_path, {"stage": "staging", "key_pepper": PEPPER},
+                       plugins=(PromiseCheck(),)).extensions["gateway"]
+    outcomes = [{"promises": "passed"}, {"promises": "flagged"}, {}, {"promises": "replaced"},
+                {"promises": "blocked"}, {"promises": "passed", "undeclared": "flagged"}]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, [_record(n, timestamp=MINUTE + n, checks=checks)
+                                    for n, checks in enumerate(outcomes)])
+    [line] = emf_lines(capsys)
+    assert line["AnswersWithPromises"] == [0.0, 1.0, 1.0, 1.0, 0.0]  # one value per answer it checked
+    assert sum(line["AnswersWithPromises"]) / len(line["AnswersWithPromises"]) == 0.6  # Average: the flagged rate
+    assert line["Requests"] == [1.0] * 6
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["Stage", "Provider", "Model", "Tier"], ["Stage"]]
+    units = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+    assert units["AnswersWithPromises"] == "Count"
+    assert set(units) == (set(names.ALL) - {"ProviderLatency", "AuthFailures"}) | {"AnswersWithPromises"}
+
+
+def test_answer_checks_split_with_their_records_dimensions(tmp_path, capsys):
+    gateway = make_app(tmp_path, plugins=(PromiseCheck(),)).extensions["gateway"]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, [_record(1, checks={"promises": "flagged"}),
+                                    _record(2, model="gpt-4o", checks={"promises": "passed"}),
+                                    _record(3, model="gpt-4o")])
+    lines = {line["Model"]: line for line in emf_lines(capsys)}
+    assert lines["gpt-4o-mini"]["AnswersWithPromises"] == [1.0]
+    assert lines["gpt-4o"]["AnswersWithPromises"] == [0.0] and lines["gpt-4o"]["Requests"] == [1.0, 1.0]
+
+
+def test_without_a_declaration_a_records_checks_emit_nothing(tmp_path, capsys):
+    gateway = make_app(tmp_path).extensions["gateway"]
+    capsys.readouterr()
+    metrics.emit_requests(gateway, [_record(1, checks={"undeclared": "flagged"})])
+    [line] = emf_lines(capsys)
+    assert set(metric_names_of(line)) == set(names.ALL) - {"ProviderLatency", "AuthFailures"}
