@@ -194,6 +194,16 @@ def test_alarm_thresholds():
     assert shape("lambda-throttles") == ("Throttles", "Sum", 300, 1, 0, "GreaterThanThreshold")
     assert shape("auth-failures") == ("AuthFailures", "Sum", 300, 1, 50, "GreaterThanThreshold")
     assert shape("cost-per-hour") == ("Cost", "Sum", 3600, 1, 100, "GreaterThanThreshold")
+    assert shape("grounding-mismatch") == (None, None, None, 1, 0.1, "GreaterThanThreshold")
+    grounding = {m["Id"]: m for m in alarms["grounding-mismatch"]["Metrics"]}
+    assert {(m["MetricStat"]["Metric"]["MetricName"], m["MetricStat"]["Stat"], m["MetricStat"]["Period"])
+            for m in grounding.values() if "MetricStat" in m} == {("GroundingMismatch", "Average", 3600),
+                                                                  ("GroundingMismatch", "SampleCount", 3600)}
+    # An hour with too few checked answers is not judged (one mismatch in two answers is no trend).
+    assert grounding["judged"]["Expression"] == {"Fn::Sub": "IF(answers >= ${GroundingMinimumAnswers}, rate, 0)"}
+    assert [m["Id"] for m in grounding.values() if m["ReturnData"]] == ["judged"]
+    assert parameters["GroundingMinimumAnswers"]["Default"] == 20
+    assert (parameters["GroundingMismatchRate"]["MinValue"], parameters["GroundingMismatchRate"]["MaxValue"]) == (0, 1)
     throttles = alarms["dynamodb-throttles"]["Metrics"]
     tables = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Fn::Sub"] for m in throttles if "MetricStat" in m}
     assert tables == {f"ai-gateway-${{Stage}}-{t}" for t in
@@ -210,8 +220,11 @@ def test_every_alarm_notifies_a_topic():
 
 
 def _gateway_metrics_in_alarms() -> list[tuple[str, tuple[str, ...]]]:
-    return [(alarm["MetricName"], tuple(d["Name"] for d in alarm["Dimensions"]))
-            for alarm in _alarms().values() if alarm.get("Namespace") == NAMESPACE]
+    metrics = [alarm for alarm in _alarms().values() if "MetricName" in alarm]
+    metrics += [m["MetricStat"]["Metric"] for alarm in _alarms().values() for m in alarm.get("Metrics", ())
+                if "MetricStat" in m]
+    return [(metric["MetricName"], tuple(d["Name"] for d in metric["Dimensions"]))
+            for metric in metrics if metric.get("Namespace") == NAMESPACE]
 
 
 def _dashboards() -> dict[str, dict]:
@@ -251,15 +264,19 @@ def test_three_dashboards_operational_security_business():
 #: The dimension sets gateway/metrics.py publishes: every completion under all four dimensions, and
 #: rolled up under Stage alone (the set the stage-wide alarms read). CloudWatch matches them exactly.
 EMITTED_DIMENSION_SETS = {(STAGE,), tuple(sorted(DIMENSIONS))}
+#: The metrics of the built-in plugins' answer checks (``Declaration.answer_checks``), emitted under the
+#: same dimension sets: the catalog plugin's grounding check counts its mismatches in GroundingMismatch.
+ANSWER_CHECK_METRICS = ("GroundingMismatch",)
 
 
 def test_alarms_and_dashboards_use_only_the_metrics_the_gateway_emits():
     used = _gateway_metrics_in_alarms() + _gateway_metrics_in_dashboards()
     assert len(used) > 10
     for metric, dimensions in used:
-        assert metric in ALL, metric
+        assert metric in ALL + ANSWER_CHECK_METRICS, metric
         assert tuple(sorted(dimensions)) in EMITTED_DIMENSION_SETS, (metric, dimensions)
-    assert {metric for metric, _ in used} == set(ALL), "every emitted metric is on a dashboard or alarm"
+    assert {metric for metric, _ in used} == set(ALL + ANSWER_CHECK_METRICS), \
+        "every emitted metric is on a dashboard or alarm"
 
 
 def test_metric_names_module_is_the_documented_list():
