@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -37,8 +39,19 @@ def busy_app(tmp_path):
     return app
 
 
+def check_answers(app) -> None:
+    """Record what an answer check said of some answers, as the pipeline does: bob's two fake-model
+    answers were checked for grounding (one flagged), carol's echo answer too (passed)."""
+    store = app.extensions["gateway"].store
+    answered = [r for user in ("bob", "carol") for r in store.records_for_user(user) if r.status == 200]
+    assert len(answered) == 3
+    store.put_records([(replace(record, checks={"grounding": outcome}), int(time.time()) + 3600)
+                       for record, outcome in zip(answered, ("flagged", "passed", "passed"), strict=True)])
+
+
 def test_dashboard_draws_the_metrics_api_in_headless_chromium(busy_app, tmp_path):
     admin_key = issue_key(busy_app, user="ops", permissions=("admin",))
+    check_answers(busy_app)
     with serve(busy_app) as url, Chromium(tmp_path / "profile") as browser:
         api = httpx.get(f"{url}/api/v1/admin/metrics", headers={"X-API-Key": admin_key}).json()
         assert api["totals"]["requests"] == 8 and api["totals"]["errors"] == 2
@@ -86,6 +99,21 @@ def test_dashboard_draws_the_metrics_api_in_headless_chromium(busy_app, tmp_path
         assert percentiles["labels"] == [f"{m['provider']}/{m['model']}" for m in api["by_provider_model"]]
         assert drawn["chart-users"]["labels"] == [u["user"] for u in api["top_users"]]
         assert drawn["chart-users"]["labels"][0] == "bob"  # the only paying user
+
+        # Each answer check's flagged rate per provider/model, from the checked records; a dash where it never ran.
+        headers = browser.evaluate("[...document.querySelectorAll('#table-models thead th')].map(th => th.textContent)")
+        assert headers[-1] == "grounding flagged" and headers.count("grounding flagged") == 1
+        cells = browser.evaluate("Object.fromEntries([...document.querySelectorAll('#table-models tbody tr')].map("
+                                 "tr => [tr.children[0].textContent + '/' + tr.children[1].textContent,"
+                                 " tr.lastElementChild.textContent]))")
+        assert cells == {"fake/fake-model": "1 / 2 (50.0%)", "echo/echo": "0 / 1 (0.0%)",
+                         "unknown/no-such-model": "–"}
+        assert {f"{m['provider']}/{m['model']}": m["checks"].get("grounding") for m in api["by_provider_model"]} == {
+            "fake/fake-model": {"checked": 2, "flagged": 1, "rate": 0.5},
+            "echo/echo": {"checked": 1, "flagged": 0, "rate": 0.0}, "unknown/no-such-model": None}
+        browser.evaluate("document.getElementById('window').dispatchEvent(new Event('change'))")
+        browser.wait_for("document.getElementById('status').textContent.startsWith('Showing')")
+        assert browser.evaluate("document.querySelectorAll('#table-models thead th[data-check]').length") == 1
 
         error_rows = browser.evaluate("[...document.querySelectorAll('#table-errors tbody tr')]"
                                       ".map(tr => tr.children[5].textContent)")

@@ -50,6 +50,32 @@
     $(table).querySelector("tbody").replaceChildren();
   }
 
+  // The answer checks to show: those the plugins declare, and any that ran on a shown record.
+  function checkNames(data) {
+    const names = new Set(data.answer_checks);
+    for (const m of data.by_provider_model) {
+      Object.keys(m.checks).forEach((name) => names.add(name));
+    }
+    return [...names].sort();
+  }
+
+  // One column per answer check at the end of the provider/model table's header.
+  function checkColumns(names) {
+    const header = $("table-models").querySelector("thead tr");
+    header.querySelectorAll("th[data-check]").forEach((th) => th.remove());
+    for (const name of names) {
+      const th = document.createElement("th");
+      th.dataset.check = name;
+      th.textContent = name + " flagged";
+      header.appendChild(th);
+    }
+  }
+
+  // "flagged / checked (rate%)", or null (drawn as a dash) where the check never ran.
+  function checkCell(figures) {
+    return figures ? figures.flagged + " / " + figures.checked + " (" + (figures.rate * 100).toFixed(1) + "%)" : null;
+  }
+
   function render(data) {
     const totals = data.totals;
     const cards = [
@@ -94,11 +120,13 @@
     });
 
     clearTable("table-models");
+    const checks = checkNames(data);
+    checkColumns(checks);
     for (const m of models) {
       const errors = Object.entries(m.errors_by_type).map(([code, n]) => code + " " + n).join(", ");
       row("table-models", [m.provider, m.model, m.requests, m.errors + (errors ? " (" + errors + ")" : ""),
         m.latency_ms.p50, m.latency_ms.p95, m.latency_ms.p99, m.tokens, m.cost.toFixed(6),
-        (m.cache_hit_rate * 100).toFixed(1) + "%", m.rate_limited]);
+        (m.cache_hit_rate * 100).toFixed(1) + "%", m.rate_limited, ...checks.map((name) => checkCell(m.checks[name]))]);
     }
     clearTable("table-errors");
     for (const e of data.recent_errors) {
