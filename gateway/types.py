@@ -35,7 +35,8 @@ class Caller:
     #: Models this caller may use; None allows every model.
     allowed_models: frozenset[str] | None = None
     #: What the credential says for plugins, by a name of theirs (the built-in key's ``mcp_context``:
-    #: its default for catalog context). JSON values: they travel in the Lambda authorizer's context.
+    #: its default for catalog context; ``grounding``: its grounding check, ``off``, ``annotate`` or
+    #: ``block``). JSON values: they travel in the Lambda authorizer's context.
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
     def can(self, permission: str) -> bool:

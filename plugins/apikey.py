@@ -29,7 +29,7 @@ from marshmallow import fields as f
 from gateway import hookimpl
 from gateway.errors import AuthenticationError, ConfigError
 from gateway.setting_fields import setting
-from gateway.store.base import ApiKey
+from gateway.store.base import GROUNDING_MODES, ApiKey
 from gateway.types import CORE_PERMISSIONS, TIERS, Caller
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ MAX_RATE = 2**31 - 1
 LAST_USED_INTERVAL = 60.0
 #: The development pepper: a stage other than dev must set its own (``gateway_startup`` refuses it).
 DEV_PEPPER = "dev-only-pepper-change-me-in-production"
+#: The key's defaults for plugins, passed on in ``Caller.attributes`` when set: catalog context
+#: injection (``catalog``) and the grounding check of its answers.
+CALLER_ATTRIBUTES = ("mcp_context", "grounding")
 
 
 def _limit(value: str) -> None:
@@ -104,7 +107,8 @@ def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str]
                requests_per_minute: int | None = None, requests_per_hour: int | None = None,
                allowed_models: list[str] | None = None,
                mcp_context: bool | None = None,
-               concurrent_requests: int | None = None) -> tuple[str, ApiKey]:
+               concurrent_requests: int | None = None,
+               grounding: str | None = None) -> tuple[str, ApiKey]:
     """Create and store a key; returns (the plaintext key, shown once, and the stored record)."""
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -116,7 +120,7 @@ def create_key(gateway, user_id: str, tier: str = "free", permissions: list[str]
                  requests_per_minute=requests_per_minute, requests_per_hour=requests_per_hour,
                  concurrent_requests=concurrent_requests,
                  allowed_models=sorted(allowed_models) if allowed_models is not None else None,
-                 mcp_context=mcp_context)
+                 mcp_context=mcp_context, grounding=grounding)
     gateway.store.put_key(key)
     return f"gw_{env}_{key_id}_{secret}", key
 
@@ -131,7 +135,7 @@ def rotate_key(gateway, key_id: str) -> tuple[str, ApiKey] | None:
     plaintext, new = create_key(gateway, old.user_id, old.tier, old.permissions,
                                 old.name, old.expires_at, old.requests_per_minute,
                                 old.requests_per_hour, old.allowed_models, old.mcp_context,
-                                old.concurrent_requests)
+                                old.concurrent_requests, old.grounding)
     gateway.store.update_key(key_id, {"expires_at": min(old.expires_at or grace_end, grace_end)})
     forget_key(gateway, key_id)
     return plaintext, new
@@ -191,7 +195,8 @@ def caller_for(key: ApiKey) -> Caller:
                   requests_per_hour=key.requests_per_hour,
                   concurrent_requests=key.concurrent_requests,
                   allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
-                  attributes={} if key.mcp_context is None else {"mcp_context": key.mcp_context})
+                  attributes={name: getattr(key, name) for name in CALLER_ATTRIBUTES
+                              if getattr(key, name) is not None})
 
 
 def verify_key(gateway, presented: str) -> Caller | None:
@@ -296,11 +301,13 @@ def gateway_register_commands(cli):
     @click.option("--name", default="", help="A label for the key.")
     @click.option("--concurrent-requests", type=click.IntRange(1, MAX_RATE), default=None,
                   help="Calls this key may have in flight at once (default: its tier's).")
+    @click.option("--grounding", type=click.Choice(GROUNDING_MODES), default=None,
+                  help="The catalog grounding check of this key's answers (default: the global setting).")
     @click.option("--keep", type=click.Path(dir_okay=False), default=None,
                   help="Reuse the key saved in this file while it works; else save the new key there (mode 0600).")
     @json_option
     @with_appcontext
-    def create(user_id, tier, permissions, name, concurrent_requests, keep, as_json):
+    def create(user_id, tier, permissions, name, concurrent_requests, grounding, keep, as_json):
         """Create a key and print it (it is shown only this once)."""
         from gateway.app import current_gateway
 
@@ -313,7 +320,7 @@ def gateway_register_commands(cli):
         kept = kept_key(gateway, keep, user_id, tier, wanted) if keep else None
         if kept is None:
             plaintext, key = create_key(gateway, user_id, tier, wanted, name,
-                                        concurrent_requests=concurrent_requests)
+                                        concurrent_requests=concurrent_requests, grounding=grounding)
             if keep:
                 save_key(keep, plaintext)
         else:

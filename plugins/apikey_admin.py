@@ -18,11 +18,19 @@ from gateway.api.admin import ADMIN_PREFIX
 from gateway.app import current_gateway
 from gateway.errors import InvalidRequest, NotFound
 from gateway.http import read_json_body
-from gateway.store.base import ApiKey
+from gateway.store.base import GROUNDING_MODES, ApiKey
 from gateway.types import TIERS
 from plugins.apikey import MAX_RATE, create_key, forget_key, public, rotate_key
 
 blueprint = Blueprint("admin_keys", __name__, url_prefix=f"{ADMIN_PREFIX}/keys")
+
+
+def _grounding(**options) -> f.String:
+    """A key's ``grounding`` field."""
+    return f.String(allow_none=True, validate=validate.OneOf(GROUNDING_MODES), metadata={
+        "description": "What the catalog grounding check does with this key's answers: off, annotate (say what "
+                       "it found) or block (refuse an answer the catalog contradicts); null follows the global "
+                       "setting."}, **options)
 
 
 def _future(value: float) -> None:
@@ -48,6 +56,7 @@ class KeyChangeSchema(Schema):
     concurrent_requests = f.Integer(allow_none=True, validate=validate.Range(min=1, max=MAX_RATE))
     allowed_models = f.List(f.String(validate=validate.Length(min=1, max=256)), allow_none=True)
     mcp_context = f.Boolean(allow_none=True)
+    grounding = _grounding()
 
 
 class KeyCreateSchema(KeyChangeSchema):
@@ -78,8 +87,9 @@ def _load(schema: Schema) -> dict:
     except ValidationError as exc:
         problems = "; ".join(f"{name}: {' '.join(map(str, messages)) if isinstance(messages, list) else messages}"
                              for name, messages in sorted(exc.messages.items()))
+        at_fault = [name for name in exc.messages if not name.startswith("_")]  # not "_schema": the body itself
         raise InvalidRequest(f"Invalid key fields: {problems.replace('Unknown field.', 'may not be set')}.",
-                             code="invalid_key_fields") from None
+                             code="invalid_key_fields", param=at_fault[0] if len(at_fault) == 1 else None) from None
     if "permissions" in data:
         data["permissions"] = sorted(set(data["permissions"]))
     return data
@@ -169,6 +179,7 @@ def _key_view_fields(gateway) -> dict[str, f.Field]:
         view[field.name] = _KEY_FIELD_TYPES[base](required=True, allow_none=rest == "None")
     view["tier"] = f.String(required=True, metadata={"enum": list(TIERS)})
     view["permissions"] = f.List(f.String(metadata={"enum": list(gateway.permissions)}), required=True)
+    view["grounding"] = _grounding(required=True)
     return view
 
 

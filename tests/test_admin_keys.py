@@ -66,6 +66,36 @@ def test_patch_sets_and_clears_the_keys_catalog_context_default(app, client, adm
                     400, "invalid_key_fields")
 
 
+def test_a_keys_grounding_mode_is_set_changed_cleared_and_reaches_the_caller(app, client, admin, gateway):
+    from plugins.apikey import verify_key
+
+    created = client.post(KEYS, headers=admin, json={"user_id": "bob", "grounding": "annotate"})
+    assert created.status_code == 201 and created.get_json()["grounding"] == "annotate"
+    key = created.get_json()["key"]
+    assert verify_key(gateway, key).attributes == {"grounding": "annotate"}
+    blocked = client.patch(f"{KEYS}/{key_id(key)}", headers=admin, json={"grounding": "block", "mcp_context": True})
+    assert blocked.status_code == 200 and blocked.get_json()["grounding"] == "block"
+    assert gateway.store.get_key(key_id(key)).grounding == "block"
+    assert verify_key(gateway, key).attributes == {"grounding": "block", "mcp_context": True}  # at once
+    rotated = client.post(f"{KEYS}/{key_id(key)}/rotate", headers=admin).get_json()
+    assert rotated["grounding"] == "block"
+    cleared = client.patch(f"{KEYS}/{key_id(key)}", headers=admin, json={"grounding": None})
+    assert cleared.get_json()["grounding"] is None and cleared.get_json()["mcp_context"] is True
+    assert "grounding" not in verify_key(gateway, key).attributes  # null: the global setting decides
+    assert client.get(f"{KEYS}/{key_id(key)}", headers=admin).get_json()["grounding"] is None
+
+
+@pytest.mark.parametrize("value", ["strict", "BLOCK", "", 1, True, ["off"]])
+def test_a_bad_grounding_mode_is_a_400_naming_the_field(app, client, admin, gateway, value):
+    refused = client.post(KEYS, headers=admin, json={"user_id": "bob", "grounding": value})
+    error = assert_envelope(refused, 400, "invalid_key_fields")
+    assert error["param"] == "grounding" and error["message"].startswith("Invalid key fields: grounding: ")
+    key = issue_key(app, "carol", grounding="off")
+    changed = client.patch(f"{KEYS}/{key_id(key)}", headers=admin, json={"grounding": value})
+    assert assert_envelope(changed, 400, "invalid_key_fields")["param"] == "grounding"
+    assert [(k.user_id, k.grounding) for k in gateway.store.list_keys() if k.user_id != "root"] == [("carol", "off")]
+
+
 def test_delete_revokes(app, client, admin):
     key = issue_key(app, "bob")
     response = client.delete(f"{KEYS}/{key_id(key)}", headers=admin)

@@ -128,14 +128,15 @@ def test_only_request_authorizer_events_go_to_the_authorizer(event, is_authorize
     assert authorizer.is_authorizer_event(event) is is_authorizer
 
 
-@pytest.mark.parametrize("mcp_context", [None, True, False])
-def test_context_round_trips_to_the_same_caller(app, mcp_context):
+@pytest.mark.parametrize("mcp_context, grounding", [(None, None), (True, "block"), (False, "off")])
+def test_context_round_trips_to_the_same_caller(app, mcp_context, grounding):
     from plugins.apikey import verify_key
 
     key = issue_key(app, "bob", tier="basic", requests_per_minute=3, requests_per_hour=30,
-                    mcp_context=mcp_context, concurrent_requests=2)
+                    mcp_context=mcp_context, concurrent_requests=2, grounding=grounding)
     caller = verify_key(app.extensions["gateway"], key)
     assert caller.attributes.get("mcp_context") is mcp_context
+    assert caller.attributes.get("grounding") == grounding
     context = authorizer.caller_context(caller)
     environ = {"lambda.event": {"requestContext": {"authorizer": {**context, "principalId": "bob"}}}}
     assert authorizer.caller_from_authorizer(environ) == caller

@@ -66,6 +66,7 @@ def test_plugins_lists_sources_and_hooks(run):
 @pytest.mark.parametrize("args, message", [
     (["keys", "create", "--user", "x", "--tier", "platinum"], "'platinum' is not one of"),
     (["keys", "create", "--user", "x", "--permissions", "fly"], "unknown permission(s) fly"),
+    (["keys", "create", "--user", "x", "--grounding", "strict"], "'strict' is not one of 'off', 'annotate', 'block'"),
     (["keys", "revoke", "nope"], "no key with id 'nope'"),
     (["catalog", "import", "missing.json"], "missing.json"),
 ])
@@ -146,3 +147,13 @@ def test_importing_the_catalog_again_adds_nothing(run, tmp_path):
         assert run("catalog", "import", "data/demo_catalog.json").exit_code == 0
         counts.append(json.loads(run("catalog", "export", str(tmp_path / "out.json"), "--json").output)["exported"])
     assert counts[0] == counts[1] >= 200
+
+
+def test_a_key_created_with_a_grounding_mode_keeps_it_through_rotation(run):
+    created = json.loads(run("keys", "create", "--user", "bob", "--grounding", "block", "--json").output)
+    assert created["grounding"] == "block"
+    rotated = json.loads(run("keys", "rotate", created["key_id"], "--json").output)
+    assert rotated["grounding"] == "block"
+    plain = json.loads(run("keys", "create", "--user", "carol", "--json").output)
+    listed = {k["user_id"]: k["grounding"] for k in json.loads(run("keys", "list", "--json").output)}
+    assert plain["grounding"] is None and listed == {"bob": "block", "carol": None}

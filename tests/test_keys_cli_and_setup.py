@@ -66,5 +66,6 @@ def test_older_sqlite_key_table_gains_new_columns(tmp_path):
                    "NULL, '', NULL, NULL)")
     store = SQLiteStore(str(path))
     key = store.get_key("k1")
-    assert (key.allowed_models, key.last_used_at) == (None, None)
+    assert (key.allowed_models, key.last_used_at, key.mcp_context, key.grounding) == (None, None, None, None)
     assert store.touch_last_used("k1", 5.0) is True
+    assert store.update_key("k1", {"grounding": "annotate"}).grounding == "annotate"

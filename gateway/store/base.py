@@ -12,6 +12,9 @@ from typing import Protocol
 from gateway.types import RequestLogRecord
 
 AVAILABILITY = ("in-stock", "limited", "out-of-stock")
+#: What the catalog's grounding check does with a key's answers: nothing, say what it found, or refuse
+#: an answer the catalog contradicts (``ApiKey.grounding``; None follows the global setting).
+GROUNDING_MODES = ("off", "annotate", "block")
 
 
 @dataclass
@@ -37,12 +40,14 @@ class ApiKey:
     last_used_at: float | None = None
     #: Catalog context injection for this key's requests that do not say; None follows the global setting.
     mcp_context: bool | None = None
+    #: The grounding check for this key's answers, one of ``GROUNDING_MODES``; None follows the global setting.
+    grounding: str | None = None
 
 
 #: The fields of a key that ``KeyStore.update_key`` may change (never the hash, owner or id).
 UPDATABLE_KEY_FIELDS = frozenset({"tier", "permissions", "active", "expires_at", "name",
                                   "requests_per_minute", "requests_per_hour", "concurrent_requests",
-                                  "allowed_models", "mcp_context"})
+                                  "allowed_models", "mcp_context", "grounding"})
 
 
 @dataclass

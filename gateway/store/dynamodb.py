@@ -84,6 +84,7 @@ def _key_item(key: ApiKey) -> dict[str, Any]:
         "allowedModels": sorted(key.allowed_models) if key.allowed_models is not None else None,
         "lastUsedAt": key.last_used_at,
         "mcpContext": key.mcp_context,
+        "grounding": key.grounding,
     })
 
 
@@ -92,7 +93,7 @@ _KEY_ATTRIBUTE = {"tier": "tier", "permissions": "permissions", "active": "activ
                   "expires_at": "expiresAt", "name": "name", "requests_per_minute": "rateLimit",
                   "requests_per_hour": "rateLimit", "concurrent_requests": "rateLimit",
                   "allowed_models": "allowedModels",
-                  "mcp_context": "mcpContext"}
+                  "mcp_context": "mcpContext", "grounding": "grounding"}
 
 
 def _key_from_item(item: dict[str, Any]) -> ApiKey:
@@ -110,6 +111,7 @@ def _key_from_item(item: dict[str, Any]) -> ApiKey:
         allowed_models=list(values["allowedModels"]) if "allowedModels" in values else None,
         last_used_at=_optional(float, values.get("lastUsedAt")),
         mcp_context=_optional(bool, values.get("mcpContext")),
+        grounding=values.get("grounding"),
     )
 
 

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     concurrent_requests INTEGER,
     allowed_models TEXT,
     last_used_at REAL,
-    mcp_context INTEGER
+    mcp_context INTEGER,
+    grounding TEXT
 );
 CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user_id, created_at);
 CREATE TABLE IF NOT EXISTS products (
@@ -82,7 +83,7 @@ _ADDED_COLUMNS = {
                     "completion_text": "TEXT NOT NULL DEFAULT ''", "count": "INTEGER NOT NULL DEFAULT 1",
                     "checks": "TEXT NOT NULL DEFAULT '{}'"},
     "api_keys": {"allowed_models": "TEXT", "last_used_at": "REAL", "mcp_context": "INTEGER",
-                 "concurrent_requests": "INTEGER"},
+                 "concurrent_requests": "INTEGER", "grounding": "TEXT"},
 }
 
 

@@ -145,6 +145,17 @@ def test_mcp_context_round_trips_and_updates(store, mcp_context):
     assert store.update_key("k1", {"mcp_context": None}).mcp_context is None
 
 
+@pytest.mark.parametrize("grounding", [None, "off", "annotate", "block"])
+def test_grounding_round_trips_and_updates(store, grounding):
+    store.put_key(_key("k1", grounding=grounding))
+    assert store.get_key("k1").grounding == grounding
+    assert store.list_keys("u1")[0].grounding == grounding
+    assert store.update_key("k1", {"grounding": "block"}).grounding == "block"
+    assert store.get_key("k1").grounding == "block"
+    assert store.update_key("k1", {"grounding": None}).grounding is None
+    assert store.get_key("k1") == _key("k1")
+
+
 def test_update_key_changes_only_given_fields(store):
     store.put_key(_key("k1", tier="free", name="ci", requests_per_minute=5, requests_per_hour=50,
                        last_used_at=123.5))
@@ -287,6 +298,17 @@ def test_record_round_trips_with_exact_floats(store):
     assert got.cost == 0.000123
     assert isinstance(got.prompt_tokens, int) and isinstance(got.status, int)
     assert got.tokens == 42
+
+
+def test_record_checks_round_trip(store):
+    records = [_record("r1", checks={"grounding": "flagged"}),
+               _record("r2", timestamp=1001.0, checks={"grounding": "passed", "tone": "replaced"}),
+               _record("r3", timestamp=1002.0, status=502, checks={"grounding": "blocked"}),
+               _record("r4", timestamp=1003.0)]
+    store.put_record(records[0], expires_at=1740000000)
+    store.put_records([(record, 1740000000) for record in records[1:]])
+    assert store.records_for_user("u1") == records
+    assert store.records_for_user("u1")[3].checks == {}
 
 
 def test_record_defaults_round_trip(store):
@@ -519,6 +541,13 @@ def test_dynamodb_item_shape_and_ttl(store):
     assert key_item["rateLimit"] == {"M": {"requestsPerMinute": {"N": "60"}}}
     assert key_item["permissions"] == {"L": [{"S": "completions"}]}
     assert key_item["active"] == {"BOOL": True}
+    assert "grounding" not in key_item and "mcpContext" not in key_item  # unset: no attribute
+    store.update_key("k1", {"grounding": "block"})
+    assert client.get_item(TableName=store.api_key_table, Key={"apiKeyId": {"S": "k1"}})["Item"]["grounding"] == {
+        "S": "block"}
+    store.put_record(_record("r2", checks={"grounding": "flagged"}), expires_at=1740000000)
+    checked = client.get_item(TableName=store.request_log_table, Key={"requestId": {"S": "r2"}})["Item"]
+    assert checked["checks"] == {"M": {"grounding": {"S": "flagged"}}}
     record_item = client.get_item(TableName=store.request_log_table, Key={"requestId": {"S": "r1"}})["Item"]
     assert record_item["expirationTimestamp"] == {"N": "1740000000"}
     assert record_item["tokens"] == {"N": "7"}
