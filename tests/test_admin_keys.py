@@ -169,3 +169,10 @@ def test_every_method_needs_the_admin_permission(app, client, gateway, method, p
     assert_envelope(getattr(client, method)(path, json={"user_id": "mallory"}), 401, "invalid_api_key")
     assert {k.user_id for k in gateway.store.list_keys()} == {"victim", "mallory"}
     assert gateway.store.get_key(key_id(victim)).active is True
+
+
+def test_the_openapi_document_lists_the_grounding_modes(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    for name in ("KeyCreate", "KeyChange", "KeyView"):
+        grounding = schemas[name]["properties"]["grounding"]
+        assert grounding["enum"] == ["off", "annotate", "block", None] and "global setting" in grounding["description"]

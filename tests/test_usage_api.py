@@ -284,3 +284,20 @@ def test_the_metrics_name_the_declared_answer_checks(tmp_path):
     body = get(app.test_client(), "/api/v1/admin/metrics", issue_key(app, "ops", permissions=("admin",))).get_json()
     assert "promises" in body["answer_checks"]
     assert body["by_provider_model"] == [] and body["totals"]["checks"] == {}
+
+
+def test_answers_with_check_figures_are_what_the_openapi_document_describes(app, checked_answers):
+    from jsonschema import Draft202012Validator
+
+    client = app.test_client()
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    figures = schemas["MetricsReport"]["properties"]["by_provider_model"]["items"]["properties"]["checks"]
+    assert figures["additionalProperties"]["required"] == ["checked", "flagged", "rate"]
+    assert "flagged" in schemas["MetricsReport"]["properties"]["timeseries"]["description"]
+    for path, key, schema in (("/api/v1/usage", checked_answers["alice"], "UsageReport"),
+                              ("/api/v1/admin/metrics", checked_answers["admin"], "MetricsReport")):
+        body = get(client, path, key).get_json()
+        assert body["totals"]["checks"]  # figures to check against the document
+        Draft202012Validator(schemas[schema]).validate(body)
+    broken = {**body, "totals": {**body["totals"], "checks": {"grounding": {"checked": 1}}}}
+    assert not Draft202012Validator(schemas["MetricsReport"]).is_valid(broken)
