@@ -42,7 +42,8 @@ class CheckTally:
         """The tally of ``records``."""
         tally = cls()
         for record in records:
-            tally.add(record)
+            if record.checks:
+                tally.add(record)
         return tally
 
     def add(self, record: RequestLogRecord) -> None:
@@ -76,7 +77,8 @@ def summarize(records: Iterable[RequestLogRecord]) -> dict:
         totals["saved_cost"] += r.saved_cost
         totals["cache_hits"] += r.count if r.cached else 0
         totals["rate_limited"] += r.count if r.status == 429 else 0
-        checks.add(r)
+        if r.checks:
+            checks.add(r)
     totals["cost"], totals["saved_cost"] = round(totals["cost"], 8), round(totals["saved_cost"], 8)
     totals["checks"] = checks.figures()
     return totals
