@@ -11,10 +11,10 @@ import pytest
 from gateway import metric_names as names
 from gateway import metrics
 from gateway.errors import ProviderError
-from gateway.hookspecs import hookimpl
 from gateway.metrics import REQUEST_LOG_FALLBACKS
 from gateway.testing import FakeProvider, ProviderPlugin, issue_key, make_app
-from gateway.types import Declaration, RequestLogRecord
+from gateway.types import RequestLogRecord
+from tests.fakes.answer_checks import PromiseCheck
 
 CHAT = "/v1/chat/completions"
 PEPPER = "staging-pepper-0123456789abcdef"
@@ -311,15 +311,6 @@ def test_mcp_tool_records_keep_their_bounded_names(tmp_path, capsys):
         ("mcp", "mcp:search_products"), ("mcp", "unknown")}
 
 
-class PromiseCheck:
-    """Declares an answer check and its metric, as the catalog plugin declares ``grounding``
-    (``AnswersWithPromises``); a name of its own, so that the two never clash."""
-
-    @hookimpl
-    def gateway_declare(self):
-        return Declaration(answer_checks={"promises": "AnswersWithPromises"})
-
-
 def test_a_declared_answer_check_is_a_metric_of_1_when_flagged_and_0_when_passed(tmp_path, capsys):
     gateway = make_app(tmp_path, {"stage": "staging", "key_pepper": PEPPER},
                        plugins=(PromiseCheck(),)).extensions["gateway"]
@@ -356,3 +347,12 @@ def test_without_a_declaration_a_records_checks_emit_nothing(tmp_path, capsys):
     metrics.emit_requests(gateway, [_record(1, checks={"undeclared": "flagged"})])
     [line] = emf_lines(capsys)
     assert set(metric_names_of(line)) == set(names.ALL) - {"ProviderLatency", "AuthFailures"}
+
+
+def test_a_checked_completion_emits_its_checks_metric_from_the_request_log_writer(tmp_path, capsys):
+    provider = FakeProvider(outcomes=["we guarantee delivery", "no promises"])
+    app = make_app(tmp_path, plugins=(ProviderPlugin(provider), PromiseCheck()))
+    client, key = app.test_client(), issue_key(app)
+    capsys.readouterr()
+    assert ask(client, key).status_code == 200 and ask(client, key).status_code == 200
+    assert [line["AnswersWithPromises"] for line in emf_lines(capsys)] == [[1.0], [0.0]]

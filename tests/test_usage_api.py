@@ -271,19 +271,25 @@ def test_answer_check_figures_weigh_each_record_by_its_count():
     assert summarize([])["checks"] == {}
 
 
-def test_the_metrics_name_the_declared_answer_checks(tmp_path):
-    from gateway.hookspecs import hookimpl
-    from gateway.types import Declaration
+def test_checked_completions_show_in_the_usage_and_metrics_apis(tmp_path):
+    from tests.fakes.answer_checks import PromiseCheck
 
-    class PromiseCheck:
-        @hookimpl
-        def gateway_declare(self):
-            return Declaration(answer_checks={"promises": "AnswersWithPromises"})
-
-    app = make_app(tmp_path, plugins=(PromiseCheck(),))
-    body = get(app.test_client(), "/api/v1/admin/metrics", issue_key(app, "ops", permissions=("admin",))).get_json()
-    assert "promises" in body["answer_checks"]
-    assert body["by_provider_model"] == [] and body["totals"]["checks"] == {}
+    provider = FakeProvider(outcomes=["we guarantee it", "maybe", "we guarantee that too", "fine"])
+    app = make_app(tmp_path, plugins=(ProviderPlugin(provider), PromiseCheck()))
+    client, key = app.test_client(), issue_key(app)
+    admin = issue_key(app, "ops", permissions=("admin",))
+    for _ in range(3):
+        assert ask(client, key, model="fake-model").status_code == 200
+    events = ask(client, key, model="fake-model", stream=True).get_data(as_text=True).split("\n\n")
+    assert json.loads(events[-3].removeprefix("data: "))["gateway"] == {"checks": {"promises": "passed"}}
+    ask(client, key)  # echo: checked too
+    own = get(client, "/api/v1/usage", key).get_json()
+    assert {g["model"]: g["checks"]["promises"] for g in own["groups"]} == {
+        "echo": {"checked": 1, "flagged": 0, "rate": 0.0},
+        "fake-model": {"checked": 4, "flagged": 2, "rate": 0.5}}
+    metrics = get(client, "/api/v1/admin/metrics", admin).get_json()
+    assert "promises" in metrics["answer_checks"]
+    assert metrics["totals"]["checks"]["promises"] == {"checked": 5, "flagged": 2, "rate": 0.4}
 
 
 def test_answers_with_check_figures_are_what_the_openapi_document_describes(app, checked_answers):
