@@ -1,0 +1,467 @@
+"""Catalog grounding, part two: what an answer claims (prices, stock, ratings) and where.
+
+:func:`read_segments` cuts an answer into sentences, list items and table rows; a table's header
+gives its columns a role (price, availability, rating, brand). :func:`find_claims` finds each claim
+with its position, so the caller can give it to the product it is written about.
+
+Claims, and how each is written in the :class:`Claim` (``kind`` says how to compare):
+
+- price, in US dollars only: "$1,299", "$1,299.00", "US$49", "1299 USD", "1,299 dollars" (``=``);
+  "under 100 dollars", "less than $50", "$50 or less" (``<``); "over $100", "$50+" (``>``);
+  "about $50", "~$50" (``~``); "$40-$60", "between $40 and $60" (``range``). Amounts in other
+  currencies ("€45", "45 EUR", "CA$60") are not read at all. Amounts that are not a product's price
+  are left out: savings ("save $20", "$20 cheaper", "$20 off"), budgets, shipping, fees, monthly
+  amounts, former prices ("originally $59").
+- availability: "in stock", "available now", "ready to ship" (in-stock); "only a few left", "limited
+  stock", "low stock", "only 3 left", "selling fast" (limited); "sold out", "out of stock",
+  "currently unavailable", "not available", "back-ordered" (out-of-stock). Conditions ("if it is
+  out of stock") are left out.
+- rating: "4.5 stars", "4.5-star", "rated 4.8/5", "4.8 out of 5", "a 4.2 rating", "rating: 4.2",
+  "★ 4.2" (``=``); "4.5+ stars", "at least 4.5", "4.5 stars or higher" (``>``); "about 4.5" (``~``).
+- in a table column whose header names the field, a bare number is a price or rating, and "yes",
+  "no", "limited", "low" an availability.
+
+Questions ("Want options under $30?") claim nothing.
+
+Speed: the patterns read the answer lower-cased (so they need no case-insensitive matching, whose
+alternatives cannot be skipped on their first letter) and only around the words that claims are
+written with (``ANCHOR_WORDS``, found as the names module reads the words) and each ``$``.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# Caller text reaches every pattern here, so each runs in linear time: every quantifier beside one
+# that could take the same characters is possessive (see plugins/catalog_search.py, whose comment
+# explains the quadratic trap, and tests/test_linear_parsing.py, which times these too).
+_NUM = r"\d{1,3}+(?:,\d{3})++(?:\.\d++)?+|\d++(?:\.\d++)?+"
+_USD_BEFORE = r"(?:\bus\s?\$|\busd\s*+|(?<![a-z$])\$)"
+_USD_AFTER = r"(?:usd|us\s++dollars?|dollars?|bucks)\b"
+_PRICE = re.compile(
+    rf"(?:{_USD_BEFORE}\s*+(?P<a>{_NUM})(?![\d,]?\d)(?:\s*+(?:usd|dollars?)\b)?+"
+    rf"|(?<![\w.,$€£¥₹])(?P<b>{_NUM})(?![\d,]?\d)\s*+{_USD_AFTER})"
+    rf"(?:\s*+(?:-|–|—|to)\s*+(?:{_USD_BEFORE}\s*+)?(?P<hi>{_NUM})(?![\d,]?\d)(?:\s*+{_USD_AFTER})?+)?+")
+_AVAILABILITY = re.compile(
+    r"\b(?:(?P<out>sold[\s-]++out|out[\s-]++of[\s-]++stock|unavailable|not\s++(?:currently\s++|yet\s++)?+"
+    r"(?:in[\s-]++stock|available|stocked)|no\s++longer\s++(?:available|in\s++stock|stocked|sold|carried)"
+    r"|isn[’']t\s++(?:currently\s++)?+(?:in\s++stock|available)|aren[’']t\s++(?:currently\s++)?+"
+    r"(?:in\s++stock|available)|back[\s-]*+order(?:ed|s)?+|on\s++back[\s-]*+order"
+    r"|will\s++be\s++back\s++in\s++stock|expected\s++back\s++in\s++stock|due\s++back\s++in\s++stock"
+    r"|should\s++be\s++back\s++in\s++stock|back\s++in\s++stock\s++soon|none\s++(?:left|in\s++stock)|no\s++stock)"
+    r"|(?P<limited>only\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)"
+    r"(?:\s++(?:of\s++(?:them|these)|more|units?|items?|pieces?|left|remaining|in\s++stock|available))++"
+    r"|almost\s++(?:sold\s++out|gone|out\s++of\s++stock)|nearly\s++(?:sold\s++out|gone|out\s++of\s++stock)"
+    r"|limited\s++(?:stock|availability|quantit(?:y|ies)|supply|supplies|inventory|units)"
+    r"|low\s++(?:on\s++)?+(?:stock|inventory|supply)|short\s++(?:on\s++)?+(?:stock|inventory|supply)"
+    r"|stock\s++is\s++(?:limited|low|running\s++low)|stocks\s++are\s++(?:limited|low|running\s++low)"
+    r"|supplies\s++are\s++(?:limited|low|running\s++low)|inventory\s++is\s++(?:limited|low|running\s++low)"
+    r"|running\s++low|selling\s++(?:fast|quickly|out)|a\s++few\s++(?:left|remaining|units\s++left)"
+    r"|few\s++(?:left|remaining|units\s++left)|while\s++(?:stocks?|supplies)\s++last)"
+    r"|(?P<instock>in[\s-]++stock|available\s++(?:now|today|immediately|to\s++(?:order|buy|ship)"
+    r"|for\s++(?:purchase|order|immediate))|currently\s++available|readily\s++available|widely\s++available"
+    r"|still\s++available|immediately\s++available|is\s++(?:also\s++)?+available|are\s++(?:also\s++)?+available"
+    r"|[’']s\s++(?:also\s++)?+available|ready\s++to\s++ship|ships\s++(?:now|today|immediately|right\s++away"
+    r"|same[\s-]++day)|well[\s-]++stocked|plenty\s++(?:of\s++stock|in\s++stock|available)"
+    r"|lots\s++(?:of\s++stock|in\s++stock|available)|in\s++good\s++supply|available(?=\s*+(?:[.,;:!)|*]|$))))\b")
+_LABELLED = re.compile(r"\b(?:availability|stock(?:\s++status)?+|status|inventory)\s*+[:=]\s*+[*_]*+\s*+"
+                       r"(?P<v>limited|low|yes|no)\b")
+_RATING_VALUE = r"[0-5](?:\.\d++)?+"
+#: Ratings are read at their words: the number before "stars", "★", "/5", "out of 5" ...
+_RATING_BEFORE = re.compile(rf"(?<![\w.])(?P<v>{_RATING_VALUE})\s*+(?P<plus>\+)?+\s*+-?+\s*+$")
+_OUT_OF_FIVE = re.compile(r"(?:/|out\s++of)\s*+5(?:\.0++)?+(?![\d.]?\d|/)")
+_STAR_THEN = re.compile(rf"★\s*+(?P<v>{_RATING_VALUE})(?![\d.]?\d)")
+#: ... the number after "rated", "rating of", "average rating:" ...
+_RATED = re.compile(
+    rf"(?:rated(?:\s++at)?+|rating(?:\s++of)?+\s*+[:=]?+|average\s++rating(?:\s++of)?+\s*+[:=]?+|score\s*+[:=]?+)"
+    rf"\s*+(?:an?\s++)?+(?:(?P<q>at\s++least|above|over|about|around|nearly|almost|roughly|close\s++to"
+    rf"|an\s++average\s++of|a\s++(?:solid|perfect|strong))\s++)?+(?P<v>{_RATING_VALUE})"
+    rf"(?![\d.]?\d|\s*+(?:%|percent|reviews?|ratings|out\s++of\s++(?!5)\d))")
+#: ... and the number of "a 4.2 rating", "an impressive 4.8 average" (read backwards from the noun).
+_RATING_NOUN = re.compile(
+    r"a(?<![\w.]a)n?+\s++(?:(?:solid|perfect|strong|respectable|impressive|average|high|excellent|great"
+    r"|stellar)\s++)?+(?P<v>[0-5]\.\d++)(?:\s*+/\s*+5|\s*+-?+\s*+stars?)?+\s++"
+    r"(?:average\s++|customer\s++|user\s++|star\s++)?+$")
+_RATING_QUALIFIERS = {"at least": ">", "above": ">", "over": ">", "about": "~", "around": "~", "nearly": "~",
+                      "almost": "~", "roughly": "~", "close to": "~"}
+_AFTER_BOUND = re.compile(r"\s*+(?:(?P<lt>or\s++(?:less|under|below|lower|cheaper))|(?P<gt>\+|or\s++(?:more|above"
+                          r"|higher|better|up)|and\s++up))")
+#: What follows an amount that is not a product's price ("$20 cheaper", "$5 shipping", "$10/month").
+_NOT_PRICE_AFTER = re.compile(
+    r"\s*+(?:cheaper|less|more|off|extra|savings?|discount|difference|gap|shipping|delivery|fee|deposit"
+    r"|budget|gift\s++card|credit|(?:per|a|/)\s*+(?:mo|month|year|yr|week|day)\b|monthly|yearly|annually"
+    r"|in\s++savings|over\s++(?:the|its)\s++(?:price|cost)|higher|lower|above|below\s++(?:the|its))")
+#: How many characters before a claim its conditions and context are looked for in.
+CONTEXT = 40
+_CLAUSE_ENDS = ".;?!"
+#: What may open a word and still leave it in the phrase that follows ("(about $50)", "*under* $50").
+_OPENERS = "(*_\"'“‘["
+#: The words just before an amount that bound or soften it.
+_LESS = frozenset({"under", "below", "within", "less than", "cheaper than", "lower than", "at most", "up to",
+                   "not over", "no more than"})
+_MORE = frozenset({"over", "above", "more than", "at least", "upwards of", "north of", "higher than"})
+_ABOUT = frozenset({"about", "around", "roughly", "approximately", "approx", "nearly", "almost", "circa", "ca",
+                    "~", "≈", "close to", "some"})
+#: Words before an amount that make it something else than a price ("save $20", "your budget of $100") ...
+_NOT_PRICE_WORDS = frozenset(
+    "save saves saving saved savings extra additional another difference gap originally regularly normally "
+    "usually msrp retail plus spend spending order orders budget deposit fee fees tax shipping delivery credit "
+    "coupon rebate discount off".split())
+_NOT_PRICE_PAIRS = frozenset({("list", "price"), ("down", "from"), ("reduced", "from")})
+#: ... looked for past these.
+_FILLERS = frozenset("of is are at around about roughly nearly approximately over under below above up to only just "
+                     "costs cost a an the your by be will would than more less".split())
+_CONDITIONS = frozenset("if whether unless once when".split())
+_TABLE_SEPARATOR = re.compile(r"\s*+\|?+(?:\s*+:?+-++:?+\s*+\|?+)++\s*+")
+_OTHER_CURRENCY = re.compile(r"[€£¥₹]|\b(?:eur|euros?|gbp|pounds?|yen|cad|aud|chf|inr|jpy|[a-z]{1,2}\$)", re.I)
+_ROLES = (("price", re.compile(r"price|cost|usd|\$", re.I)),
+          ("availability", re.compile(r"stock|availab|status|inventory", re.I)),
+          ("rating", re.compile(r"rating|stars?\b|score|reviews?", re.I)),
+          ("brand", re.compile(r"brand|maker|manufacturer|publisher", re.I)))
+_CELL_NUMBER = re.compile(rf"\s*+[*_]*+\s*+~?+\s*+\$?+\s*+(?P<n>{_NUM})(?:\s*+(?:/\s*+5|★|stars?|usd))?+\s*+[*_]*+\s*+")
+_CELL_AVAILABILITY = {"yes": "in-stock", "✓": "in-stock", "✅": "in-stock", "✔": "in-stock",
+                      "available": "in-stock", "no": "out-of-stock", "✗": "out-of-stock", "❌": "out-of-stock",
+                      "✘": "out-of-stock", "limited": "limited", "low": "limited"}
+_LINE_MARKER = re.compile(r"\s*+(?:[-*+•]|\d{1,3}+[.)]|#{1,6}+)\s++|\s*+[*_]*+[A-Z][\w ]{0,30}+[*_]*+:")
+_SENTENCE_END = re.compile(r"[.!?]++(?=[\s*_)\"”]|$)")
+_LAST_WORD = re.compile(r"[A-Za-z]++$")
+_LIST_NUMBER = re.compile(r"\s*+\d{1,3}+")
+_ABBREVIATIONS = frozenset("vs approx eg ie inc ltd no st mr dr".split())
+
+#: Lower-case words near which availability and rating claims and currency words are written:
+#: ``plugins.grounding_names.read_words`` reports where they are, and only the text around them is read.
+AVAILABILITY_WORDS = frozenset(
+    "stock stocks stocked sold available unavailable availability left remaining backorder backordered backorders "
+    "order ordered ship ships supply supplies selling gone limited low last inventory status none short".split())
+RATING_WORDS = frozenset("star stars rated rating ratings average score out".split())
+CURRENCY_WORDS = frozenset("usd us dollar dollars bucks".split())
+ANCHOR_WORDS = AVAILABILITY_WORDS | RATING_WORDS | CURRENCY_WORDS
+#: How far before and after an anchor its claim may reach, in characters.
+_AVAILABILITY_REACH = (26, 22)
+_CURRENCY_REACH = (24, 8)
+
+
+@dataclass(slots=True)
+class Claim:
+    """One claim: its place in the answer, the field, how to compare (``kind``) and the value."""
+
+    start: int
+    end: int
+    field: str   # "price", "availability", "rating" or "brand"
+    kind: str    # "=", "~", "<", ">" or "range" (prices and ratings); "=" otherwise
+    value: float | str
+    high: float | None = None  # a range's upper end
+
+
+@dataclass(slots=True)
+class Segment:
+    """A sentence, list item or table row."""
+
+    start: int
+    end: int
+    paragraph: int          # segments in one paragraph (no blank line between) share the number
+    listed: bool = False    # a list item, heading or "Label: value" line
+    question: bool = False
+    row: bool = False       # a table row
+    cells: tuple[tuple[int, int, str], ...] = ()  # (start, end, role) of a row
+
+
+def read_segments(text: str, abbreviations: frozenset[str] | set[str] = frozenset()) -> list[Segment]:
+    """Cut ``text`` into sentences, list items and table rows, in order."""
+    segments: list[Segment] = []
+    paragraph, offset, roles = 0, 0, None
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            paragraph += 1
+            roles = None
+            continue
+        if "|" in line and (line.count("|") >= 2 and line.lstrip().startswith("|") or line.count("|") >= 3):
+            if _TABLE_SEPARATOR.fullmatch(line):
+                continue
+            cells = _cells(line, start)
+            if roles is None:
+                header = number + 1 < len(lines) and _TABLE_SEPARATOR.fullmatch(lines[number + 1])
+                roles = [_role(text[a:b]) for a, b in cells] if header else []
+                if header:
+                    continue
+            segments.append(Segment(start, start + len(line), paragraph, row=True, cells=tuple(
+                (a, b, roles[i] if i < len(roles) else "") for i, (a, b) in enumerate(cells))))
+            continue
+        roles = None
+        listed = bool(_LINE_MARKER.match(line))
+        for a, b in _sentences(line, abbreviations):
+            segments.append(Segment(start + a, start + b, paragraph, listed=listed,
+                                    question=line[a:b].rstrip(" *_)\"”").endswith("?")))
+    return segments
+
+
+def _cells(line: str, start: int) -> list[tuple[int, int]]:
+    cells, position = [], 0
+    for part in line.split("|"):
+        if part.strip() or cells:
+            cells.append((start + position, start + position + len(part)))
+        position += len(part) + 1
+    while cells and cells[-1][0] == cells[-1][1]:
+        cells.pop()
+    return cells
+
+
+def _role(header: str) -> str:
+    if _OTHER_CURRENCY.search(header):
+        return ""
+    return next((role for role, pattern in _ROLES if pattern.search(header)), "")
+
+
+def _sentences(line: str, abbreviations: frozenset[str] | set[str]) -> list[tuple[int, int]]:
+    """Sentence spans of one line: ends at ``.``, ``!`` or ``?`` before a space, not after an abbreviation."""
+    if "." not in line and "!" not in line and "?" not in line:
+        return [(0, len(line))]
+    spans, start = [], 0
+    for mark in _SENTENCE_END.finditer(line):
+        if mark.group() == ".":
+            word = _LAST_WORD.search(line, max(start, mark.start() - 8), mark.start())
+            lower = word.group().lower() if word else ""
+            if lower in abbreviations or lower in _ABBREVIATIONS or _LIST_NUMBER.fullmatch(line, start, mark.start()):
+                continue
+        spans.append((start, mark.end()))
+        start = mark.end()
+    if line[start:].strip():
+        spans.append((start, len(line)))
+    return spans
+
+
+def find_claims(lower: str, segments: list[Segment], anchors: list[tuple[int, str]]) -> list[Claim]:
+    """Every price, availability and rating claim of an answer, in order (questions left out).
+
+    ``lower`` is the answer as :func:`lowered` returns it; ``anchors`` are (start, lower-case word) of
+    the words of ``ANCHOR_WORDS`` in it; prices are also looked for at each ``$``.
+    """
+    claims = [*_prices(lower, [at for at, word in anchors if word in CURRENCY_WORDS]),
+              *_availabilities(lower, [at for at, word in anchors if word in AVAILABILITY_WORDS]),
+              *_ratings(lower, anchors)]
+    cells = _cell_claims(lower, segments)
+    if cells:
+        taken = {(c.field, c.start) for c in claims}
+        claims += [cell for cell in cells
+                   if not any((cell.field, at) in taken for at in range(cell.start, cell.end))]
+    claims.sort(key=lambda c: c.start)
+    questions = [(s.start, s.end) for s in segments if s.question]
+    if questions:
+        claims = [c for c in claims if not any(a <= c.start < b for a, b in questions)]
+    return claims
+
+
+def lowered(text: str) -> str:
+    """``text`` in lower case, character for character (a letter whose lower case is longer stays)."""
+    lower = text.lower()
+    if len(lower) == len(text):
+        return lower
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def _windows(spans: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """``spans`` clipped to the text, sorted and merged where they overlap."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        start, end = max(0, start), min(size, end)
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _amount(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _context(lower: str, start: int) -> tuple[list[str], int]:
+    """The words before ``start`` in its clause (at most 8, nearest last), and how many of the last of
+    them are in the same phrase (no comma, colon, bar or bracket between them and ``start``)."""
+    window = lower[max(0, start - CONTEXT):start]
+    newline = window.rfind("\n")
+    if newline != -1:
+        window = window[newline + 1:]
+    words: list[str] = []
+    phrase, open_phrase = 0, True
+    for chunk in reversed(window.rsplit(None, 8)[-8:]):
+        if chunk[-1] in _CLAUSE_ENDS:
+            break
+        word = chunk.lstrip(_OPENERS)
+        if not (word.isalpha() or word in ("~", "≈")):
+            open_phrase = False
+            continue
+        words.append(word)
+        if open_phrase:
+            phrase += 1
+            open_phrase = word is chunk or len(word) == len(chunk)
+    words.reverse()
+    return words, phrase
+
+
+def _ends_with(words: list[str], vocabulary: frozenset[str]) -> bool:
+    """Whether ``words`` end with one of ``vocabulary``'s one-, two- or three-word phrases."""
+    return bool(words) and (words[-1] in vocabulary or " ".join(words[-2:]) in vocabulary
+                            or " ".join(words[-3:]) in vocabulary)
+
+
+def _qualifier(lower: str, start: int, end: int, context: tuple[list[str], int] | None = None) -> str:
+    """``<``, ``>``, ``~`` or ``=``, from the words just before a number and just after it."""
+    after = _AFTER_BOUND.match(lower, end)
+    if after:
+        return "<" if after.group("lt") else ">"
+    if lower[start - 1:start] in ("~", "≈"):
+        return "~"
+    words, phrase = context or _context(lower, start)
+    before = words[len(words) - phrase:] if phrase else []
+    if _ends_with(before, _LESS):
+        return "<"
+    if _ends_with(before, _MORE):
+        return ">"
+    return "~" if _ends_with(before, _ABOUT) else "="
+
+
+def _not_a_price(before: list[str]) -> bool:
+    """Whether the words before an amount make it a saving, budget, fee or former price."""
+    for position in range(len(before) - 1, max(-1, len(before) - 5), -1):
+        word = before[position]
+        if word in _NOT_PRICE_WORDS:
+            return True
+        if word not in _FILLERS:
+            return (before[position - 1] if position else "", word) in _NOT_PRICE_PAIRS
+    return False
+
+
+def _conditional(before: list[str]) -> bool:
+    """Whether a condition ("if", "unless", "in case") opens the sentence part before a claim."""
+    return bool(_CONDITIONS.intersection(before)) or "case" in before and "in" in before
+
+
+def _prices(lower: str, anchors: list[int]) -> list[Claim]:
+    found: dict[int, Claim] = {}
+    for match in _price_matches(lower, anchors):
+        start, end = match.span()
+        if start in found:
+            continue
+        context = _context(lower, start)
+        before = context[0]
+        if _not_a_price(before) or _NOT_PRICE_AFTER.match(lower, end):
+            continue
+        low = _amount(match.group("a") or match.group("b"))
+        high = _amount(match.group("hi")) if match.group("hi") else None
+        if high is not None and high > low:
+            found[start] = Claim(start, end, "price", "range", low, high)
+            continue
+        if high is not None:
+            end = match.end("a") if match.group("a") else match.end("b")  # "$49 - 4.2 stars"
+        kind = "between" if before[-1:] == ["between"] else _qualifier(lower, start, end, context)
+        found[start] = Claim(start, end, "price", kind, low)
+    return _join_between(lower, sorted(found.values(), key=lambda c: c.start))
+
+
+def _price_matches(lower: str, anchors: list[int]) -> Iterator[re.Match]:
+    """Price matches at each ``$`` ("$49", "US$49") and near each currency word ("49 USD", "USD 49")."""
+    at = lower.find("$")
+    while at != -1:
+        match = _PRICE.match(lower, at)
+        if match is None and at >= 2 and lower[at - 1].isalpha():
+            match = _PRICE.match(lower, at - 2) or _PRICE.match(lower, max(0, at - 3))  # "US$49", "US $49"
+        if match:
+            yield match
+        at = lower.find("$", at + 1)
+    before, after = _CURRENCY_REACH
+    for start, end in _windows([(at - before, at + after) for at in anchors], len(lower)):
+        yield from _PRICE.finditer(lower, start, end)
+
+
+def _join_between(lower: str, found: list[Claim]) -> list[Claim]:
+    """Join "between $40 and $60" (two matches) into one range claim; a lone "between $40" is exact."""
+    out: list[Claim] = []
+    for claim in found:
+        if out and out[-1].kind == "between" and lower[out[-1].end:claim.start].strip() == "and":
+            low = out.pop()
+            out.append(Claim(low.start, claim.end, "price", "range", min(low.value, claim.value),
+                             max(low.value, claim.value)))
+            continue
+        out.append(claim)
+    for claim in out:
+        if claim.kind == "between":
+            claim.kind = "="
+    return out
+
+
+def _availabilities(lower: str, anchors: list[int]) -> list[Claim]:
+    found = []
+    before, after = _AVAILABILITY_REACH
+    for start, end in _windows([(at - before, at + after) for at in anchors], len(lower)):
+        for match in _AVAILABILITY.finditer(lower, start, end):
+            if _conditional(_context(lower, match.start())[0]):
+                continue
+            value = "out-of-stock" if match.group("out") else "limited" if match.group("limited") else "in-stock"
+            found.append(Claim(match.start(), match.end(), "availability", "=", value))
+        for match in _LABELLED.finditer(lower, start, end):
+            found.append(Claim(match.start("v"), match.end("v"), "availability", "=",
+                               _CELL_AVAILABILITY[match.group("v")]))
+    return found
+
+
+def _ratings(lower: str, anchors: list[tuple[int, str]]) -> list[Claim]:
+    """Ratings, read at each rating word and each ``/`` and ``★``."""
+    found: dict[int, Claim] = {}
+
+    def add(value: re.Match, end: int, kind: str = "") -> None:
+        start = value.start("v")
+        number = float(value.group("v"))
+        if start not in found and number <= 5:
+            found[start] = Claim(start, end, "rating", kind or _qualifier(lower, start, end), number)
+
+    marks = [(at, "/") for at in _positions(lower, "/")] + [(at, "★") for at in _positions(lower, "★")]
+    for at, word in anchors + marks:
+        if word in ("star", "stars", "★", "out", "/"):
+            number = _RATING_BEFORE.search(lower, max(0, at - 12), at)
+            if number and (word in ("star", "stars", "★") or _OUT_OF_FIVE.match(lower, at)):
+                add(number, at + len(word), ">" if number.group("plus") else "")
+            if word == "★" and (after := _STAR_THEN.match(lower, at)):
+                add(after, after.end())
+        elif word in ("rated", "rating", "average", "score"):
+            rated = _RATED.match(lower, at)
+            if rated:
+                add(rated, rated.end(), _RATING_QUALIFIERS.get(rated.group("q") or "", ""))
+            noun = _RATING_NOUN.search(lower, max(0, at - CONTEXT), at) if word != "rated" else None
+            if noun:
+                add(noun, at + len(word))
+    return list(found.values())
+
+
+def _positions(text: str, mark: str) -> list[int]:
+    """Where ``mark`` occurs in ``text``."""
+    out = []
+    at = text.find(mark)
+    while at != -1:
+        out.append(at)
+        at = text.find(mark, at + 1)
+    return out
+
+
+def _cell_claims(lower: str, segments: list[Segment]) -> list[Claim]:
+    """Bare values in table columns whose header names the field ("| 49.00 |" under "Price")."""
+    found = []
+    for segment in segments:
+        for start, end, role in segment.cells:
+            cell = lower[start:end]
+            if role in ("price", "rating"):
+                match = _CELL_NUMBER.fullmatch(cell)
+                if match and not _OTHER_CURRENCY.search(cell):
+                    value = _amount(match.group("n"))
+                    if role == "price":
+                        found.append(Claim(start, end, "price", "~" if "~" in cell else "=", value))
+                    elif value <= 5:
+                        found.append(Claim(start, end, "rating", "=", value))
+            elif role == "availability":
+                word = cell.strip(" *_")
+                if word in _CELL_AVAILABILITY:
+                    found.append(Claim(start, end, "availability", "=", _CELL_AVAILABILITY[word]))
+    return found
