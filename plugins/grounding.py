@@ -35,10 +35,11 @@ What matches (``claimed`` and ``catalog`` in :class:`Verdict` entries):
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from gateway.store.base import Product
-from plugins.grounding_claims import ANCHOR_WORDS, CONTEXT, Claim, Segment, find_claims, lowered, read_segments
+from plugins.grounding_claims import CONTEXT, Claim, Segment, find_claims, lowered, read_segments
 from plugins.grounding_names import GroundingIndex, Mention, find_mentions
 
 __all__ = ["GroundingIndex", "Verdict", "check_answer", "DEFAULT_PRICE_TOLERANCE"]
@@ -61,15 +62,18 @@ _TOGETHER = frozenset({"together", "combined", "total", "totalling", "totaling",
 _GENERAL = frozenset({"if", "whether", "unless", "option", "options", "alternative", "alternatives", "other",
                       "others", "consider", "budget", "similar", "anything", "something", "most", "many",
                       "typically", "usually", "generally", "category", "range"})
-_CARRY = re.compile(r"[\s*_>#-]*+(?:it|its|it['’]s|this|that|they|priced|at|rated|available|currently|plus|and|but"
-                    r"|also|unfortunately|sadly|however|right\s++now|still|only|just|with|price|cost|rating|stock"
+_CARRY = re.compile(r"(?<![\s*_>#-])[\s*_>#-]*+(?:it|its|it['’]s|this|that|they|priced|at|rated|available"
+                    r"|currently|plus|and|but|also|unfortunately|sadly|however|right\s++now|still|only|just|with|price|cost|rating|stock"
                     r"|availability|status|brand|the\s++(?:price|cost|rating|stock|availability|brand))\b")
 _WORDS = re.compile(r"[a-z]++")
+#: What may stand between a product's name and a claim written about it ("Y ($152)", "Y at $152").
+_ATTACHED = re.compile(r"(?<!\s)\s*+(?:[(:—–-]|(?:is|are|at|for|costs?|priced\s++at"
+                       r"|,?+\s*+(?:which|that)\s++(?:is|costs?))(?:\s++(?:only|just|about|around|under|over|roughly))?+)?+\s*+")
 _STRONG_BRAND = re.compile(r"(?:\b(?:made|manufactured|produced|built|designed|engineered|sold|developed|created"
                            r"|published|distributed|marketed)\s++by|\bbrand(?:\s++name)?+\s*+(?:is\s++)?+[:=]?+"
                            r"|\b(?:is|it['’]s)\s++an?)\s*+$", re.I)
-_BRAND_NOUN = re.compile(r"['’]?s?\s++(?:product|brand|model|device|item|offering|title|book|release)\b", re.I)
-_WEAK_BRAND_GAP = re.compile(r"[\s,(]*+(?:(?:which|that)\s++)?+(?:(?:is|are|comes|come)\s++)?+(?:also\s++)?+"
+_BRAND_NOUN = re.compile(r"(?<!\s)['’]?s?\s++(?:product|brand|model|device|item|offering|title|book|release)\b", re.I)
+_WEAK_BRAND_GAP = re.compile(r"(?<![\s,(])[\s,(]*+(?:(?:which|that)\s++)?+(?:(?:is|are|comes|come)\s++)?+(?:also\s++)?+"
                              r"(?:from|by)\s++", re.I)
 
 
@@ -122,17 +126,17 @@ def _shown(field_name: str, value: float | str) -> str:
 
 def check_answer(text: str, index: GroundingIndex, price_tolerance: float = DEFAULT_PRICE_TOLERANCE) -> Verdict:
     """Check what ``text`` says about the catalog's products against ``index``'s catalog."""
-    words, mentions = find_mentions(text, index, ANCHOR_WORDS)
+    words, mentions = find_mentions(text, index)
     segments = read_segments(text, index.abbreviations)
     lower = lowered(text)
     claims = find_claims(lower, segments, words.anchors)
-    brand_claims, pinned = _brand_claims(text, mentions, segments, index)
+    naming, brand_claims, pinned = _brands(text, mentions, segments, index)
     claims = sorted(claims + brand_claims, key=lambda c: c.start)
     checked = list(dict.fromkeys(m.product_id for m in mentions if m.product_id and not m.unknown))
     unknown = list(dict.fromkeys(text[m.start:m.end] for m in mentions if m.unknown))
     verified: dict[tuple, dict] = {}
     mismatches: dict[tuple, dict] = {}
-    for claim, pid in pinned + _attribute(lower, segments, mentions, claims):
+    for claim, pid in pinned + _attribute(lower, segments, naming, claims):
         product = index.names[pid].product
         claimed, catalog, right = _compare(claim, product, price_tolerance)
         key = (pid, claim.field, claimed)
@@ -146,34 +150,53 @@ def check_answer(text: str, index: GroundingIndex, price_tolerance: float = DEFA
     return Verdict(status, checked, list(verified.values()), list(mismatches.values()), unknown)
 
 
-def _brand_claims(text: str, mentions: list[Mention], segments: list[Segment],
-                  index: GroundingIndex) -> tuple[list[Claim], list[tuple[Claim, str]]]:
-    """Claims of who makes a product: "made by Orbix", "a Nexio product", a Brand column (attributed as
-    any claim), and "the ... from Nexio" right after a product's name (pinned to that product)."""
+def _brands(text: str, mentions: list[Mention], segments: list[Segment], index: GroundingIndex
+            ) -> tuple[list[Mention], list[Claim], list[tuple[Claim, str]]]:
+    """What each lone brand is: a claim of who makes a product ("made by Orbix", "a Nexio product", a Brand
+    column: attributed as any claim; "the ... from Nexio" right after a name: pinned to that product),
+    or else a short name of the one product of that brand named before ("the Nexio one").
+
+    :return: the mentions that name products (lone brands resolved, claims left out), the brand claims,
+        and the pinned (claim, product id) pairs.
+    """
+    naming: list[Mention] = []
     claims: list[Claim] = []
     pinned: list[tuple[Claim, str]] = []
-    brand_cells = [(a, b) for s in segments for a, b, role in s.cells if role == "brand"]
-    previous: Mention | None = None
+    brand_cells = {a: b for s in segments for a, b, role in s.cells if role == "brand"}
+    cell_starts = sorted(brand_cells)
+    named: dict[str, list[str]] = {}
     for mention in mentions:
         if not mention.brand_only:
-            previous = mention
+            naming.append(mention)
+            if mention.product_id and not mention.unknown:
+                products = named.setdefault(index.names[mention.product_id].brand, [])
+                if mention.product_id not in products:
+                    products.append(mention.product_id)
             continue
         claim = Claim(mention.start, mention.end, "brand", "=", index.brand_names[mention.brand_only])
         before = text[max(0, mention.start - CONTEXT):mention.start]
+        previous = naming[-1] if naming else None
         if (_STRONG_BRAND.search(before) and (not before.rstrip().endswith((" a", " an"))
                                                or _BRAND_NOUN.match(text, mention.end))
-                or any(a <= mention.start < b for a, b in brand_cells)):
+                or _inside(mention.start, cell_starts, brand_cells)):
             claims.append(claim)
         elif (previous is not None and previous.product_id and not previous.unknown
               and _WEAK_BRAND_GAP.fullmatch(text, previous.end, mention.start)):
             pinned.append((claim, previous.product_id))
-    return claims, pinned
+        elif len(named.get(mention.brand_only, ())) == 1:
+            naming.append(Mention(mention.start, mention.end, named[mention.brand_only][0]))
+    return naming, claims, pinned
 
 
-def _attribute(lower: str, segments: list[Segment], mentions: list[Mention],
+def _inside(at: int, starts: list[int], ends: dict[int, int]) -> bool:
+    """Whether ``at`` falls in one of the spans (sorted ``starts``, ``ends`` by start)."""
+    found = bisect_right(starts, at)
+    return bool(found) and at < ends[starts[found - 1]]
+
+
+def _attribute(lower: str, segments: list[Segment], naming: list[Mention],
                claims: list[Claim]) -> list[tuple[Claim, str]]:
     """Each claim with the product it is written about (claims that cannot be placed are left out)."""
-    naming = [m for m in mentions if not m.brand_only]
     out: list[tuple[Claim, str]] = []
     context: list[str | None] = []
     context_paragraph = -1
@@ -224,12 +247,16 @@ def _every(words: set[str]) -> bool:
 def _ordinals(lower: str, segment: Segment, here: list[Mention], context: list[str | None]) -> list[Mention]:
     """ "the first", "the latter" ...: mentions of the products they point to."""
     out = []
+    earlier: dict[str | None, None] = {}  # the products named before the ordinal, in order
+    position = 0
     for match in _ORDINAL.finditer(lower, segment.start, segment.end):
-        earlier = list(dict.fromkeys(m.product_id for m in here if m.end <= match.start()))
-        pool = earlier if len(earlier) > 1 else context if len(context) > 1 else []
-        position = _ORDINAL_INDEX[match.group("o")]
-        if pool and position < len(pool) and not lower[match.start() - 1:match.start()].isalpha():
-            out.append(Mention(match.start(), match.end(), pool[position]))
+        while position < len(here) and here[position].end <= match.start():
+            earlier[here[position].product_id] = None
+            position += 1
+        pool = list(earlier) if len(earlier) > 1 else context if len(context) > 1 else []
+        index = _ORDINAL_INDEX[match.group("o")]
+        if pool and index < len(pool) and not lower[match.start() - 1:match.start()].isalpha():
+            out.append(Mention(match.start(), match.end(), pool[index]))
     return out
 
 
@@ -244,19 +271,37 @@ def _within(lower: str, segment: Segment, words: set[str], here: list[Mention], 
             of_field = [c for c in said if c.field == field_name and c.start > here[-1].end]
             if len(of_field) == len(products) and all(products):
                 out += list(zip(of_field, products, strict=True))
-                said = [c for c in said if c not in of_field]
+                taken = set(map(id, of_field))
+                said = [c for c in said if id(c) not in taken]
+    earlier: dict[str | None, None] = {}  # the products named before the claim, in order
+    position = 0  # here[:position] end before the claim
     for claim in said:
+        while position < len(here) and here[position].end <= claim.start:
+            earlier[here[position].product_id] = None
+            position += 1
         if every and claim.start > every.end():
-            before = list(dict.fromkeys(m.product_id for m in here if m.end <= claim.start))
-            pool = before if len(before) > 1 else [p for p in context if p] if len(context) > 1 else []
+            pool = [p for p in (earlier if len(earlier) > 1 else context if len(context) > 1 else ()) if p]
             if pool:
-                out += [(claim, pid) for pid in pool if pid]
+                out += [(claim, pid) for pid in pool]
                 continue
-        preceding = [m for m in here if m.end <= claim.start]
-        mention = preceding[-1] if preceding else next((m for m in here if m.start >= claim.end), None)
+        mention = here[position - 1] if position else None
+        if (position > 1 and _compared(lower, mention)
+                and not _ATTACHED.fullmatch(lower, mention.end, claim.start)):
+            mention = here[position - 2]  # "X costs more than Y, at $152": the claim is X's
+        if mention is None:
+            mention = next((m for m in here[position:position + 2] if m.start >= claim.end), None)
         if mention is not None and mention.product_id and not mention.unknown:
             out.append((claim, mention.product_id))
     return out
+
+
+def _compared(lower: str, mention: Mention) -> bool:
+    """Whether ``mention`` is what something is compared with ("cheaper than the Y", "unlike Y")."""
+    words = _WORDS.findall(lower, max(0, mention.start - 24), mention.start)
+    while words and words[-1] in ("the", "a", "an", "its", "their"):
+        words.pop()
+    return bool(words) and (words[-1] in ("than", "vs", "versus", "unlike")
+                            or " ".join(words[-2:]) in ("compared to", "compared with", "next to"))
 
 
 def _compare(claim: Claim, product: Product, tolerance: float) -> tuple[float | str, float | str, bool]:

@@ -30,12 +30,15 @@ written with (``ANCHOR_WORDS``, found as the names module reads the words) and e
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 # Caller text reaches every pattern here, so each runs in linear time: every quantifier beside one
-# that could take the same characters is possessive (see plugins/catalog_search.py, whose comment
-# explains the quadratic trap, and tests/test_linear_parsing.py, which times these too).
+# that could take the same characters is possessive (plugins/catalog_search.py explains the quadratic
+# trap), and a pattern that could start anywhere in a long run (of spaces, dots, stars) either starts
+# with a look-behind that lets it start only at the run's first character, or with ``\A`` when it is
+# only ever matched at the start of a line or cell. tests/test_linear_parsing.py times every pattern.
 _NUM = r"\d{1,3}+(?:,\d{3})++(?:\.\d++)?+|\d++(?:\.\d++)?+"
 _USD_BEFORE = r"(?:\bus\s?\$|\busd\s*+|(?<![a-z$])\$)"
 _USD_AFTER = r"(?:usd|us\s++dollars?|dollars?|bucks)\b"
@@ -85,11 +88,11 @@ _RATING_NOUN = re.compile(
     r"(?:average\s++|customer\s++|user\s++|star\s++)?+$")
 _RATING_QUALIFIERS = {"at least": ">", "above": ">", "over": ">", "about": "~", "around": "~", "nearly": "~",
                       "almost": "~", "roughly": "~", "close to": "~"}
-_AFTER_BOUND = re.compile(r"\s*+(?:(?P<lt>or\s++(?:less|under|below|lower|cheaper))|(?P<gt>\+|or\s++(?:more|above"
-                          r"|higher|better|up)|and\s++up))")
+_AFTER_BOUND = re.compile(r"(?<!\s)\s*+(?:(?P<lt>or\s++(?:less|under|below|lower|cheaper))"
+                          r"|(?P<gt>\+|or\s++(?:more|above|higher|better|up)|and\s++up))")
 #: What follows an amount that is not a product's price ("$20 cheaper", "$5 shipping", "$10/month").
 _NOT_PRICE_AFTER = re.compile(
-    r"\s*+(?:cheaper|less|more|off|extra|savings?|discount|difference|gap|shipping|delivery|fee|deposit"
+    r"(?<!\s)\s*+(?:cheaper|less|more|off|extra|savings?|discount|difference|gap|shipping|delivery|fee|deposit"
     r"|budget|gift\s++card|credit|(?:per|a|/)\s*+(?:mo|month|year|yr|week|day)\b|monthly|yearly|annually"
     r"|in\s++savings|over\s++(?:the|its)\s++(?:price|cost)|higher|lower|above|below\s++(?:the|its))")
 #: How many characters before a claim its conditions and context are looked for in.
@@ -103,6 +106,8 @@ _LESS = frozenset({"under", "below", "within", "less than", "cheaper than", "low
 _MORE = frozenset({"over", "above", "more than", "at least", "upwards of", "north of", "higher than"})
 _ABOUT = frozenset({"about", "around", "roughly", "approximately", "approx", "nearly", "almost", "circa", "ca",
                     "~", "≈", "close to", "some"})
+#: The last words of those phrases: a claim after any other word has no qualifier.
+_QUALIFIER_ENDS = frozenset(phrase.rsplit(None, 1)[-1] for phrase in _LESS | _MORE | _ABOUT)
 #: Words before an amount that make it something else than a price ("save $20", "your budget of $100") ...
 _NOT_PRICE_WORDS = frozenset(
     "save saves saving saved savings extra additional another difference gap originally regularly normally "
@@ -112,30 +117,32 @@ _NOT_PRICE_PAIRS = frozenset({("list", "price"), ("down", "from"), ("reduced", "
 #: ... looked for past these.
 _FILLERS = frozenset("of is are at around about roughly nearly approximately over under below above up to only just "
                      "costs cost a an the your by be will would than more less".split())
-_CONDITIONS = frozenset("if whether unless once when".split())
-_TABLE_SEPARATOR = re.compile(r"\s*+\|?+(?:\s*+:?+-++:?+\s*+\|?+)++\s*+")
+_CONDITION = re.compile(r"\b(?:if|whether|unless|once|when|in\s++case)\b")
+_CONDITION_HINTS = ("if", "whether", "unless", "once", "when", "case")
+_TABLE_SEPARATOR = re.compile(r"\A\s*+\|?+(?:\s*+:?+-++:?+\s*+\|?+)++\s*+")
 _OTHER_CURRENCY = re.compile(r"[€£¥₹]|\b(?:eur|euros?|gbp|pounds?|yen|cad|aud|chf|inr|jpy|[a-z]{1,2}\$)", re.I)
 _ROLES = (("price", re.compile(r"price|cost|usd|\$", re.I)),
           ("availability", re.compile(r"stock|availab|status|inventory", re.I)),
           ("rating", re.compile(r"rating|stars?\b|score|reviews?", re.I)),
           ("brand", re.compile(r"brand|maker|manufacturer|publisher", re.I)))
-_CELL_NUMBER = re.compile(rf"\s*+[*_]*+\s*+~?+\s*+\$?+\s*+(?P<n>{_NUM})(?:\s*+(?:/\s*+5|★|stars?|usd))?+\s*+[*_]*+\s*+")
+_CELL_NUMBER = re.compile(rf"\A\s*+[*_]*+\s*+~?+\s*+\$?+\s*+(?P<n>{_NUM})(?:\s*+(?:/\s*+5|★|stars?|usd))?+"
+                          r"\s*+[*_]*+\s*+")
 _CELL_AVAILABILITY = {"yes": "in-stock", "✓": "in-stock", "✅": "in-stock", "✔": "in-stock",
                       "available": "in-stock", "no": "out-of-stock", "✗": "out-of-stock", "❌": "out-of-stock",
                       "✘": "out-of-stock", "limited": "limited", "low": "limited"}
-_LINE_MARKER = re.compile(r"\s*+(?:[-*+•]|\d{1,3}+[.)]|#{1,6}+)\s++|\s*+[*_]*+[A-Z][\w ]{0,30}+[*_]*+:")
-_SENTENCE_END = re.compile(r"[.!?]++(?=[\s*_)\"”]|$)")
-_LAST_WORD = re.compile(r"[A-Za-z]++$")
-_LIST_NUMBER = re.compile(r"\s*+\d{1,3}+")
+_LINE_MARKER = re.compile(r"\A(?:\s*+(?:[-*+•]|\d{1,3}+[.)]|#{1,6}+)\s++|\s*+[*_]*+[A-Z][\w ]{0,30}+[*_]*+:)")
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]++(?=[\s*_)\"”]|$)")
+_LAST_WORD = re.compile(r"(?<![A-Za-z])[A-Za-z]++$")
+_LIST_NUMBER = re.compile(r"(?<!\s)\s*+\d{1,3}+")
 _ABBREVIATIONS = frozenset("vs approx eg ie inc ltd no st mr dr".split())
 
 #: Lower-case words near which availability and rating claims and currency words are written:
 #: ``plugins.grounding_names.read_words`` reports where they are, and only the text around them is read.
 AVAILABILITY_WORDS = frozenset(
     "stock stocks stocked sold available unavailable availability left remaining backorder backordered backorders "
-    "order ordered ship ships supply supplies selling gone limited low last inventory status none short".split())
+    "order ordered ship ships supply supplies selling gone limited running inventory status none short".split())
 RATING_WORDS = frozenset("star stars rated rating ratings average score out".split())
-CURRENCY_WORDS = frozenset("usd us dollar dollars bucks".split())
+CURRENCY_WORDS = frozenset("usd us dollar dollars buck bucks".split())
 ANCHOR_WORDS = AVAILABILITY_WORDS | RATING_WORDS | CURRENCY_WORDS
 #: How far before and after an anchor its claim may reach, in characters.
 _AVAILABILITY_REACH = (26, 22)
@@ -250,7 +257,8 @@ def find_claims(lower: str, segments: list[Segment], anchors: list[tuple[int, st
     claims.sort(key=lambda c: c.start)
     questions = [(s.start, s.end) for s in segments if s.question]
     if questions:
-        claims = [c for c in claims if not any(a <= c.start < b for a, b in questions)]
+        starts = [a for a, _ in questions]
+        claims = [c for c in claims if not (at := bisect_right(starts, c.start)) or c.start >= questions[at - 1][1]]
     return claims
 
 
@@ -308,6 +316,12 @@ def _ends_with(words: list[str], vocabulary: frozenset[str]) -> bool:
                             or " ".join(words[-3:]) in vocabulary)
 
 
+def _last_word(lower: str, start: int) -> str:
+    """The last whitespace-separated chunk before ``start`` (cheap: most claims stop here)."""
+    chunks = lower[max(0, start - 16):start].rsplit(None, 1)
+    return chunks[-1].lstrip(_OPENERS) if chunks else ""
+
+
 def _qualifier(lower: str, start: int, end: int, context: tuple[list[str], int] | None = None) -> str:
     """``<``, ``>``, ``~`` or ``=``, from the words just before a number and just after it."""
     after = _AFTER_BOUND.match(lower, end)
@@ -315,6 +329,8 @@ def _qualifier(lower: str, start: int, end: int, context: tuple[list[str], int] 
         return "<" if after.group("lt") else ">"
     if lower[start - 1:start] in ("~", "≈"):
         return "~"
+    if context is None and _last_word(lower, start) not in _QUALIFIER_ENDS:
+        return "="
     words, phrase = context or _context(lower, start)
     before = words[len(words) - phrase:] if phrase else []
     if _ends_with(before, _LESS):
@@ -335,18 +351,25 @@ def _not_a_price(before: list[str]) -> bool:
     return False
 
 
-def _conditional(before: list[str]) -> bool:
-    """Whether a condition ("if", "unless", "in case") opens the sentence part before a claim."""
-    return bool(_CONDITIONS.intersection(before)) or "case" in before and "in" in before
+def _conditional(lower: str, start: int) -> bool:
+    """Whether a condition ("if", "unless", "in case") comes before a claim in its sentence."""
+    window = lower[max(0, start - 2 * CONTEXT):start]
+    if not any(word in window for word in _CONDITION_HINTS):
+        return False
+    cut = max(window.rfind(". "), window.rfind("\n"), window.rfind("; "), window.rfind("? "), window.rfind("! "))
+    return bool(_CONDITION.search(window, cut + 1))
 
 
 def _prices(lower: str, anchors: list[int]) -> list[Claim]:
     found: dict[int, Claim] = {}
-    for match in _price_matches(lower, anchors):
+    covered = 0
+    for match in sorted(_price_matches(lower, anchors), key=lambda m: m.start()):
         start, end = match.span()
-        if start in found:
-            continue
-        context = _context(lower, start)
+        if start in found or start < covered:
+            continue  # the second amount of a range already read ("$45-$55")
+        last = _last_word(lower, start)
+        context = _context(lower, start) if last in _FILLERS or last in _NOT_PRICE_WORDS or last in _QUALIFIER_ENDS \
+            or last == "between" else ([], 0)
         before = context[0]
         if _not_a_price(before) or _NOT_PRICE_AFTER.match(lower, end):
             continue
@@ -354,6 +377,7 @@ def _prices(lower: str, anchors: list[int]) -> list[Claim]:
         high = _amount(match.group("hi")) if match.group("hi") else None
         if high is not None and high > low:
             found[start] = Claim(start, end, "price", "range", low, high)
+            covered = end
             continue
         if high is not None:
             end = match.end("a") if match.group("a") else match.end("b")  # "$49 - 4.2 stars"
@@ -398,7 +422,7 @@ def _availabilities(lower: str, anchors: list[int]) -> list[Claim]:
     before, after = _AVAILABILITY_REACH
     for start, end in _windows([(at - before, at + after) for at in anchors], len(lower)):
         for match in _AVAILABILITY.finditer(lower, start, end):
-            if _conditional(_context(lower, match.start())[0]):
+            if _conditional(lower, match.start()):
                 continue
             value = "out-of-stock" if match.group("out") else "limited" if match.group("limited") else "in-stock"
             found.append(Claim(match.start(), match.end(), "availability", "=", value))

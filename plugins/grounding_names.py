@@ -34,9 +34,9 @@ from functools import lru_cache
 
 from gateway.store.base import Product
 from plugins.catalog_search import stem
+from plugins.grounding_claims import ANCHOR_WORDS
 
-# Caller text reaches every pattern here: each runs in linear time (possessive quantifiers only
-# where runs could be split two ways; see plugins/catalog_search.py and tests/test_linear_parsing.py).
+# Caller text reaches every pattern here: each runs in linear time (see plugins/grounding_claims.py).
 _WORD = re.compile(r"[^\W\d_]++|\d++(?:[.,]\d++)*+")
 _PARENTHESIS = re.compile(r"\([^()]*+\)")
 #: Characters that may sit between two words of one name ("Ferro & Salt", "Low-Profile", "Orbix's").
@@ -57,7 +57,7 @@ GENERIC = frozenset(
     "collection series store shop review overview detail spec specification summary verdict deal "
     "bundle comparison price cost rating stock availability status category description recommendation "
     "winner upgrade value budget premium best top great good excellent new latest popular recommended "
-    "favorite favourite overall runner ideal perfect solid reliable here there note tip why".split())
+    "favorite favourite overall runner ideal perfect solid reliable here there note tip why usd us eur".split())
 #: Words that tell one version of a product from another: capitalised and absent, they name another product.
 VARIANTS = frozenset("pro max plus lite mini ultra x ii iii iv v s se air neo elite go xl xs gen mk".split())
 #: Words that end a number's role in a name (4.5 stars, 30 reviews, 20 percent, 50 dollars).
@@ -97,13 +97,18 @@ def name_words(text: str) -> list[str]:
 
 
 def _shape(product_id: str) -> str:
-    """A pattern of an id's shape: ``ELE-0004`` -> ``[A-Za-z]{3}-\\d{4}``."""
+    r"""A pattern of an id's shape, one character class then a check that no word character comes
+    before it (a first character class lets the search skip the rest of the text quickly):
+    ``ELE-0004`` -> ``[A-Z](?<![\w-].)[A-Z]{2}-[0-9]{4}``."""
     parts = []
-    for run in re.finditer(r"[A-Za-z]++|\d++|[^A-Za-z\d]", product_id):
+    for run in re.finditer(r"[A-Z]++|[a-z]++|[0-9]++|[^A-Za-z0-9]", product_id):
         text = run.group()
-        parts.append(rf"[A-Za-z]{{{len(text)}}}" if text[0].isalpha() and text.isascii()
-                     else rf"\d{{{len(text)}}}" if text[0].isdigit() else re.escape(text))
-    return "".join(parts)
+        kind = ("[A-Z]" if text.isupper() else "[a-z]" if text.islower() else "[0-9]" if text.isdigit()
+                else re.escape(text))
+        parts.append((kind, len(text)) if text.isascii() and text.isalnum() else (kind, 0))
+    kind, size = parts[0]
+    first = kind + r"(?<![\w-].)" + (f"{kind}{{{size - 1}}}" if size > 1 else "")
+    return first + "".join(f"{kind}{{{size}}}" if size else kind for kind, size in parts[1:])
 
 
 @dataclass(frozen=True)
@@ -134,21 +139,29 @@ class GroundingIndex:
         self.postings: dict[str, list[str]] = {}
         self.brand_postings: dict[tuple[str, str], list[str]] = {}
         self.vocabulary: set[str] = set()
-        #: Lower-case words as written in names (and their plurals) -> what ``read_words`` needs of them.
-        self.surface: dict[str, tuple[str, bool | None, bool, bool]] = {word: (word, False, False, False)
-                                                                       for word in _NOT_ONE}
+        #: Lower-case words that matter (name words as written and their plurals, stop words, claim
+        #: words) -> what ``read_words`` needs of them (a ``WordEntry``); other lower-case words do not.
+        self.lower_words: dict[str, WordEntry] = {word: (NAME_WORD, word, False, False, False, False)
+                                                  for word in _NOT_ONE}
+        self.lower_words.update((word, (STOP_WORD, word, False, False, False, word in ANCHOR_WORDS))
+                                for word in STOP - _NOT_ONE)
         #: The same for other words (capitalised, numbers), filled as answers are read.
-        self.capitalised: dict[str, tuple[str, bool | None, bool, bool]] = {}
+        self.other_words: dict[str, WordEntry] = {}
         self.known: set[str] = set(COMMON)
         self.heads: set[str] = set()
         self.abbreviations: set[str] = set()
         shapes: set[str] = set()
         for product in products:
             self._add(product)
-            shapes.add(_shape(product.product_id))
+            if len(product.product_id) >= 4:  # shorter ids would match ordinary words
+                shapes.add(_shape(product.product_id))
         for entries in (*self.sequences.values(), *self.brand_starts.values()):
             entries.sort(key=lambda entry: -len(entry[0]))
-        self.id_pattern = (re.compile(r"(?<![\w-])(?:" + "|".join(sorted(shapes)) + r")(?![\w-])", re.I)
+        for word in ANCHOR_WORDS:
+            role, norm, namelike, cap, number, _ = self.lower_words.get(word, (CLAIM_WORD, word, False, False,
+                                                                               False, True))
+            self.lower_words[word] = (role, norm, namelike, cap, number, True)
+        self.id_pattern = (re.compile("(?:" + "|".join(sorted(shapes)) + r")(?![\w-])")
                            if 0 < len(shapes) <= self.MAX_ID_SHAPES else None)
 
     def _add(self, product: Product) -> None:
@@ -178,19 +191,18 @@ class GroundingIndex:
             for form in (lower, lower + "s", lower + "es", lower[:-1] + "ies"):
                 norm = normalise(lower)
                 if normalise(form) == norm and (form.isalpha() or form.isdigit()) and norm not in STOP:
-                    self.surface[form] = (norm, norm not in NOT_NAME, False, form.isdigit())
+                    self.lower_words[form] = (NAME_WORD, norm, norm not in NOT_NAME, False, form.isdigit(), False)
         self.known |= words
         self.known.update(name_words(product.description))
         head = next((w for w in reversed(sequence) if w in model and w not in VARIANTS and not w[0].isdigit()), None)
         if head:
             self.heads.add(head)
 
-    #: How many distinct other words ``capitalised`` keeps before starting afresh (it grows with answers).
+    #: How many distinct words ``other_words`` keeps before starting afresh (it grows with answers).
     MAX_REMEMBERED = 50_000
 
-    def read_capitalised(self, word: str) -> tuple[str, bool | None, bool, bool]:
-        """What ``read_words`` needs of a word that is not a lower-case name word: (normalised, may be a
-        name: True, False or None when only if not opening a sentence, capitalised, a number)."""
+    def read_other(self, word: str) -> WordEntry:
+        """The ``WordEntry`` of a word that is not a lower-case word of ``lower_words`` (remembered)."""
         norm = normalise(word)
         cap = word[0].isupper()
         if norm in NOT_NAME:
@@ -203,11 +215,12 @@ class GroundingIndex:
             namelike = False
         else:
             namelike = None if word[1:].islower() else True
-        found = (norm, namelike, cap, word[0].isdigit())
-        if len(self.capitalised) > self.MAX_REMEMBERED:
-            self.capitalised.clear()
-        self.capitalised[word] = found
-        return found
+        role = STOP_WORD if norm in STOP and norm not in _NOT_ONE else NAME_WORD
+        entry = (role, norm, namelike, cap, word[0].isdigit(), word.lower() in ANCHOR_WORDS)
+        if len(self.other_words) > self.MAX_REMEMBERED:
+            self.other_words.clear()
+        self.other_words[word] = entry
+        return entry
 
     def frequency(self, word: str) -> int:
         """How many products' names hold ``word``."""
@@ -228,54 +241,54 @@ class Words:
     soft: Sequence[int]         # JOINED to the previous kept word by name glue only, BRIDGED by stop words too, or 0
     sentence: Sequence[bool]    # first word of a sentence, line, cell or heading
     namelike: Sequence[bool]    # may be part of a product name
-    anchors: list[tuple[int, str]]  # (start, lower-case word) of each word of ``anchor_words``
+    anchors: list[tuple[int, str]]  # (start, lower-case word) of each claim word (``ANCHOR_WORDS``)
 
 
 #: A word and the characters before it: a letter run, or a number ("1,299.00"), as findall pairs; the
 #: ASCII twin is twice as fast, for the (usual) answer that is all ASCII.
-_PIECES = re.compile(r"([\W_]*+)([^\W\d_]++|\d++(?:[.,]\d++)*+)")
-_ASCII_PIECES = re.compile(r"([^A-Za-z0-9]*+)([A-Za-z]++|[0-9]++(?:[.,][0-9]++)*+)")
+_PIECES = re.compile(r"(?<![\W_])([\W_]*+)([^\W\d_]++|\d++(?:[.,]\d++)*+)")
+_ASCII_PIECES = re.compile(r"(?<![^A-Za-z0-9])([^A-Za-z0-9]*+)([A-Za-z]++|[0-9]++(?:[.,][0-9]++)*+)")
 _APOSTROPHES = ("'", "’")
 JOINED, BRIDGED = 2, 1
+#: What ``read_words`` needs to know of a word: (role, normalised, may be a name: True, False, or None
+#: when only if not opening a sentence; capitalised; a number; a claim word).
+WordEntry = tuple[int, str, "bool | None", bool, bool, bool]
+NAME_WORD, STOP_WORD, CLAIM_WORD = 0, 1, 2
 
 
-def read_words(text: str, index: GroundingIndex, anchor_words: frozenset[str] = frozenset()) -> Words:
-    """The words of ``text`` that may belong to a product name, marked; and where ``anchor_words`` are.
+def read_words(text: str, index: GroundingIndex) -> Words:
+    """The words of ``text`` that may belong to a product name, marked; and where claim words are.
 
-    This loop runs once per word of every answer checked, so it does as little as it can per word.
+    This loop runs once per word of every answer checked, so it does as little as it can per word:
+    one dictionary look-up tells what a word is.
     """
     kept: list[tuple] = []
     anchors: list[tuple[int, str]] = []
-    surface, abbreviations, capitalised = index.surface, index.abbreviations, index.capitalised
+    lower_words, abbreviations, other_words = index.lower_words, index.abbreviations, index.other_words
     position, kept_last, bridged, last_number, first = 0, False, False, False, True
     for gap, word in (_ASCII_PIECES if text.isascii() else _PIECES).findall(text):
         start = position + len(gap)
         position = start + len(word)
         if last_number and (gap[:1] in ("%", "/") or gap == " " and word in _UNITS):
             kept[-1] = (*kept[-1][:6], False)  # "4 stars", "30%": a number, not part of a name
-        found = surface.get(word)
-        if found is None:
-            if word.islower():
-                if word in anchor_words:
-                    anchors.append((start, word))
-                if word == "s" and gap in _APOSTROPHES:
-                    continue  # "Orbix's" reads as "Orbix"
-                if word in STOP:  # names may hold it ("Salt and Cedar"): it bridges, it does not part
-                    bridged = kept_last = kept_last and (gap == " " or not gap.strip(_SOFT))
-                else:
-                    kept_last = False
-                last_number = first = False
+        entry = lower_words.get(word)
+        if entry is None:
+            if word.islower():  # an ordinary word: it parts the words around it
+                kept_last = last_number = first = False
                 continue
-            found = capitalised.get(word) or index.read_capitalised(word)
-            if anchor_words and found[0] in anchor_words:
-                anchors.append((start, found[0]))
-            if found[0] in STOP and found[0] not in _NOT_ONE:
+            entry = other_words.get(word) or index.read_other(word)
+        role, norm, namelike, cap, number, anchor = entry
+        if anchor:
+            anchors.append((start, word.lower()))
+        if role != NAME_WORD:
+            if word == "s" and gap in _APOSTROPHES:
+                continue  # "Orbix's" reads as "Orbix"
+            if role == STOP_WORD:  # names may hold it ("Salt and Cedar"): it bridges, it does not part
                 bridged = kept_last = kept_last and (gap == " " or not gap.strip(_SOFT))
-                last_number = first = False
-                continue
-        elif word in anchor_words:
-            anchors.append((start, word))
-        norm, namelike, cap, number = found
+            else:
+                kept_last = False
+            last_number = first = False
+            continue
         if gap == " " or not gap:
             glued, starting = True, first
         else:
@@ -307,14 +320,13 @@ class Mention:
     brand_only: str = ""  # a brand alone ("made by Orbix"): its brand key
 
 
-def find_mentions(text: str, index: GroundingIndex,
-                  anchor_words: frozenset[str] = frozenset()) -> tuple[Words, list[Mention]]:
+def find_mentions(text: str, index: GroundingIndex) -> tuple[Words, list[Mention]]:
     """The products ``text`` names, in order, with ambiguous and unknown names and lone brands
-    (and the words read, with where ``anchor_words`` are)."""
-    words = read_words(text, index, anchor_words)
+    (and the words read, with where claim words are)."""
+    words = read_words(text, index)
     covered = _full_names(words, index)
     mentions: list[Mention] = []
-    named: list[str] = []
+    named: dict[str, None] = {}  # the products named lately, most recent last
     for first, last in _phrases(words, covered):
         found = _resolve(text, words, covered, first, last, index, named)
         if found is None:
@@ -322,7 +334,10 @@ def find_mentions(text: str, index: GroundingIndex,
         for mention in found:
             mentions.append(mention)
             if mention.product_id and not mention.unknown:
-                named.append(mention.product_id)
+                named.pop(mention.product_id, None)
+                named[mention.product_id] = None
+                if len(named) > RECENT:
+                    del named[next(iter(named))]
     if index.id_pattern is not None:
         mentions.extend(_ids(text, index))
         mentions.sort(key=lambda m: m.start)
@@ -378,7 +393,7 @@ def _conflicts(words: Words, k: int, name: Name, index: GroundingIndex) -> bool:
 
 
 def _resolve(text: str, words: Words, covered: list[str | None], first: int, end: int,
-             index: GroundingIndex, named: list[str]) -> list[Mention] | None:
+             index: GroundingIndex, named: dict[str, None]) -> list[Mention] | None:
     """What the phrase of words ``first``..``end`` names, if anything."""
     starts, ends = words.starts, words.ends
     if end - first == 1 and not covered[first] and not words.caps[first] and words.norms[first] not in index.heads:
@@ -400,16 +415,14 @@ def _resolve(text: str, words: Words, covered: list[str | None], first: int, end
 
 def _resolve_exact(words: Words, covered: list[str | None], first: int, end: int, exact: list[int],
                    index: GroundingIndex) -> list[Mention]:
-    pids = list(dict.fromkeys(covered[k] for k in exact))
-    if len(pids) == 1:
-        name = index.names[pids[0]]
+    spans: dict[str, list[int]] = {}
+    for k in exact:
+        spans.setdefault(covered[k], []).append(k)
+    if len(spans) == 1:
+        name = index.names[covered[exact[0]]]
         if any(_conflicts(words, k, name, index) for k in range(first, end) if not covered[k]):
             return [Mention(words.starts[first], words.ends[end - 1], None, unknown=True)]
-    out = []
-    for pid in pids:
-        inside = [k for k in exact if covered[k] == pid]
-        out.append(Mention(words.starts[inside[0]], words.ends[inside[-1]], pid))
-    return out
+    return [Mention(words.starts[inside[0]], words.ends[inside[-1]], pid) for pid, inside in spans.items()]
 
 
 def _brand(words: Words, first: int, end: int, index: GroundingIndex) -> tuple[str, int, int] | None:
@@ -450,10 +463,12 @@ def _resolve_branded(words: Words, model: list[int], brand: str, span: tuple[int
 
 
 _NO_NAME = Name(Product("", "", "", 0.0), frozenset(), frozenset(), "")
+#: How many of the products named last a phrase without a brand may point back to ("the power bank").
+RECENT = 16
 #: A word held by more products than this does not, alone, pick candidates for a phrase without a brand.
 MAX_CANDIDATES = 64
 def _resolve_plain(text: str, words: Words, first: int, end: int, index: GroundingIndex,
-                   named: list[str]) -> list[Mention] | None:
+                   named: dict[str, None]) -> list[Mention] | None:
     """A phrase without a brand: an earlier product, the one product holding its words, or unknown."""
     norms = {words.norms[k] for k in range(first, end)} - GENERIC
     if not norms:
@@ -462,7 +477,7 @@ def _resolve_plain(text: str, words: Words, first: int, end: int, index: Groundi
     previous = words.norms[first - 1] if first and words.soft[first] == JOINED else ""
     plural = text[stop - 1:stop] in ("s", "S") and words.norms[end - 1] in index.heads
     if previous not in _NOT_ONE and not plural:
-        earlier = [pid for pid in dict.fromkeys(reversed(named)) if norms <= index.names[pid].words]
+        earlier = [pid for pid in named if norms <= index.names[pid].words]
         if len(earlier) == 1:
             return [Mention(start, stop, earlier[0])]
         if len(earlier) > 1:

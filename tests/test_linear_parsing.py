@@ -180,3 +180,47 @@ def test_request_log_redaction_patterns_run_in_linear_time(pattern):
     assert_each_linear(lambda text: pattern.sub(" ", text), {
         **WORST, "letters": run("", "a", ""), "digits": run("", "1", ""), "digits and spaces": run("", "1 ", ""),
         "a@a.a.": run("a@", "a.", ""), "sk-": repeated("sk-"), "gw_": run("gw_a_0_", "a", "!")})
+
+
+# The catalog grounding check reads model answers (caller-influenced text) with its own patterns.
+
+from plugins import grounding, grounding_claims, grounding_names  # noqa: E402
+
+GROUNDING_PATTERNS = {f"{module.__name__.rsplit('.', 1)[1]}.{name}": value
+                      for module in (grounding, grounding_claims, grounding_names)
+                      for name, value in vars(module).items() if isinstance(value, re.Pattern)}
+#: What the grounding patterns start from, alone and part-way through a match.
+GROUNDING_PREFIXES = ("", "$", "$1", "$1 -", "us $", "usd", "1 usd", "only", "only 1", "rated", "rating",
+                      "rating of", "4", "4.5", "4 +", "a 4.5", "★", "4/", "out of", "in", "not", "back",
+                      "available", "stock is", "which", "the", "| a |", "1.", "#", "-", "Voltara", "Voltara 1")
+GROUNDING_FILLERS = (" ", "1", "$", ".", "-", " 1", "1 ", "a ", "A", "|", ",1", "1,", " more", "*", "\n")
+GROUNDING_TAILS = ("", "x", " stars", " and", "5", "|")
+GROUNDING_FRAGMENTS = ("Voltara 20000mAh Power Bank $49 ", "the power bank is $49 and ", "Orbix ", "made by Orbix ",
+                       "| Voltara 20000mAh Power Bank | $49 | In stock | 4.2 |\n", "$1-$2 ", "between $1 and ",
+                       "both cost $1 ", "the first $1 the second $2 ", "the Voltara one $1 ", "rated 4.5/5 ",
+                       "only a few left ", "if out of stock ", "Voltara HyperCharge ", "ELE-0004 ", "$1? ",
+                       "Kestrel Tech 4K webcam $1. ", "Campfire Co. ", "than the Orbix keyboard, at $1 ")
+
+
+@pytest.fixture(scope="module")
+def grounding_index() -> grounding.GroundingIndex:
+    return grounding.GroundingIndex(read_products(DEMO))
+
+
+@pytest.mark.parametrize("pattern", sorted(GROUNDING_PATTERNS))
+def test_each_grounding_pattern_stays_linear_on_every_adversarial_shape(pattern):
+    inputs = {f"{p!r}+{f!r}*n+{t!r}": run(p, f, t)
+              for p, f, t in itertools.product(GROUNDING_PREFIXES, GROUNDING_FILLERS, GROUNDING_TAILS)}
+    inputs.update({f"{fragment!r}*n": repeated(fragment) for fragment in GROUNDING_FRAGMENTS})
+    compiled = GROUNDING_PATTERNS[pattern]
+    assert_each_linear(lambda text: compiled.sub(" ", text.lower() if compiled.flags & re.I == 0 else text),
+                       inputs, SIZES[:2])
+
+
+def test_checking_a_whole_answer_at_the_size_limit_is_linear(grounding_index):
+    """The whole check (names, claims, attribution) on the worst answers: a product and a claim in
+    every few words, runs of what each pattern wants, all in one sentence."""
+    inputs = {f"{fragment!r}*n": repeated(fragment) for fragment in GROUNDING_FRAGMENTS}
+    inputs.update({"spaces after $1": run("$1", " ", "x"), "digits": run("", "1", ""), "words": repeated("a b ")})
+    assert_each_linear(lambda text: grounding.check_answer(text, grounding_index), inputs, budget=4 * BUDGET,
+                       min_budget=0.1)
