@@ -46,28 +46,52 @@ _PRICE = re.compile(
     rf"(?:{_USD_BEFORE}\s*+(?P<a>{_NUM})(?![\d,]?\d)(?:\s*+(?:usd|dollars?)\b)?+"
     rf"|(?<![\w.,$€£¥₹])(?P<b>{_NUM})(?![\d,]?\d)\s*+{_USD_AFTER})"
     rf"(?:\s*+(?:-|–|—|to)\s*+(?:{_USD_BEFORE}\s*+)?(?P<hi>{_NUM})(?![\d,]?\d)(?:\s*+{_USD_AFTER})?+)?+")
-_AVAILABILITY = re.compile(
-    r"\b(?:(?P<out>sold[\s-]++out|out[\s-]++of[\s-]++stock|unavailable|not\s++(?:currently\s++|yet\s++)?+"
-    r"(?:in[\s-]++stock|available|stocked)|no\s++longer\s++(?:available|in\s++stock|stocked|sold|carried)"
-    r"|isn[’']t\s++(?:currently\s++)?+(?:in\s++stock|available)|aren[’']t\s++(?:currently\s++)?+"
-    r"(?:in\s++stock|available)|back[\s-]*+order(?:ed|s)?+|on\s++back[\s-]*+order"
-    r"|will\s++be\s++back\s++in\s++stock|expected\s++back\s++in\s++stock|due\s++back\s++in\s++stock"
-    r"|should\s++be\s++back\s++in\s++stock|back\s++in\s++stock\s++soon|none\s++(?:left|in\s++stock)|no\s++stock)"
-    r"|(?P<limited>only\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)"
-    r"(?:\s++(?:of\s++(?:them|these)|more|units?|items?|pieces?|left|remaining|in\s++stock|available))++"
-    r"|almost\s++(?:sold\s++out|gone|out\s++of\s++stock)|nearly\s++(?:sold\s++out|gone|out\s++of\s++stock)"
-    r"|limited\s++(?:stock|availability|quantit(?:y|ies)|supply|supplies|inventory|units)"
-    r"|low\s++(?:on\s++)?+(?:stock|inventory|supply)|short\s++(?:on\s++)?+(?:stock|inventory|supply)"
-    r"|stock\s++is\s++(?:limited|low|running\s++low)|stocks\s++are\s++(?:limited|low|running\s++low)"
-    r"|supplies\s++are\s++(?:limited|low|running\s++low)|inventory\s++is\s++(?:limited|low|running\s++low)"
-    r"|running\s++low|selling\s++(?:fast|quickly|out)|a\s++few\s++(?:left|remaining|units\s++left)"
-    r"|few\s++(?:left|remaining|units\s++left)|while\s++(?:stocks?|supplies)\s++last)"
-    r"|(?P<instock>in[\s-]++stock|available\s++(?:now|today|immediately|to\s++(?:order|buy|ship)"
-    r"|for\s++(?:purchase|order|immediate))|currently\s++available|readily\s++available|widely\s++available"
-    r"|still\s++available|immediately\s++available|is\s++(?:also\s++)?+available|are\s++(?:also\s++)?+available"
-    r"|[’']s\s++(?:also\s++)?+available|ready\s++to\s++ship|ships\s++(?:now|today|immediately|right\s++away"
-    r"|same[\s-]++day)|well[\s-]++stocked|plenty\s++(?:of\s++stock|in\s++stock|available)"
-    r"|lots\s++(?:of\s++stock|in\s++stock|available)|in\s++good\s++supply|available(?=\s*+(?:[.,;:!)|*]|$))))\b")
+#: How stock is written, by the catalog value it claims. Each phrase starts with a letter, so the search
+#: passes over a word that starts no phrase on its first letter; at one place, earlier phrases win.
+AVAILABILITY_PHRASES = {
+    "out-of-stock": (
+        r"sold[\s-]++out", r"out[\s-]++of[\s-]++stock", r"unavailable",
+        r"not\s++(?:currently\s++|yet\s++)?+(?:in[\s-]++stock|available|stocked)",
+        r"no\s++longer\s++(?:available|in\s++stock|stocked|sold|carried)",
+        r"isn[’']t\s++(?:currently\s++)?+(?:in\s++stock|available)",
+        r"aren[’']t\s++(?:currently\s++)?+(?:in\s++stock|available)", r"back[\s-]*+order(?:ed|s)?+",
+        r"on\s++back[\s-]*+order", r"will\s++be\s++back\s++in\s++stock", r"expected\s++back\s++in\s++stock",
+        r"due\s++back\s++in\s++stock", r"should\s++be\s++back\s++in\s++stock", r"back\s++in\s++stock\s++soon",
+        r"none\s++(?:left|in\s++stock)", r"no\s++stock"),
+    "limited": (
+        r"only\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)"
+        r"(?:\s++(?:of\s++(?:them|these)|more|units?|items?|pieces?|left|remaining|in\s++stock|available))++",
+        r"almost\s++(?:sold\s++out|gone|out\s++of\s++stock)", r"nearly\s++(?:sold\s++out|gone|out\s++of\s++stock)",
+        r"limited\s++(?:stock|availability|quantit(?:y|ies)|supply|supplies|inventory|units)",
+        r"low\s++(?:on\s++)?+(?:stock|inventory|supply)", r"short\s++(?:on\s++)?+(?:stock|inventory|supply)",
+        r"stock\s++is\s++(?:limited|low|running\s++low)", r"stocks\s++are\s++(?:limited|low|running\s++low)",
+        r"supplies\s++are\s++(?:limited|low|running\s++low)", r"inventory\s++is\s++(?:limited|low|running\s++low)",
+        r"running\s++low", r"selling\s++(?:fast|quickly|out)", r"a\s++few\s++(?:left|remaining|units\s++left)",
+        r"few\s++(?:left|remaining|units\s++left)", r"while\s++(?:stocks?|supplies)\s++last"),
+    "in-stock": (
+        r"in[\s-]++stock",
+        r"available\s++(?:now|today|immediately|to\s++(?:order|buy|ship)|for\s++(?:purchase|order|immediate))",
+        r"currently\s++available", r"readily\s++available", r"widely\s++available", r"still\s++available",
+        r"immediately\s++available", r"is\s++(?:also\s++)?+available", r"are\s++(?:also\s++)?+available",
+        r"[’']s\s++(?:also\s++)?+available", r"ready\s++to\s++ship",
+        r"ships\s++(?:now|today|immediately|right\s++away|same[\s-]++day)", r"well[\s-]++stocked",
+        r"plenty\s++(?:of\s++stock|in\s++stock|available)", r"lots\s++(?:of\s++stock|in\s++stock|available)",
+        r"in\s++good\s++supply", r"available(?=\s*+(?:[.,;:!)|*]|$))"),
+}
+
+
+def _phrase_pattern(phrases: dict[str, tuple[str, ...]]) -> tuple[re.Pattern, tuple[str, ...]]:
+    """One pattern of all ``phrases``, each closed by an empty group, and the value of each group.
+
+    Flat, so that the search tries a phrase only at a word whose first letter it starts with (a
+    named group around each value's phrases would make it enter every group at every word).
+    """
+    values = tuple(value for value, alternatives in phrases.items() for _ in alternatives)
+    either = "|".join(f"{alternative}()" for alternatives in phrases.values() for alternative in alternatives)
+    return re.compile(rf"\b(?:{either})\b"), values
+
+
+_AVAILABILITY, _AVAILABILITY_VALUES = _phrase_pattern(AVAILABILITY_PHRASES)
 _LABELLED = re.compile(r"\b(?:availability|stock(?:\s++status)?+|status|inventory)\s*+[:=]\s*+[*_]*+\s*+"
                        r"(?P<v>limited|low|yes|no)\b")
 _RATING_VALUE = r"[0-5](?:\.\d++)?+"
@@ -117,6 +141,8 @@ _NOT_PRICE_PAIRS = frozenset({("list", "price"), ("down", "from"), ("reduced", "
 #: ... looked for past these.
 _FILLERS = frozenset("of is are at around about roughly nearly approximately over under below above up to only just "
                      "costs cost a an the your by be will would than more less".split())
+#: The words before an amount after which more words must be read to tell what the amount is.
+_LOOK_FURTHER = _FILLERS | _NOT_PRICE_WORDS | _QUALIFIER_ENDS | {"between"}
 _CONDITION = re.compile(r"\b(?:if|whether|unless|once|when|in\s++case)\b")
 _CONDITION_HINTS = ("if", "whether", "unless", "once", "when", "case")
 _TABLE_SEPARATOR = re.compile(r"\A\s*+\|?+(?:\s*+:?+-++:?+\s*+\|?+)++\s*+")
@@ -131,9 +157,7 @@ _CELL_AVAILABILITY = {"yes": "in-stock", "✓": "in-stock", "✅": "in-stock", "
                       "available": "in-stock", "no": "out-of-stock", "✗": "out-of-stock", "❌": "out-of-stock",
                       "✘": "out-of-stock", "limited": "limited", "low": "limited"}
 _LINE_MARKER = re.compile(r"\A(?:\s*+(?:[-*+•]|\d{1,3}+[.)]|#{1,6}+)\s++|\s*+[*_]*+[A-Z][\w ]{0,30}+[*_]*+:)")
-_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]++(?=[\s*_)\"”]|$)")
-_LAST_WORD = re.compile(r"(?<![A-Za-z])[A-Za-z]++$")
-_LIST_NUMBER = re.compile(r"(?<!\s)\s*+\d{1,3}+")
+_SENTENCE_END = re.compile(r"[.!?](?<![.!?][.!?])[.!?]*+(?=[\s*_)\"”]|$)")  # a class first: the search skips
 _ABBREVIATIONS = frozenset("vs approx eg ie inc ltd no st mr dr".split())
 
 #: Lower-case words near which availability and rating claims and currency words are written:
@@ -145,7 +169,7 @@ RATING_WORDS = frozenset("star stars rated rating ratings average score out".spl
 CURRENCY_WORDS = frozenset("usd us dollar dollars buck bucks".split())
 ANCHOR_WORDS = AVAILABILITY_WORDS | RATING_WORDS | CURRENCY_WORDS
 #: How far before and after an anchor its claim may reach, in characters.
-_AVAILABILITY_REACH = (26, 22)
+_AVAILABILITY_REACH = (24, 22)
 _CURRENCY_REACH = (24, 8)
 
 
@@ -200,8 +224,8 @@ def read_segments(text: str, abbreviations: frozenset[str] | set[str] = frozense
         roles = None
         listed = bool(_LINE_MARKER.match(line))
         for a, b in _sentences(line, abbreviations):
-            segments.append(Segment(start + a, start + b, paragraph, listed=listed,
-                                    question=line[a:b].rstrip(" *_)\"”").endswith("?")))
+            question = "?" in line and line[a:b].rstrip(" *_)\"”").endswith("?")
+            segments.append(Segment(start + a, start + b, paragraph, listed, question))
     return segments
 
 
@@ -228,11 +252,13 @@ def _sentences(line: str, abbreviations: frozenset[str] | set[str]) -> list[tupl
         return [(0, len(line))]
     spans, start = [], 0
     for mark in _SENTENCE_END.finditer(line):
+        end = mark.start()
         if mark.group() == ".":
-            word = _LAST_WORD.search(line, max(start, mark.start() - 8), mark.start())
-            lower = word.group().lower() if word else ""
-            if lower in abbreviations or lower in _ABBREVIATIONS or _LIST_NUMBER.fullmatch(line, start, mark.start()):
-                continue
+            before = line[max(start, end - 8):end].split()
+            word = before[-1].lstrip("(\"'*_").lower() if before else ""
+            if word in abbreviations or word in _ABBREVIATIONS or word.isdigit() and len(before) == 1 == len(
+                    line[start:end].split()):
+                continue  # "Campfire Co. Tent", "vs. the", "1. First item"
         spans.append((start, mark.end()))
         start = mark.end()
     if line[start:].strip():
@@ -322,14 +348,16 @@ def _last_word(lower: str, start: int) -> str:
     return chunks[-1].lstrip(_OPENERS) if chunks else ""
 
 
-def _qualifier(lower: str, start: int, end: int, context: tuple[list[str], int] | None = None) -> str:
-    """``<``, ``>``, ``~`` or ``=``, from the words just before a number and just after it."""
+def _qualifier(lower: str, start: int, end: int, last: str | None = None,
+               context: tuple[list[str], int] | None = None) -> str:
+    """``<``, ``>``, ``~`` or ``=``, from the words just before a number and just after it (``last``
+    and ``context``, when the caller has them already)."""
     after = _AFTER_BOUND.match(lower, end)
     if after:
         return "<" if after.group("lt") else ">"
     if lower[start - 1:start] in ("~", "≈"):
         return "~"
-    if context is None and _last_word(lower, start) not in _QUALIFIER_ENDS:
+    if (_last_word(lower, start) if last is None else last) not in _QUALIFIER_ENDS:
         return "="
     words, phrase = context or _context(lower, start)
     before = words[len(words) - phrase:] if phrase else []
@@ -368,8 +396,7 @@ def _prices(lower: str, anchors: list[int]) -> list[Claim]:
         if start in found or start < covered:
             continue  # the second amount of a range already read ("$45-$55")
         last = _last_word(lower, start)
-        context = _context(lower, start) if last in _FILLERS or last in _NOT_PRICE_WORDS or last in _QUALIFIER_ENDS \
-            or last == "between" else ([], 0)
+        context = _context(lower, start) if last in _LOOK_FURTHER else ([], 0)
         before = context[0]
         if _not_a_price(before) or _NOT_PRICE_AFTER.match(lower, end):
             continue
@@ -381,7 +408,7 @@ def _prices(lower: str, anchors: list[int]) -> list[Claim]:
             continue
         if high is not None:
             end = match.end("a") if match.group("a") else match.end("b")  # "$49 - 4.2 stars"
-        kind = "between" if before[-1:] == ["between"] else _qualifier(lower, start, end, context)
+        kind = "between" if before[-1:] == ["between"] else _qualifier(lower, start, end, last, context)
         found[start] = Claim(start, end, "price", kind, low)
     return _join_between(lower, sorted(found.values(), key=lambda c: c.start))
 
@@ -424,7 +451,7 @@ def _availabilities(lower: str, anchors: list[int]) -> list[Claim]:
         for match in _AVAILABILITY.finditer(lower, start, end):
             if _conditional(lower, match.start()):
                 continue
-            value = "out-of-stock" if match.group("out") else "limited" if match.group("limited") else "in-stock"
+            value = _AVAILABILITY_VALUES[match.lastindex - 1]
             found.append(Claim(match.start(), match.end(), "availability", "=", value))
         for match in _LABELLED.finditer(lower, start, end):
             found.append(Claim(match.start("v"), match.end("v"), "availability", "=",
