@@ -56,11 +56,14 @@ AVAILABILITY_PHRASES = {
         r"isn[’']t\s++(?:currently\s++)?+(?:in\s++stock|available)",
         r"aren[’']t\s++(?:currently\s++)?+(?:in\s++stock|available)", r"back[\s-]*+order(?:ed|s)?+",
         r"on\s++back[\s-]*+order", r"will\s++be\s++back\s++in\s++stock", r"expected\s++back\s++in\s++stock",
-        r"due\s++back\s++in\s++stock", r"should\s++be\s++back\s++in\s++stock", r"back\s++in\s++stock\s++soon",
+        r"due\s++back\s++in\s++stock", r"should\s++be\s++back\s++in\s++stock",
+        r"back\s++in\s++stock\s++(?:soon|next|later|in|on|by|after|within|around|from)",
         r"none\s++(?:left|in\s++stock)", r"no\s++stock"),
     "limited": (
-        r"only\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)"
+        r"only\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)(?:\s++(?:are|is))?+"
         r"(?:\s++(?:of\s++(?:them|these)|more|units?|items?|pieces?|left|remaining|in\s++stock|available))++",
+        r"just\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)(?:\s++(?:are|is))?+"
+        r"(?:\s++(?:units?|items?|pieces?))?+\s++(?:left|remaining)",
         r"almost\s++(?:sold\s++out|gone|out\s++of\s++stock)", r"nearly\s++(?:sold\s++out|gone|out\s++of\s++stock)",
         r"limited\s++(?:stock|availability|quantit(?:y|ies)|supply|supplies|inventory|units)",
         r"low\s++(?:on\s++)?+(?:stock|inventory|supply)", r"short\s++(?:on\s++)?+(?:stock|inventory|supply)",

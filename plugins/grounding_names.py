@@ -258,7 +258,7 @@ class Words:
 #: ASCII twin is twice as fast, for the (usual) answer that is all ASCII.
 _PIECES = re.compile(r"(?<![\W_])([\W_]*+)([^\W\d_]++|\d++(?:[.,]\d++)*+)")
 _ASCII_PIECES = re.compile(r"(?<![^A-Za-z0-9])([^A-Za-z0-9]*+)([A-Za-z]++|[0-9]++(?:[.,][0-9]++)*+)")
-_APOSTROPHES = ("'", "’")
+_APOSTROPHES = ("'", "’", ".'", ".’")
 JOINED, BRIDGED = 2, 1
 #: What ``read_words`` needs to know of a word: (role, normalised, may be a name: True, False, or None
 #: when only if not opening a sentence; capitalised; a number; a claim word).
@@ -293,7 +293,7 @@ def read_words(text: str, index: GroundingIndex) -> Words:
             anchors.append((start, word.lower()))
         if role != NAME_WORD:
             if word == "s" and gap in _APOSTROPHES:
-                continue  # "Orbix's" reads as "Orbix"
+                continue  # "Orbix's" reads as "Orbix" ("Pantry & Co.'s" too)
             if role == STOP_WORD:  # names may hold it ("Salt and Cedar"): it bridges, it does not part
                 bridged = kept_last = kept_last and (gap == " " or not gap.strip(_SOFT))
             else:
