@@ -101,7 +101,9 @@ _RATING_VALUE = r"[0-5](?:\.\d++)?+"
 #: Ratings are read at their words: the number before "stars", "★", "/5", "out of 5" ...
 _RATING_BEFORE = re.compile(rf"(?<![\w.])(?P<v>{_RATING_VALUE})\s*+(?P<plus>\+)?+\s*+-?+\s*+$")
 _OUT_OF_FIVE = re.compile(r"(?:/|out\s++of)\s*+5(?:\.0++)?+(?![\d.]?\d|/)")
-_STAR_THEN = re.compile(rf"★\s*+(?P<v>{_RATING_VALUE})(?![\d.]?\d)")
+_STAR_THEN = re.compile(rf"[★⭐]\ufe0f?+\s*+(?P<v>{_RATING_VALUE})(?![\d.]?\d|\s*+/\s*+(?!5)\d)")
+#: The star signs a rating is written with.
+_STARS = ("★", "⭐")
 #: ... the number after "rated", "rating of", "average rating:" ...
 _RATED = re.compile(
     rf"(?:rated(?:\s++at)?+|rating(?:\s++of)?+\s*+[:=]?+|average\s++rating(?:\s++of)?+\s*+[:=]?+|score\s*+[:=]?+)"
@@ -139,13 +141,13 @@ _QUALIFIER_ENDS = frozenset(phrase.rsplit(None, 1)[-1] for phrase in _LESS | _MO
 _NOT_PRICE_WORDS = frozenset(
     "save saves saving saved savings extra additional another difference gap originally regularly normally "
     "usually msrp retail plus spend spending order orders budget deposit fee fees tax shipping delivery credit "
-    "coupon rebate discount off".split())
+    "coupon rebate discount off compare".split())
 _NOT_PRICE_PAIRS = frozenset({("list", "price"), ("down", "from"), ("reduced", "from")})
 #: ... looked for past these.
 _FILLERS = frozenset("of is are at around about roughly nearly approximately over under below above up to only just "
                      "costs cost a an the your by be will would than more less".split())
 #: The words before an amount after which more words must be read to tell what the amount is.
-_LOOK_FURTHER = _FILLERS | _NOT_PRICE_WORDS | _QUALIFIER_ENDS | {"between"}
+_LOOK_FURTHER = _FILLERS | _NOT_PRICE_WORDS | _QUALIFIER_ENDS | {"between", "was"}
 _CONDITION = re.compile(r"\b(?:if|whether|unless|once|when|in\s++case)\b")
 _CONDITION_HINTS = ("if", "whether", "unless", "once", "when", "case")
 _TABLE_SEPARATOR = re.compile(r"\A\s*+\|?+(?:\s*+:?+-++:?+\s*+\|?+)++\s*+")
@@ -154,7 +156,7 @@ _ROLES = (("price", re.compile(r"price|cost|usd|\$", re.I)),
           ("availability", re.compile(r"stock|availab|status|inventory", re.I)),
           ("rating", re.compile(r"rating|stars?\b|score|reviews?", re.I)),
           ("brand", re.compile(r"brand|maker|manufacturer|publisher", re.I)))
-_CELL_NUMBER = re.compile(rf"\A\s*+[*_]*+\s*+~?+\s*+\$?+\s*+(?P<n>{_NUM})(?:\s*+(?:/\s*+5|★|stars?|usd))?+"
+_CELL_NUMBER = re.compile(rf"\A\s*+[*_]*+\s*+~?+\s*+\$?+\s*+(?P<n>{_NUM})(?:\s*+(?:/\s*+5|[★⭐]|stars?|usd))?+"
                           r"\s*+[*_]*+\s*+")
 _CELL_AVAILABILITY = {"yes": "in-stock", "✓": "in-stock", "✅": "in-stock", "✔": "in-stock",
                       "available": "in-stock", "no": "out-of-stock", "✗": "out-of-stock", "❌": "out-of-stock",
@@ -382,6 +384,14 @@ def _not_a_price(before: list[str]) -> bool:
     return False
 
 
+def _former(lower: str, start: int, end: int, last: str) -> bool:
+    """Whether an amount is a former price: "(was $59)", "was $59, now $49"."""
+    if last != "was":
+        return False
+    was = lower.rfind("was", 0, start)
+    return lower[was - 1:was] == "(" or "now" in lower[end:end + 24]
+
+
 def _conditional(lower: str, start: int) -> bool:
     """Whether a condition ("if", "unless", "in case") comes before a claim in its sentence."""
     window = lower[max(0, start - 2 * CONTEXT):start]
@@ -401,7 +411,7 @@ def _prices(lower: str, anchors: list[int]) -> list[Claim]:
         last = _last_word(lower, start)
         context = _context(lower, start) if last in _LOOK_FURTHER else ([], 0)
         before = context[0]
-        if _not_a_price(before) or _NOT_PRICE_AFTER.match(lower, end):
+        if _not_a_price(before) or _NOT_PRICE_AFTER.match(lower, end) or _former(lower, start, end, last):
             continue
         low = _amount(match.group("a") or match.group("b"))
         high = _amount(match.group("hi")) if match.group("hi") else None
@@ -463,7 +473,7 @@ def _availabilities(lower: str, anchors: list[int]) -> list[Claim]:
 
 
 def _ratings(lower: str, anchors: list[tuple[int, str]]) -> list[Claim]:
-    """Ratings, read at each rating word and each ``/`` and ``★``."""
+    """Ratings, read at each rating word and each ``/``, ``★`` and ``⭐``."""
     found: dict[int, Claim] = {}
 
     def add(value: re.Match, end: int, kind: str = "") -> None:
@@ -472,13 +482,13 @@ def _ratings(lower: str, anchors: list[tuple[int, str]]) -> list[Claim]:
         if start not in found and number <= 5:
             found[start] = Claim(start, end, "rating", kind or _qualifier(lower, start, end), number)
 
-    marks = [(at, "/") for at in _positions(lower, "/")] + [(at, "★") for at in _positions(lower, "★")]
+    marks = [(at, mark) for mark in ("/", *_STARS) for at in _positions(lower, mark)]
     for at, word in anchors + marks:
-        if word in ("star", "stars", "★", "out", "/"):
+        if word in ("star", "stars", "out", "/", *_STARS):
             number = _RATING_BEFORE.search(lower, max(0, at - 12), at)
-            if number and (word in ("star", "stars", "★") or _OUT_OF_FIVE.match(lower, at)):
+            if number and (word not in ("out", "/") or _OUT_OF_FIVE.match(lower, at)):
                 add(number, at + len(word), ">" if number.group("plus") else "")
-            if word == "★" and (after := _STAR_THEN.match(lower, at)):
+            if word in _STARS and (after := _STAR_THEN.match(lower, at)):
                 add(after, after.end())
         elif word in ("rated", "rating", "average", "score"):
             rated = _RATED.match(lower, at)
