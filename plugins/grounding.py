@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 
 from gateway.store.base import Product
 from plugins.grounding_claims import CONTEXT, Claim, Segment, find_claims, lowered, read_segments
-from plugins.grounding_names import GroundingIndex, Mention, find_mentions
+from plugins.grounding_index import GroundingIndex
+from plugins.grounding_names import Mention, find_mentions
 
 __all__ = ["GroundingIndex", "Verdict", "check_answer", "DEFAULT_PRICE_TOLERANCE"]
 
@@ -58,7 +59,11 @@ _ORDINAL_WORDS = frozenset({"first", "second", "third", "fourth", "former", "lat
 _ORDINAL = re.compile(r"the\s++(?P<o>first|second|third|fourth|former|latter)\b(?:\s++(?:one|option|pick))?+")
 _ORDINAL_INDEX = {"first": 0, "second": 1, "third": 2, "fourth": 3, "former": 0, "latter": -1}
 _EVERY_AT = re.compile(r"\b(?:both|each|all\s++(?:three|four|five|of\s++them|these))\b")
-_TOGETHER = frozenset({"together", "combined", "total", "totalling", "totaling", "altogether", "bundle", "sum"})
+#: What ends the reach of "both" or "all three" over the claims after it ("All three are under $200:
+#: ..., though the Santoku is out of stock"); dashes do when they are not a pair around an aside.
+_CLAUSE_BREAK = re.compile(r"[;:]|\b(?:but|though|although|while|whereas|however)\b")
+#: What may stand between a name and a claim that is plainly its own ("X ($49)", "X: $49", "X — $49").
+_NEXT_TO = re.compile(r"(?<!\s)\s*+(?:[(:—–|-]\s*+(?:(?:at|for|only|just|now)\s++)?+)?+")
 _GENERAL = frozenset({"if", "whether", "unless", "option", "options", "alternative", "alternatives", "other",
                       "others", "consider", "budget", "similar", "anything", "something", "most", "many",
                       "typically", "usually", "generally", "category", "range"})
@@ -73,8 +78,10 @@ _STRONG_BRAND = re.compile(r"(?:\b(?:made|manufactured|produced|built|designed|e
                            r"|published|distributed|marketed)\s++by|\bbrand(?:\s++name)?+\s*+(?:is\s++)?+[:=]?+"
                            r"|\b(?:is|it['’]s)\s++an?)\s*+$", re.I)
 _BRAND_NOUN = re.compile(r"(?<!\s)['’]?s?\s++(?:product|brand|model|device|item|offering|title|book|release)\b", re.I)
-_WEAK_BRAND_GAP = re.compile(r"(?<![\s,(])[\s,(]*+(?:(?:which|that)\s++)?+(?:(?:is|are|comes|come)\s++)?+(?:also\s++)?+"
-                             r"(?:from|by)\s++", re.I)
+_WEAK_BRAND_GAP = re.compile(r"(?<![\s,(])(?:[\s,(]*+(?:(?:which|that)\s++)?+(?:(?:is|are|comes|come)\s++)?+"
+                             r"(?:also\s++)?+(?:from|by)\s++|[*_]*+\s*+\(\s*+(?:[a-z]++\s*+,\s*+)?+)", re.I)
+#: A brand right after "from" or "by" is said of something: it never stands for a product named before.
+_BRAND_CUE = re.compile(r"\b(?:from|by)\s*+$", re.I)
 
 
 @dataclass
@@ -166,6 +173,9 @@ def _brands(text: str, mentions: list[Mention], segments: list[Segment], index: 
     cell_starts = sorted(brand_cells)
     named: dict[str, list[str]] = {}
     for mention in mentions:
+        if mention.brand_written:  # "Copperpot's Deep Cast Iron Skillet": Ferro & Salt's, under another brand
+            pinned.append((Claim(mention.start, mention.end, "brand", "=", index.brand_names[mention.brand_written]),
+                           mention.product_id))
         if not mention.brand_only:
             naming.append(mention)
             if mention.product_id and not mention.unknown:
@@ -183,7 +193,7 @@ def _brands(text: str, mentions: list[Mention], segments: list[Segment], index: 
         elif (previous is not None and previous.product_id and not previous.unknown
               and _WEAK_BRAND_GAP.fullmatch(text, previous.end, mention.start)):
             pinned.append((claim, previous.product_id))
-        elif len(named.get(mention.brand_only, ())) == 1:
+        elif len(named.get(mention.brand_only, ())) == 1 and not _BRAND_CUE.search(before):
             naming.append(Mention(mention.start, mention.end, named[mention.brand_only][0]))
     return naming, claims, pinned
 
@@ -227,8 +237,6 @@ def _place(lower: str, segment: Segment, here: list[Mention], said: list[Claim],
     words = set(_WORDS.findall(lower, segment.start, segment.end))
     if words & _ORDINAL_WORDS:
         here = sorted(here + _ordinals(lower, segment, here, context), key=lambda m: m.start)
-    if words & _TOGETHER or "for both" in lower[segment.start:segment.end]:
-        said = [c for c in said if c.field != "price"]  # a bundle's total is not one product's price
     if here:
         return _within(lower, segment, words, here, said, context)
     if (len(context) == 1 and context[0] is not None and not segment.row and not words & _GENERAL
@@ -279,12 +287,14 @@ def _within(lower: str, segment: Segment, words: set[str], here: list[Mention], 
         while position < len(here) and here[position].end <= claim.start:
             earlier[here[position].product_id] = None
             position += 1
-        if every and claim.start > every.end():
-            pool = [p for p in (earlier if len(earlier) > 1 else context if len(context) > 1 else ()) if p]
+        mention = here[position - 1] if position else None
+        if (every and claim.start > every.end() and not _clause_break(lower, every.end(), claim.start)
+                and not (mention and _NEXT_TO.fullmatch(lower, mention.end, claim.start))):
+            named = earlier if len(earlier) > 1 else dict.fromkeys(m.product_id for m in here)
+            pool = [p for p in (named if len(named) > 1 else context if len(context) > 1 else ()) if p]
             if pool:
                 out += [(claim, pid) for pid in pool]
                 continue
-        mention = here[position - 1] if position else None
         if (position > 1 and _compared(lower, mention)
                 and not _ATTACHED.fullmatch(lower, mention.end, claim.start)):
             mention = here[position - 2]  # "X costs more than Y, at $152": the claim is X's
@@ -293,6 +303,12 @@ def _within(lower: str, segment: Segment, words: set[str], here: list[Mention], 
         if mention is not None and mention.product_id and not mention.unknown:
             out.append((claim, mention.product_id))
     return out
+
+
+def _clause_break(lower: str, start: int, end: int) -> bool:
+    """Whether a new clause starts between ``start`` and ``end``."""
+    dashes = lower.count("—", start, end) + lower.count("–", start, end)
+    return dashes % 2 == 1 or bool(_CLAUSE_BREAK.search(lower, start, end))
 
 
 def _compared(lower: str, mention: Mention) -> bool:
@@ -307,7 +323,7 @@ def _compared(lower: str, mention: Mention) -> bool:
 def _compare(claim: Claim, product: Product, tolerance: float) -> tuple[float | str, float | str, bool]:
     """(claimed, catalog, whether they agree) for one claim about ``product``."""
     if claim.field == "availability":
-        right = claim.value == product.availability or (claim.value == "in-stock" and product.availability == "limited")
+        right = claim.value == product.availability or "out-of-stock" not in (claim.value, product.availability)
         return claim.value, product.availability, right
     if claim.field == "brand":
         return claim.value, product.brand, str(claim.value).casefold() == product.brand.casefold()

@@ -72,7 +72,9 @@ AVAILABILITY_PHRASES = {
         r"running\s++low", r"selling\s++(?:fast|quickly|out)", r"a\s++few\s++(?:left|remaining|units\s++left)",
         r"few\s++(?:left|remaining|units\s++left)", r"while\s++(?:stocks?|supplies)\s++last"),
     "in-stock": (
-        r"in[\s-]++stock",
+        r"in[\s-]++stock", r"hasn[’']t\s++sold\s++out", r"haven[’']t\s++sold\s++out", r"has\s++not\s++sold\s++out",
+        r"not\s++(?:yet\s++)?+sold\s++out", r"isn[’']t\s++sold\s++out", r"aren[’']t\s++sold\s++out",
+        r"never\s++out\s++of\s++stock", r"on\s++hand",
         r"available\s++(?:now|today|immediately|to\s++(?:order|buy|ship)|for\s++(?:purchase|order|immediate))",
         r"currently\s++available", r"readily\s++available", r"widely\s++available", r"still\s++available",
         r"immediately\s++available", r"is\s++(?:also\s++)?+available", r"are\s++(?:also\s++)?+available",
@@ -140,14 +142,20 @@ _QUALIFIER_ENDS = frozenset(phrase.rsplit(None, 1)[-1] for phrase in _LESS | _MO
 #: Words before an amount that make it something else than a price ("save $20", "your budget of $100") ...
 _NOT_PRICE_WORDS = frozenset(
     "save saves saving saved savings extra additional another difference gap originally regularly normally "
-    "usually msrp retail plus spend spending order orders budget deposit fee fees tax shipping delivery credit "
-    "coupon rebate discount off compare".split())
+    "usually msrp retail spend spending order orders budget deposit fee fees tax shipping delivery credit "
+    "coupon rebate discount off compare free".split())
+#: Words that make an amount something else only right before it ("plus $5"; not "Smartwatch Plus is $300").
+_NOT_PRICE_JUST_BEFORE = frozenset({"plus"})
 _NOT_PRICE_PAIRS = frozenset({("list", "price"), ("down", "from"), ("reduced", "from")})
 #: ... looked for past these.
 _FILLERS = frozenset("of is are at around about roughly nearly approximately over under below above up to only just "
                      "costs cost a an the your by be will would than more less".split())
 #: The words before an amount after which more words must be read to tell what the amount is.
-_LOOK_FURTHER = _FILLERS | _NOT_PRICE_WORDS | _QUALIFIER_ENDS | {"between", "was"}
+_LOOK_FURTHER = _FILLERS | _NOT_PRICE_WORDS | _NOT_PRICE_JUST_BEFORE | _QUALIFIER_ENDS | {"between", "was"}
+#: Words of a sentence part before an amount that make it a total, and what may follow one.
+_TOGETHER = ("together", "combined", "in total", "total of", "altogether", "bundle", "for both", "for all")
+_TOGETHER_AFTER = re.compile(r"(?<!\s)\s*+(?:total|in\s++total|together|combined|altogether|for\s++(?:both|all|the\s++"
+                             r"(?:pair|set|two|three|lot)))\b")
 _CONDITION = re.compile(r"\b(?:if|whether|unless|once|when|in\s++case)\b")
 _CONDITION_HINTS = ("if", "whether", "unless", "once", "when", "case")
 _TABLE_SEPARATOR = re.compile(r"\A\s*+\|?+(?:\s*+:?+-++:?+\s*+\|?+)++\s*+")
@@ -166,7 +174,7 @@ _SENTENCE_END = re.compile(r"[.!?](?<![.!?][.!?])[.!?]*+(?=[\s*_)\"”]|$)")  # 
 _ABBREVIATIONS = frozenset("vs approx eg ie inc ltd no st mr dr".split())
 
 #: Lower-case words near which availability and rating claims and currency words are written:
-#: ``plugins.grounding_names.read_words`` reports where they are, and only the text around them is read.
+#: ``plugins.grounding_index.read_words`` reports where they are, and only the text around them is read.
 AVAILABILITY_WORDS = frozenset(
     "stock stocks stocked sold available unavailable availability left remaining backorder backordered backorders "
     "order ordered ship ships supply supplies selling gone limited running inventory status none short".split())
@@ -375,6 +383,8 @@ def _qualifier(lower: str, start: int, end: int, last: str | None = None,
 
 def _not_a_price(before: list[str]) -> bool:
     """Whether the words before an amount make it a saving, budget, fee or former price."""
+    if before and before[-1] in _NOT_PRICE_JUST_BEFORE:
+        return True
     for position in range(len(before) - 1, max(-1, len(before) - 5), -1):
         word = before[position]
         if word in _NOT_PRICE_WORDS:
@@ -382,6 +392,14 @@ def _not_a_price(before: list[str]) -> bool:
         if word not in _FILLERS:
             return (before[position - 1] if position else "", word) in _NOT_PRICE_PAIRS
     return False
+
+
+def _bundle(lower: str, start: int, end: int) -> bool:
+    """Whether an amount is the total of several products ("together $201", "$230 total", "$150 for both"):
+    bundles are not checked, neither against one product nor against the sum."""
+    clause = lower[max(0, start - 2 * CONTEXT):start]
+    clause = clause[max(clause.rfind(". "), clause.rfind("\n"), clause.rfind("; ")) + 1:]
+    return any(word in clause for word in _TOGETHER) or bool(_TOGETHER_AFTER.match(lower, end))
 
 
 def _former(lower: str, start: int, end: int, last: str) -> bool:
@@ -411,7 +429,8 @@ def _prices(lower: str, anchors: list[int]) -> list[Claim]:
         last = _last_word(lower, start)
         context = _context(lower, start) if last in _LOOK_FURTHER else ([], 0)
         before = context[0]
-        if _not_a_price(before) or _NOT_PRICE_AFTER.match(lower, end) or _former(lower, start, end, last):
+        if (_not_a_price(before) or _NOT_PRICE_AFTER.match(lower, end) or _former(lower, start, end, last)
+                or _bundle(lower, start, end)):
             continue
         low = _amount(match.group("a") or match.group("b"))
         high = _amount(match.group("hi")) if match.group("hi") else None

@@ -154,7 +154,7 @@ def test_availability_phrases(index, phrase, value):
                                (MOUSE, "Kestrel Tech Wireless Ergonomic Mouse", "limited"),
                                (HEADPHONES, "Sonique Studio Noise Cancelling Headphones", "out-of-stock")):
         verdict = check_answer(f"The {name} {phrase}.", index)
-        right = value == catalog or (value, catalog) == ("in-stock", "limited")
+        right = value == catalog or "out-of-stock" not in (value, catalog)  # in stock and limited agree
         mismatches, verified = claims(verdict)
         assert (verified if right else mismatches) == {(pid, "availability", value)}, (name, phrase)
 

@@ -184,10 +184,10 @@ def test_request_log_redaction_patterns_run_in_linear_time(pattern):
 
 # The catalog grounding check reads model answers (caller-influenced text) with its own patterns.
 
-from plugins import grounding, grounding_claims, grounding_names  # noqa: E402
+from plugins import grounding, grounding_claims, grounding_index, grounding_names  # noqa: E402
 
 GROUNDING_PATTERNS = {f"{module.__name__.rsplit('.', 1)[1]}.{name}": value
-                      for module in (grounding, grounding_claims, grounding_names)
+                      for module in (grounding, grounding_claims, grounding_index, grounding_names)
                       for name, value in vars(module).items() if isinstance(value, re.Pattern)}
 #: What the grounding patterns start from, alone and part-way through a match.
 GROUNDING_PREFIXES = ("", "$", "$1", "$1 -", "us $", "usd", "1 usd", "only", "only 1", "rated", "rating",
