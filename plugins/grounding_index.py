@@ -181,8 +181,10 @@ class GroundingIndex:
         self.known |= words
         if product.description:
             self.known.update(map(normalise, _WORD.findall(product.description)))
+        # The kind of product, the name's last model word ("bank", "keyboard"); a title without its
+        # brand (a book's, "Little Fox Finds Home") names no kind of product.
         head = next((w for w in reversed(sequence) if w in model and w not in VARIANTS and not w[0].isdigit()), None)
-        if head:
+        if head and brand_words and set(brand_words) <= set(sequence):
             self.heads.add(head)
 
     def _add_written(self, lower: str) -> None:

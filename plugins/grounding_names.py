@@ -215,6 +215,8 @@ def _resolve_branded(text: str, words: Words, model: list[int], brand: str, span
     other = _other_brand(text, words, model, brand, index)
     if other:
         return [Mention(start, stop, other, brand_written=brand)]
+    # A near miss of one of the brand's products, or a product the brand does not make: "Voltara
+    # HyperCharge 9000 Pro", "Nordvik Breeze Tower Fan" (lower-case words after a brand only describe it).
     productlike = scores or any(words.norms[k] in index.heads or words.caps[k] or words.norms[k][0].isdigit()
                                 for k in model if words.norms[k] not in GENERIC)
     return [Mention(start, stop, None, unknown=True)] if productlike else None
@@ -299,18 +301,19 @@ def _only_product(text: str, words: Words, first: int, end: int, norms: set[str]
 
 
 def _invented(text: str, words: Words, first: int, end: int, index: GroundingIndex) -> bool:
-    """A capitalised phrase with a word the catalog never uses and something that makes it a product:
-    a product word, a number, a version word ("ZenBeat Pro Earbuds", "Instant Vortex Plus"), or the
-    invented word's inner capital ("AeroPulse")."""
+    """A capitalised phrase with a word the catalog never uses, named like a model: with an inner capital
+    ("AeroPulse Buds X2"), a version word or a number ("Instant Vortex Plus", "Sawyer Squeeze Mini"), or
+    ending in a kind of product the catalog sells ("Zentrix Earbuds"). "Holiday Season", "Energy Star"
+    and "Free Returns" are not."""
     if end - first < 2:
         return False
     invented = [k for k in range(first, end) if words.caps[k] and words.norms[k] not in index.known]
     if not invented:
         return False
     if any(_inner_capital(text[words.starts[k]:words.ends[k]]) for k in invented):
-        return True  # "AeroPulse", "HyperCharge"
-    return any(k not in invented and (words.norms[k] in index.vocabulary or words.norms[k] in VARIANTS
-                                      or words.norms[k][0].isdigit()) for k in range(first, end))
+        return True
+    return words.norms[end - 1] in index.heads or any(words.norms[k] in VARIANTS or words.norms[k][0].isdigit()
+                                                      for k in range(first, end))
 
 
 def _inner_capital(word: str) -> bool:
