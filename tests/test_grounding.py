@@ -208,6 +208,23 @@ def test_a_brand_that_is_not_said_of_the_product_is_no_claim(index):
     assert verdict.mismatches == []
 
 
+def test_a_product_named_under_another_brand_is_that_product_with_a_wrong_brand(index):
+    verdict = check_answer("Copperpot's Deep Cast Iron Skillet ($47.99) is rated 4.8.", index)  # Ferro & Salt's
+    assert verdict.checked == ["KIT-0019"]
+    assert claims(verdict) == ({("KIT-0019", "brand", "Copperpot")},
+                               {("KIT-0019", "price", 47.99), ("KIT-0019", "rating", 4.8)})
+
+
+def test_initials_and_lower_case_words_describe_a_product_without_renaming_it(index):
+    verdict = check_answer("The Pulsewise Pro HR chest strap is $59.99.", index)  # Heart Rate; $80.00
+    assert verdict.unknown_products == [] and claims(verdict)[0] == {("WEA-0004", "price", 59.99)}
+
+
+def test_a_brand_said_of_a_title_in_brackets(index):
+    verdict = check_answer("- *Plant-Based Weeknights* (Hardcover, Quillstone) — $29.95", index)
+    assert claims(verdict) == ({("BOK-0019", "brand", "Quillstone")}, {("BOK-0019", "price", 29.95)})
+
+
 # Products the catalog does not have
 
 @pytest.mark.parametrize("text, unknown", [
@@ -217,6 +234,10 @@ def test_a_brand_that_is_not_said_of_the_product_is_no_claim(index):
     ("The Orbix Low-Profile Mechanical Keyboard Pro is new.", ["Orbix Low-Profile Mechanical Keyboard Pro"]),
     ("Look at ELE-9999 as well.", ["ELE-9999"]),
     ("The ZenBeat Pro Earbuds are popular.", ["ZenBeat Pro Earbuds"]),
+    ("It looks like the **Instant Vortex Plus** but costs less.", ["Instant Vortex Plus"]),
+    ("Fans of it also read *The Navigator's Son*, for $17.99.", ["The Navigator's Son"]),
+    ("The Greenacre Chocolate Plant-Based Protein Powder is new.", ["Greenacre Chocolate Plant-Based Protein Powder"]),
+    ("The Nordvik Breeze Tower Fan is quiet.", ["Nordvik Breeze Tower Fan"]),
 ])
 def test_invented_products_are_unknown(index, text, unknown):
     verdict = check_answer(text, index)
@@ -230,6 +251,9 @@ def test_invented_products_are_unknown(index, text, unknown):
     "Overall, Electronics and Audio are the categories to look at. Wireless Earbuds are popular.",
     "The Voltara 20000mAh Power Bank Review: Price, Stock and Rating",
     "I can also compare Voltara Power Banks for you.",
+    "It's an Editor's Choice this Holiday Season, Energy Star certified, with Free Returns.",
+    "*Note:* prices change often; see our *Best Budget Picks* below.",
+    "Read *Salt and Cedar*, then *Mapping the Deep*.",
 ])
 def test_ordinary_capitalised_words_are_not_unknown_products(index, text):
     assert check_answer(text, index).unknown_products == []
@@ -289,6 +313,20 @@ def test_bundle_totals_are_not_checked(index):
     for text in ("Together, the Voltara power bank and the Orbix keyboard cost $150.",
                  "Get the Voltara power bank and the Orbix keyboard for $150 for both."):
         assert check_answer(text, index).mismatches == [], text
+    text = ("Pair the Voltara 20000mAh Power Bank ($39) with the Orbix Low-Profile Mechanical Keyboard Lite "
+            "($152) and you're set for about $190 total.")
+    assert claims(check_answer(text, index)) == ({(POWER_BANK, "price", 39.0)}, {(KEYBOARD, "price", 152.0)})
+
+
+def test_both_and_all_reach_to_the_end_of_their_clause(index):
+    text = ("All three chef's knives are under $200: the Kettleworks Japanese Chef's Knife, the Kettleworks 8-inch "
+            "Chef's Knife and the Mezzaluna Santoku Chef's Knife — though the Santoku is out of stock right now.")
+    mismatches, verified = claims(check_answer(text, index))
+    assert mismatches == set() and ("KIT-0007", "availability", "out-of-stock") in verified
+    assert {pid for pid, field, _ in verified if field == "price"} == {"KIT-0011", "KIT-0016", "KIT-0007"}
+    text = ("Both down sleeping bags are in stock: the Northbound Gear Summer Down Sleeping Bag ($160.99) and "
+            "the Campfire Co. Quilt Down Sleeping Bag ($293.49).")
+    assert claims(check_answer(text, index))[0] == set()
 
 
 def test_a_claim_that_cannot_be_given_to_a_product_is_not_checked(index):
@@ -296,6 +334,20 @@ def test_a_claim_that_cannot_be_given_to_a_product_is_not_checked(index):
     assert check_answer(text, index).mismatches == []
     text = "The Kestrel Tech webcams are good value; one of them costs $60."
     assert check_answer(text, index).mismatches == []
+
+
+def test_stock_said_in_the_negative_and_former_prices(index):
+    verdict = check_answer("The Voltara 20000mAh Power Bank hasn't sold out; we have plenty on hand. It is now $49 "
+                           "(was $59).", index)
+    assert claims(verdict) == (set(), {(POWER_BANK, "availability", "in-stock"), (POWER_BANK, "price", 49.0)})
+    verdict = check_answer("The Voltara 20000mAh Power Bank is back in stock next week. ⭐ 4.2", index)
+    assert claims(verdict) == ({(POWER_BANK, "availability", "out-of-stock")}, {(POWER_BANK, "rating", 4.2)})
+
+
+def test_a_kind_of_product_in_the_plural_is_not_the_product(index):
+    text = ("**Deskform Dual Motor Standing Desk** — rated 4.4\n\n**Paperhaus Electric Standing Desk**\n"
+            "- Dual motors with memory presets\n- Rated 3.8 out of 5")  # the motors are not the Deskform
+    assert claims(check_answer(text, index)) == (set(), {("OFF-0003", "rating", 4.4), ("OFF-0005", "rating", 3.8)})
 
 
 def test_paraphrases_of_the_right_values_are_verified(index):
