@@ -28,7 +28,7 @@ What matches (``claimed`` and ``catalog`` in :class:`Verdict` entries):
   ``">100.00"`` (over), ``"~50.00"`` (about), ``"40.00-60.00"`` (a range).
 - availability: "in-stock", "limited" or "out-of-stock"; saying "in stock" of a limited product is
   right, saying "only a few left" of a well-stocked one is not.
-- rating: within 0.05; a whole number of stars ("5 stars") within 0.3; bounds and ``~`` as prices
+- rating: within 0.05 ("5 stars" for 4.8 is wrong); "about 4.5" within 0.3; bounds as prices
   (``">4.5"``, ``"~4.5"``).
 - brand: the brand's name as the catalog writes it.
 """
@@ -49,8 +49,8 @@ DEFAULT_PRICE_TOLERANCE = 0.01
 #: How far "about $50" may be from the catalog price, as a fraction of it.
 APPROXIMATE_TOLERANCE = 0.10
 RATING_TOLERANCE = 0.05
-#: How far a whole number of stars ("4 stars") or "about 4.5" may be from the catalog rating.
-ROUNDED_RATING_TOLERANCE = 0.3
+#: How far "about 4.5" may be from the catalog rating.
+APPROXIMATE_RATING_TOLERANCE = 0.3
 
 #: Words (of a lower-cased sentence) that decide how its claims are placed.
 _EVERY = frozenset({"both", "each"})
@@ -147,12 +147,12 @@ def check_answer(text: str, index: GroundingIndex, price_tolerance: float = DEFA
         product = index.names[pid].product
         claimed, catalog, right = _compare(claim, product, price_tolerance)
         key = (pid, claim.field, claimed)
-        entry = {"product_id": pid, "field": claim.field, "claimed": claimed, "catalog": catalog}
         if right:
-            verified.setdefault(key, entry)
-        else:
-            mismatches.setdefault(key, {"product_id": pid, "name": product.name, "field": claim.field,
-                                        "claimed": claimed, "catalog": catalog})
+            if key not in verified:
+                verified[key] = {"product_id": pid, "field": claim.field, "claimed": claimed, "catalog": catalog}
+        elif key not in mismatches:
+            mismatches[key] = {"product_id": pid, "name": product.name, "field": claim.field, "claimed": claimed,
+                               "catalog": catalog}
     status = ("mismatch" if mismatches or unknown else "verified" if checked and verified else "unverified")
     return Verdict(status, checked, list(verified.values()), list(mismatches.values()), unknown)
 
@@ -322,31 +322,28 @@ def _compared(lower: str, mention: Mention) -> bool:
 
 def _compare(claim: Claim, product: Product, tolerance: float) -> tuple[float | str, float | str, bool]:
     """(claimed, catalog, whether they agree) for one claim about ``product``."""
-    if claim.field == "availability":
-        right = claim.value == product.availability or "out-of-stock" not in (claim.value, product.availability)
-        return claim.value, product.availability, right
-    if claim.field == "brand":
-        return claim.value, product.brand, str(claim.value).casefold() == product.brand.casefold()
-    actual = product.price if claim.field == "price" else product.rating
-    value = float(claim.value)
-    if claim.field == "price":
-        exact = max(tolerance * actual, 0.01)
-        approximate = max(APPROXIMATE_TOLERANCE * actual, 1.0)
-        rounded = value.is_integer() and abs(value - actual) < 1
-        shown = f"{value:.2f}"
+    field_name, kind, value = claim.field, claim.kind, claim.value
+    if field_name == "availability":
+        actual = product.availability
+        return value, actual, value == actual or "out-of-stock" not in (value, actual)
+    if field_name == "brand":
+        return value, product.brand, value.casefold() == product.brand.casefold()
+    if field_name == "price":
+        actual = product.price
+        if kind == "=":  # "$49" for 49.49 is a rounding
+            return value, actual, abs(actual - value) <= max(tolerance * actual, 0.01) or (
+                value.is_integer() and abs(value - actual) < 1)
+        exact, approximate, digits = max(tolerance * actual, 0.01), max(APPROXIMATE_TOLERANCE * actual, 1.0), 2
     else:
-        exact = RATING_TOLERANCE
-        approximate = ROUNDED_RATING_TOLERANCE
-        rounded = value.is_integer() and abs(value - actual) <= ROUNDED_RATING_TOLERANCE
-        shown = f"{value:.1f}"
-    if claim.kind == "range":
-        high = float(claim.high)
-        right = value - exact <= actual <= high + exact
-        return f"{shown}-{high:.2f}" if claim.field == "price" else f"{shown}-{high:.1f}", actual, right
-    if claim.kind == "<":
+        actual = product.rating
+        if kind == "=":
+            return value, actual, abs(actual - value) <= RATING_TOLERANCE
+        exact, approximate, digits = RATING_TOLERANCE, APPROXIMATE_RATING_TOLERANCE, 1
+    shown = f"{value:.{digits}f}"
+    if kind == "range":
+        return f"{shown}-{claim.high:.{digits}f}", actual, value - exact <= actual <= claim.high + exact
+    if kind == "<":
         return f"<{shown}", actual, actual <= value + exact
-    if claim.kind == ">":
+    if kind == ">":
         return f">{shown}", actual, actual >= value - exact
-    if claim.kind == "~":
-        return f"~{shown}", actual, abs(actual - value) <= approximate
-    return round(value, 2), actual, abs(actual - value) <= exact or rounded
+    return f"~{shown}", actual, abs(actual - value) <= approximate

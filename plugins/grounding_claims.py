@@ -150,10 +150,15 @@ _NOT_PRICE_PAIRS = frozenset({("list", "price"), ("down", "from"), ("reduced", "
 #: ... looked for past these.
 _FILLERS = frozenset("of is are at around about roughly nearly approximately over under below above up to only just "
                      "costs cost a an the your by be will would than more less".split())
+#: What the words of _NOT_PRICE_WORDS and _NOT_PRICE_PAIRS start with: without one of them before an
+#: amount, the words before it cannot make it something else than a price.
+_NOT_PRICE_HINT = re.compile(r"sav|extra|addition|another|differen|gap|origin|regular|normal|usual|msrp|retail|spend"
+                             r"|order|budget|deposit|fee|tax|shipping|delivery|credit|coupon|rebate|discount|off"
+                             r"|compare|free|list|down|reduc")
 #: The words before an amount after which more words must be read to tell what the amount is.
 _LOOK_FURTHER = _FILLERS | _NOT_PRICE_WORDS | _NOT_PRICE_JUST_BEFORE | _QUALIFIER_ENDS | {"between", "was"}
 #: Words of a sentence part before an amount that make it a total, and what may follow one.
-_TOGETHER = ("together", "combined", "in total", "total of", "altogether", "bundle", "for both", "for all")
+_TOGETHER = re.compile(r"together|combined|in\s++total|total\s++of|altogether|bundle|for\s++both|for\s++all")
 _TOGETHER_AFTER = re.compile(r"(?<!\s)\s*+(?:total|in\s++total|together|combined|altogether|for\s++(?:both|all|the\s++"
                              r"(?:pair|set|two|three|lot)))\b")
 _CONDITION = re.compile(r"\b(?:if|whether|unless|once|when|in\s++case)\b")
@@ -398,8 +403,8 @@ def _bundle(lower: str, start: int, end: int) -> bool:
     """Whether an amount is the total of several products ("together $201", "$230 total", "$150 for both"):
     bundles are not checked, neither against one product nor against the sum."""
     clause = lower[max(0, start - 2 * CONTEXT):start]
-    clause = clause[max(clause.rfind(". "), clause.rfind("\n"), clause.rfind("; ")) + 1:]
-    return any(word in clause for word in _TOGETHER) or bool(_TOGETHER_AFTER.match(lower, end))
+    together = _TOGETHER.search(clause, max(clause.rfind(". "), clause.rfind("\n"), clause.rfind("; ")) + 1)
+    return bool(together or _TOGETHER_AFTER.match(lower, end))
 
 
 def _former(lower: str, start: int, end: int, last: str) -> bool:
@@ -427,7 +432,9 @@ def _prices(lower: str, anchors: list[int]) -> list[Claim]:
         if start in found or start < covered:
             continue  # the second amount of a range already read ("$45-$55")
         last = _last_word(lower, start)
-        context = _context(lower, start) if last in _LOOK_FURTHER else ([], 0)
+        further = last in _LOOK_FURTHER and (last not in _FILLERS or last in _QUALIFIER_ENDS
+                                             or _NOT_PRICE_HINT.search(lower, max(0, start - CONTEXT), start))
+        context = _context(lower, start) if further else ([], 0)
         before = context[0]
         if (_not_a_price(before) or _NOT_PRICE_AFTER.match(lower, end) or _former(lower, start, end, last)
                 or _bundle(lower, start, end)):

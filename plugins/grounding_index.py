@@ -253,7 +253,7 @@ JOINED, BRIDGED = 2, 1
 #: What ``read_words`` needs to know of a word: (role, normalised, may be a name: True, False, or None
 #: when only if not opening a sentence; capitalised; a number; a claim word).
 WordEntry = tuple[int, str, "bool | None", bool, bool, bool]
-NAME_WORD, STOP_WORD, CLAIM_WORD = 0, 1, 2
+NAME_WORD, STOP_WORD, CLAIM_WORD = 0, 1, 2  # NAME_WORD must stay 0: read_words tests the role's truth
 
 
 def read_words(text: str, index: GroundingIndex) -> Words:
@@ -278,18 +278,18 @@ def read_words(text: str, index: GroundingIndex) -> Words:
                 kept_last = last_number = first = False
                 continue
             entry = other_words.get(word) or index.read_other(word)
-        role, norm, namelike, cap, number, anchor = entry
-        if anchor:
+        if entry[5]:
             anchors.append((start, word.lower()))
-        if role != NAME_WORD:
+        if entry[0]:  # not a name word
             if word == "s" and gap in _APOSTROPHES:
                 continue  # "Orbix's" reads as "Orbix" ("Pantry & Co.'s" too)
-            if role == STOP_WORD:  # names may hold it ("Salt and Cedar"): it bridges, it does not part
+            if entry[0] == STOP_WORD:  # names may hold it ("Salt and Cedar"): it bridges, it does not part
                 bridged = kept_last = kept_last and (gap == " " or not gap.strip(_SOFT))
             else:
                 kept_last = False
             last_number = first = False
             continue
+        _, norm, namelike, cap, number, _ = entry
         if gap == " " or not gap:
             glued, starting = True, first
         else:

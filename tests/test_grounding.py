@@ -179,11 +179,13 @@ def test_rating_formats(index, written, claimed):
     assert (verified if claimed == 4.2 else mismatches) == {(POWER_BANK, "rating", claimed)}
 
 
-def test_rating_bounds_and_rounding(index):
+def test_rating_bounds_and_whole_stars(index):
     assert claims(check_answer("The Voltara 20000mAh Power Bank is rated 4+ stars.", index))[1] == {
         (POWER_BANK, "rating", ">4.0")}
-    assert claims(check_answer("The Voltara 20000mAh Power Bank has 4 stars.", index))[1] == {
-        (POWER_BANK, "rating", 4.0)}
+    assert claims(check_answer("The Voltara 20000mAh Power Bank has about 4 stars.", index))[1] == {
+        (POWER_BANK, "rating", "~4.0")}
+    assert claims(check_answer("The Voltara 20000mAh Power Bank has 4 stars.", index))[0] == {
+        (POWER_BANK, "rating", 4.0)}  # a rating is right within 0.05
     assert claims(check_answer("The Voltara 20000mAh Power Bank has 4.5 stars or higher.", index))[0] == {
         (POWER_BANK, "rating", ">4.5")}
 
