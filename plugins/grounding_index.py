@@ -47,9 +47,6 @@ DESCRIPTIVE = frozenset("black white silver gray grey blue red green pink gold r
                         "yellow orange".split())
 #: Words that tell one version of a product from another: capitalised and absent, they name another product.
 VARIANTS = frozenset("pro max plus lite mini ultra x ii iii iv v s se air neo elite go xl xs gen mk".split())
-#: Words that end a number's role in a name (4.5 stars, 30 reviews, 20 percent, 50 dollars).
-_UNITS = frozenset("star stars review reviews rating ratings percent usd dollar dollars buck bucks out mo month months "
-                   "year years day days hour hours minute minutes time times x".split())
 #: Plain words a model may capitalise in a heading that are not names; the descriptions add more.
 COMMON = GENERIC | STOP | frozenset(
     "guide buy buying quick look compare compared option choose pick picks also choice affordable cheap "
@@ -118,7 +115,8 @@ class GroundingIndex:
     def __init__(self, products: Iterable[Product]):
         self.names: dict[str, Name] = {}
         self.by_id: dict[str, str] = {}
-        #: (first word, second word) of a full name -> (words, product id), longest first.
+        #: The first words of full names, and (first word, second word) -> (words, product id), longest first.
+        self.sequence_starts: set[str] = set()
         self.sequences: dict[tuple[str, ...], list[tuple[tuple[str, ...], str]]] = {}
         #: First word of a brand -> (the brand's words, brand key), longest first.
         self.brand_starts: dict[str, list[tuple[tuple[str, ...], str]]] = {}
@@ -169,6 +167,7 @@ class GroundingIndex:
         self.by_id[pid.lower()] = pid
         if len(words_in_order) >= 2:
             self.sequences.setdefault(words_in_order[:2], []).append((words_in_order, pid))
+            self.sequence_starts.add(words_in_order[0])
         for word in words - STOP:
             self.postings.setdefault(word, []).append(pid)
             if brand:
@@ -244,10 +243,13 @@ class Words:
     anchors: list[tuple[int, str]]  # (start, lower-case word) of each claim word (``ANCHOR_WORDS``)
 
 
-#: A word and the characters before it: a letter run, or a number ("1,299.00"), as findall pairs; the
-#: ASCII twin is twice as fast, for the (usual) answer that is all ASCII.
-_PIECES = re.compile(r"(?<![\W_])([\W_]*+)([^\W\d_]++|\d++(?:[.,]\d++)*+)")
-_ASCII_PIECES = re.compile(r"(?<![^A-Za-z0-9])([^A-Za-z0-9]*+)([A-Za-z]++|[0-9]++(?:[.,][0-9]++)*+)")
+#: A word with the characters before it, and the word: a letter run, or a number ("1,299.00"), as
+#: findall pairs; the ASCII twin is twice as fast, for the (usual) answer that is all ASCII.
+_PIECES = re.compile(r"((?<![\W_])[\W_]*+([^\W\d_]++|\d++(?:[.,]\d++)*+))")
+_ASCII_PIECES = re.compile(r"((?<![^A-Za-z0-9])[^A-Za-z0-9]*+([A-Za-z]++|[0-9]++(?:[.,][0-9]++)*+))")
+#: What makes a number a claim rather than part of a name ("30%", "4/5", "4 stars", "12 months").
+_UNIT_AFTER = re.compile(r"[%/]| (?:stars?|reviews?|ratings?|percent|usd|dollars?|bucks?|out|mo|months?|years?|days?"
+                         r"|hours?|minutes?|times|x)\b", re.I)
 _APOSTROPHES = ("'", "’", ".'", ".’")
 JOINED, BRIDGED = 2, 1
 #: What ``read_words`` needs to know of a word: (role, normalised, may be a name: True, False, or None
@@ -261,49 +263,55 @@ def read_words(text: str, index: GroundingIndex) -> Words:
 
     This loop runs once per word of every answer checked, so it does as little as it can per word:
     one dictionary look-up tells what a word is, and an ordinary lower-case word (most of an answer)
-    costs nothing more. (Picking the words in C with ``map`` and ``compress`` was measured slower.)
+    costs nothing more, not even a change of state: whether words are joined is told by positions
+    (the word before a kept word ended where the last kept one did). Picking the words in C with
+    ``map`` and ``compress``, or with a pattern of the catalog's words, was measured slower.
     """
     kept: list[tuple] = []
     anchors: list[tuple[int, str]] = []
-    lower_words, abbreviations, other_words = index.lower_words, index.abbreviations, index.other_words
-    position, kept_last, bridged, last_number, first = 0, False, False, False, True
-    for gap, word in (_ASCII_PIECES if text.isascii() else _PIECES).findall(text):
-        start = position + len(gap)
-        position = start + len(word)
-        if last_number and (gap[:1] in ("%", "/") or gap == " " and word in _UNITS):
-            kept[-1] = (*kept[-1][:6], False)  # "4 stars", "30%": a number, not part of a name
-        entry = lower_words.get(word)
+    lookup, abbreviations, other_words = index.lower_words.get, index.abbreviations, index.other_words
+    pieces = (_ASCII_PIECES if text.isascii() else _PIECES).findall(text)
+    first = len(pieces[0][0]) - len(pieces[0][1]) if pieces else 0  # where the first word starts
+    position = 0
+    chain = -1  # where the last kept word ends, or the stop words bridging from it ("Salt and Cedar")
+    bridged = False  # whether stop words bridge from the last kept word to ``chain``
+    for piece, word in pieces:
+        position += len(piece)
+        entry = lookup(word)
         if entry is None:
             if word.islower():  # an ordinary word: it parts the words around it
-                kept_last = last_number = first = False
                 continue
             entry = other_words.get(word) or index.read_other(word)
+        start = position - len(word)
         if entry[5]:
             anchors.append((start, word.lower()))
+        follows = chain == position - len(piece)
         if entry[0]:  # not a name word
-            if word == "s" and gap in _APOSTROPHES:
-                continue  # "Orbix's" reads as "Orbix" ("Pantry & Co.'s" too)
-            if entry[0] == STOP_WORD:  # names may hold it ("Salt and Cedar"): it bridges, it does not part
-                bridged = kept_last = kept_last and (gap == " " or not gap.strip(_SOFT))
-            else:
-                kept_last = False
-            last_number = first = False
+            if follows:
+                gap = piece[:-len(word)]
+                if (entry[0] == STOP_WORD and (gap == " " or not gap.strip(_SOFT))
+                        or word == "s" and gap in _APOSTROPHES):  # "Orbix's" reads as "Orbix"
+                    chain, bridged = position, bridged or word != "s"
             continue
-        _, norm, namelike, cap, number, _ = entry
+        gap = piece[:-len(word)]
+        _, norm, namelike, cap, digits, _ = entry
         if gap == " " or not gap:
-            glued, starting = True, first
+            glued, starting = True, start == first
         else:
             stripped = gap.strip(_SOFT)
-            if stripped == "." and kept_last and kept[-1][2] in abbreviations and "\n" not in gap:
+            if stripped == "." and follows and kept[-1][2] in abbreviations and "\n" not in gap:
                 stripped = ""  # "Campfire Co. Freestanding Ultralight Tent"
             glued = not stripped
-            starting = first or not _SENTENCE_MARKS.isdisjoint(stripped)
-        joined = (BRIDGED if bridged else JOINED) if kept_last and glued else 0
-        if number:  # "$49" is no name; "Kit 2.0" may be, "4.5 stars" is not
-            namelike = (joined == JOINED if namelike is None else namelike) and gap[-1:] not in _CURRENCY_MARKS
+            starting = start == first or not _SENTENCE_MARKS.isdisjoint(stripped)
+        joined = (BRIDGED if bridged else JOINED) if follows and glued else 0
+        if digits:  # "$49", "30%", "4 stars" are no names; "Kit 2.0" may be one
+            namelike = ((joined == JOINED if namelike is None else namelike) and gap[-1:] not in _CURRENCY_MARKS
+                        and not _UNIT_AFTER.match(text, position))
         elif starting and namelike is None:
             namelike = False  # a capitalised plain word opening a sentence ("Great", "Overall")
+        if namelike is False and (cap or digits):
+            continue  # it parts the words around it, as an ordinary word does
         kept.append((start, position, norm, cap, joined, starting, namelike is not False))
-        kept_last, bridged, last_number, first = True, False, number, False
+        chain, bridged = position, False
     columns = list(zip(*kept, strict=True)) if kept else [()] * 7
     return Words(*columns, anchors)

@@ -84,11 +84,11 @@ def find_mentions(text: str, index: GroundingIndex) -> tuple[Words, list[Mention
 
 def _full_names(words: Words, index: GroundingIndex) -> list[str | None]:
     """For each word, the product whose full name it is part of (exact match, longest first)."""
-    norms, count = words.norms, len(words.norms)
+    norms, caps, count, starts = words.norms, words.caps, len(words.norms), index.sequence_starts
     covered: list[str | None] = [None] * count
     k = 0
     while k < count - 1:
-        candidates = index.sequences.get((norms[k], norms[k + 1])) if words.caps[k] else None
+        candidates = index.sequences.get((norms[k], norms[k + 1])) if caps[k] and norms[k] in starts else None
         length = 0
         for sequence, pid in candidates or ():
             size = len(sequence)
