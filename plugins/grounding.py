@@ -78,7 +78,7 @@ _STRONG_BRAND = re.compile(r"(?:\b(?:made|manufactured|produced|built|designed|e
                            r"|published|distributed|marketed)\s++by|\bbrand(?:\s++name)?+\s*+(?:is\s++)?+[:=]?+"
                            r"|\b(?:is|it['’]s)\s++an?)\s*+$", re.I)
 _BRAND_NOUN = re.compile(r"(?<!\s)['’]?s?\s++(?:product|brand|model|device|item|offering|title|book|release)\b", re.I)
-_WEAK_BRAND_GAP = re.compile(r"(?<![\s,(])(?:[\s,(]*+(?:(?:which|that)\s++)?+(?:(?:is|are|comes|come)\s++)?+"
+_WEAK_BRAND_GAP = re.compile(r"(?<![\s,(*_])(?:[\s,(]*+(?:(?:which|that)\s++)?+(?:(?:is|are|comes|come)\s++)?+"
                              r"(?:also\s++)?+(?:from|by)\s++|[*_]*+\s*+\(\s*+(?:[a-z]++\s*+,\s*+)?+)", re.I)
 #: A brand right after "from" or "by" is said of something: it never stands for a product named before.
 _BRAND_CUE = re.compile(r"\b(?:from|by)\s*+$", re.I)

@@ -21,7 +21,7 @@ from plugins.grounding_claims import ANCHOR_WORDS
 _WORD = re.compile(r"[^\W\d_]++|\d++(?:[.,]\d++)*+")
 _PARENTHESIS = re.compile(r"\([^()]*+\)")
 _POSSESSIVE = re.compile(r"(?<=[^\W\d_])['’][sS]\b")
-_ABBREVIATED = re.compile(r"[^\W\d_]++(?=\.)")
+_ABBREVIATED = re.compile(r"(?<![^\W\d_])[^\W\d_]++(?=\.)")
 #: Characters that may sit between two words of one name ("Ferro & Salt", "Low-Profile", "Orbix's").
 _SOFT = " \t-'’&"
 _SENTENCE_MARKS = frozenset(".!?:\n#|•;")

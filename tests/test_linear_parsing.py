@@ -193,8 +193,8 @@ GROUNDING_PATTERNS = {f"{module.__name__.rsplit('.', 1)[1]}.{name}": value
 GROUNDING_PREFIXES = ("", "$", "$1", "$1 -", "us $", "usd", "1 usd", "only", "only 1", "rated", "rating",
                       "rating of", "4", "4.5", "4 +", "a 4.5", "★", "4/", "out of", "in", "not", "back",
                       "available", "stock is", "which", "the", "| a |", "1.", "#", "-", "Voltara", "Voltara 1")
-GROUNDING_FILLERS = (" ", "1", "$", ".", "-", " 1", "1 ", "a ", "A", "|", ",1", "1,", " more", "*", "\n")
-GROUNDING_TAILS = ("", "x", " stars", " and", "5", "|")
+GROUNDING_FILLERS = (" ", "1", "$", ".", "-", " 1", "a ", "A", "|", "1,", "*", "\n")
+GROUNDING_TAILS = ("", "x", " stars")
 GROUNDING_FRAGMENTS = ("Voltara 20000mAh Power Bank $49 ", "the power bank is $49 and ", "Orbix ", "made by Orbix ",
                        "| Voltara 20000mAh Power Bank | $49 | In stock | 4.2 |\n", "$1-$2 ", "between $1 and ",
                        "both cost $1 ", "the first $1 the second $2 ", "the Voltara one $1 ", "rated 4.5/5 ",
