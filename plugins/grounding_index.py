@@ -131,8 +131,6 @@ class GroundingIndex:
                                                   for word in NOT_ONE}
         self.lower_words.update((word, (STOP_WORD, word, False, False, False, word in ANCHOR_WORDS))
                                 for word in STOP - NOT_ONE)
-        #: The same for other words (capitalised, numbers), filled as answers are read.
-        self.other_words: dict[str, WordEntry] = {}
         self.known: set[str] = set(COMMON)
         self.heads: set[str] = set()
         self.abbreviations: set[str] = set()
@@ -147,6 +145,8 @@ class GroundingIndex:
             role, norm, namelike, cap, number, _ = self.lower_words.get(word, (CLAIM_WORD, word, False, False,
                                                                                False, True))
             self.lower_words[word] = (role, norm, namelike, cap, number, True)
+        #: ``lower_words`` and the other words (capitalised, numbers) met so far: one look-up per word.
+        self.words: dict[str, WordEntry] = dict(self.lower_words)
         self.id_pattern = (re.compile("(?:" + "|".join(sorted(map(_shape, shapes))) + r")(?![\w-])")
                            if 0 < len(shapes) <= self.MAX_ID_SHAPES else None)
 
@@ -197,11 +197,11 @@ class GroundingIndex:
             if form not in self.lower_words and normalise(form) == norm:
                 self.lower_words[form] = entry
 
-    #: How many distinct words ``other_words`` keeps before starting afresh (it grows with answers).
+    #: How many words ``words`` may hold beyond ``lower_words`` before it starts afresh (it grows with answers).
     MAX_REMEMBERED = 50_000
 
     def read_other(self, word: str) -> WordEntry:
-        """The ``WordEntry`` of a word that is not a lower-case word of ``lower_words`` (remembered)."""
+        """The ``WordEntry`` of a word that is not a lower-case word of ``lower_words`` (remembered in ``words``)."""
         norm = normalise(word)
         cap = word[0].isupper()
         if norm in NOT_NAME:
@@ -216,9 +216,9 @@ class GroundingIndex:
             namelike = None if word[1:].islower() else True
         role = STOP_WORD if norm in STOP and norm not in NOT_ONE else NAME_WORD
         entry = (role, norm, namelike, cap, word[0].isdigit(), word.lower() in ANCHOR_WORDS)
-        if len(self.other_words) > self.MAX_REMEMBERED:
-            self.other_words.clear()
-        self.other_words[word] = entry
+        if len(self.words) > len(self.lower_words) + self.MAX_REMEMBERED:
+            self.words = dict(self.lower_words)
+        self.words[word] = entry
         return entry
 
     def frequency(self, word: str) -> int:
@@ -269,7 +269,7 @@ def read_words(text: str, index: GroundingIndex) -> Words:
     """
     kept: list[tuple] = []
     anchors: list[tuple[int, str]] = []
-    lookup, abbreviations, other_words = index.lower_words.get, index.abbreviations, index.other_words
+    lookup, abbreviations = index.words.get, index.abbreviations
     pieces = (_ASCII_PIECES if text.isascii() else _PIECES).findall(text)
     first = len(pieces[0][0]) - len(pieces[0][1]) if pieces else 0  # where the first word starts
     position = 0
@@ -281,7 +281,7 @@ def read_words(text: str, index: GroundingIndex) -> Words:
         if entry is None:
             if word.islower():  # an ordinary word: it parts the words around it
                 continue
-            entry = other_words.get(word) or index.read_other(word)
+            entry = index.read_other(word)
         start = position - len(word)
         if entry[5]:
             anchors.append((start, word.lower()))
