@@ -3,22 +3,29 @@
 ``check_answer(text, index)`` finds the products an answer names (``plugins.grounding_names``) and
 what it claims (``plugins.grounding_claims``), gives each claim to the product it is written about,
 and compares it with the catalog. No model is called and nothing is read from the store: a
-:class:`GroundingIndex` is built once per catalog read, and a check costs about half a millisecond
-of CPU for a 500-token answer, whatever the catalog's size (``bench/grounding.py``).
+:class:`GroundingIndex` (``plugins.grounding_index``) is built once per catalog read, and a check
+costs under a millisecond of CPU for a 500-token answer, whatever the catalog's size
+(``bench/grounding.py``; ``bench/RESULTS.md`` has the figures).
 
 Giving claims to products:
 
 - In a sentence, list item or table row that names products, a claim belongs to the nearest product
-  named before it, or else the first named after it. A name that cannot be told (ambiguous, or
-  not in the catalog) takes its claims with it: they are not checked against anything.
-- "both", "each", "all three": the claims after it belong to every product of the sentence (or of the
-  last sentence that named several); "the first", "the second", "the former", "the latter" point
-  into that list; "... cost $49 and $152 respectively" pairs them in order.
+  named before it ("X ($49)", "X costs $49"), or else the first named after it ("At $49, X ...").
+  What a product is compared with is passed over unless the claim is plainly its own: in "X costs
+  more than Y, at $152" the price is X's, in "cheaper than Y ($152)" it is Y's. A name that cannot
+  be told (ambiguous, or not in the catalog) takes its claims with it: they are checked against nothing.
+- "both", "each", "all three": the claims after it, up to the end of its clause, belong to every
+  product of the sentence (or of the last sentence that named several), unless a claim is plainly
+  one product's ("Both are in stock: X ($160.99) and Y ($293.49)"). "the first", "the second", "the
+  former", "the latter" point into that list; "... cost $49 and $152 respectively" pairs them in order.
 - A sentence that names no product continues the last one that named exactly one, when it is in the
   same paragraph, is a list item or "Label: value" line, or starts with "It", "Its", "The price" and
   the like, and is not a general remark ("if", "options", "alternatives", "budget").
-- Bundles ("together $201", "$201 for both") are not checked: a claim about several products'
-  total is skipped rather than compared with the sum.
+- A brand said of a product ("made by Orbix", "X from Nexio", "X (Hardcover, Quillstone)", a Brand
+  column, or a product named under another brand: "Copperpot's Deep Cast Iron Skillet") is a brand
+  claim; a lone brand otherwise stands for the one product of that brand named before ("the Nexio one").
+- Bundle totals ("together $201", "$230 total", "$150 for both") are not checked, neither against one
+  product nor against the sum (``plugins.grounding_claims``).
 
 What matches (``claimed`` and ``catalog`` in :class:`Verdict` entries):
 
@@ -26,8 +33,9 @@ What matches (``claimed`` and ``catalog`` in :class:`Verdict` entries):
   rounding ("$49" for 49.49); "about $50" within 10%; bounds and ranges with the tolerance.
   ``claimed`` is a float for an exact amount and a string otherwise: ``"<100.00"`` (under),
   ``">100.00"`` (over), ``"~50.00"`` (about), ``"40.00-60.00"`` (a range).
-- availability: "in-stock", "limited" or "out-of-stock"; saying "in stock" of a limited product is
-  right, saying "only a few left" of a well-stocked one is not.
+- availability: "in-stock", "limited" or "out-of-stock". In stock and limited agree with each other
+  (a few left is still in stock; "only a few left" of a well-stocked product is sales talk, not a
+  falsehood); only "out-of-stock" disagrees with both.
 - rating: within 0.05 ("5 stars" for 4.8 is wrong); "about 4.5" within 0.3; bounds as prices
   (``">4.5"``, ``"~4.5"``).
 - brand: the brand's name as the catalog writes it.

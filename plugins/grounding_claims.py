@@ -10,14 +10,16 @@ Claims, and how each is written in the :class:`Claim` (``kind`` says how to comp
   "under 100 dollars", "less than $50", "$50 or less" (``<``); "over $100", "$50+" (``>``);
   "about $50", "~$50" (``~``); "$40-$60", "between $40 and $60" (``range``). Amounts in other
   currencies ("€45", "45 EUR", "CA$60") are not read at all. Amounts that are not a product's price
-  are left out: savings ("save $20", "$20 cheaper", "$20 off"), budgets, shipping, fees, monthly
-  amounts, former prices ("originally $59").
-- availability: "in stock", "available now", "ready to ship" (in-stock); "only a few left", "limited
-  stock", "low stock", "only 3 left", "selling fast" (limited); "sold out", "out of stock",
-  "currently unavailable", "not available", "back-ordered" (out-of-stock). Conditions ("if it is
-  out of stock") are left out.
+  are left out: savings ("save $20", "$20 cheaper", "$20 off"), budgets, shipping and thresholds
+  ("free over $50"), fees, monthly amounts, former prices ("originally $59", "(was $59)", "compare at
+  $79"), and bundle totals ("together $201", "$230 total", "$150 for both"). Amounts written in words
+  ("forty-nine dollars") are not read.
+- availability: "in stock", "available now", "ready to ship", "hasn't sold out", "plenty on hand"
+  (in-stock); "only a few left", "limited stock", "low stock", "only 3 left", "selling fast"
+  (limited); "sold out", "out of stock", "currently unavailable", "not available", "back-ordered",
+  "back in stock next week" (out-of-stock). Conditions ("if it is out of stock") are left out.
 - rating: "4.5 stars", "4.5-star", "rated 4.8/5", "4.8 out of 5", "a 4.2 rating", "rating: 4.2",
-  "★ 4.2" (``=``); "4.5+ stars", "at least 4.5", "4.5 stars or higher" (``>``); "about 4.5" (``~``).
+  "★ 4.2", "⭐4.2" (``=``); "4.5+ stars", "at least 4.5", "4.5 stars or higher" (``>``); "about 4.5" (``~``).
 - in a table column whose header names the field, a bare number is a price or rating, and "yes",
   "no", "limited", "low" an availability.
 
