@@ -215,27 +215,24 @@ def _inside(at: int, starts: list[int], ends: dict[int, int]) -> bool:
 def _attribute(lower: str, segments: list[Segment], naming: list[Mention],
                claims: list[Claim]) -> list[tuple[Claim, str]]:
     """Each claim with the product it is written about (claims that cannot be placed are left out)."""
+    starts = [segment.start for segment in segments]
+    named: dict[int, list[Mention]] = {}
+    said: dict[int, list[Claim]] = {}
+    for items, by_segment in ((naming, named), (claims, said)):
+        for item in items:  # in order, so each segment's list is in order too
+            at = bisect_right(starts, item.start) - 1
+            if at >= 0 and item.start < segments[at].end:
+                by_segment.setdefault(at, []).append(item)
     out: list[tuple[Claim, str]] = []
     context: list[str | None] = []
     context_paragraph = -1
-    m_at = c_at = 0
-    for segment in segments:
-        while m_at < len(naming) and naming[m_at].start < segment.start:
-            m_at += 1
-        while c_at < len(claims) and claims[c_at].start < segment.start:
-            c_at += 1
-        m_end, c_end = m_at, c_at
-        while m_end < len(naming) and naming[m_end].start < segment.end:
-            m_end += 1
-        while c_end < len(claims) and claims[c_end].start < segment.end:
-            c_end += 1
-        if c_end > c_at:
-            out += _place(lower, segment, naming[m_at:m_end], claims[c_at:c_end], context,
-                          segment.paragraph == context_paragraph)
-        if m_end > m_at:
-            context = list(dict.fromkeys(m.product_id for m in naming[m_at:m_end]))
+    for at in sorted(named.keys() | said.keys()):
+        segment, here = segments[at], named.get(at, [])
+        if at in said:
+            out += _place(lower, segment, here, said[at], context, segment.paragraph == context_paragraph)
+        if here:
+            context = list(dict.fromkeys(m.product_id for m in here))
             context_paragraph = segment.paragraph
-        m_at, c_at = m_end, c_end
     return out
 
 

@@ -295,6 +295,8 @@ def read_words(text: str, index: GroundingIndex) -> Words:
             continue
         gap = piece[:-len(word)]
         _, norm, namelike, cap, digits, _ = entry
+        if digits and gap[-1:] in _CURRENCY_MARKS:
+            continue  # "$49", "#1": a claim or a rank, never a name
         if gap == " " or not gap:
             glued, starting = True, start == first
         else:
@@ -305,8 +307,7 @@ def read_words(text: str, index: GroundingIndex) -> Words:
             starting = start == first or not _SENTENCE_MARKS.isdisjoint(stripped)
         joined = (BRIDGED if bridged else JOINED) if follows and glued else 0
         if digits:  # "$49", "30%", "4 stars" are no names; "Kit 2.0" may be one
-            namelike = ((joined == JOINED if namelike is None else namelike) and gap[-1:] not in _CURRENCY_MARKS
-                        and not _UNIT_AFTER.match(text, position))
+            namelike = (joined == JOINED if namelike is None else namelike) and not _UNIT_AFTER.match(text, position)
         elif starting and namelike is None:
             namelike = False  # a capitalised plain word opening a sentence ("Great", "Overall")
         if namelike is False and (cap or digits):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import compress, count
 
 from plugins.grounding_index import (
     COMMON,
@@ -84,20 +85,18 @@ def find_mentions(text: str, index: GroundingIndex) -> tuple[Words, list[Mention
 
 def _full_names(words: Words, index: GroundingIndex) -> list[str | None]:
     """For each word, the product whose full name it is part of (exact match, longest first)."""
-    norms, caps, count, starts = words.norms, words.caps, len(words.norms), index.sequence_starts
-    covered: list[str | None] = [None] * count
-    k = 0
-    while k < count - 1:
-        candidates = index.sequences.get((norms[k], norms[k + 1])) if caps[k] and norms[k] in starts else None
-        length = 0
-        for sequence, pid in candidates or ():
-            size = len(sequence)
-            if (k + size <= count and tuple(norms[k:k + size]) == sequence
-                    and all(words.soft[k + 1:k + size])):
-                length = size
-                covered[k:k + size] = [pid] * size
+    norms, caps, soft, size = words.norms, words.caps, words.soft, len(words.norms)
+    covered: list[str | None] = [None] * size
+    free = 0  # words before this are in a full name already
+    for k in compress(count(), map(index.sequence_starts.__contains__, norms)):  # picked in C
+        if k < free or k + 1 >= size or not caps[k]:
+            continue
+        for sequence, pid in index.sequences.get((norms[k], norms[k + 1]), ()):
+            end = k + len(sequence)
+            if end <= size and tuple(norms[k:end]) == sequence and all(soft[k + 1:end]):
+                covered[k:end] = [pid] * len(sequence)
+                free = end
                 break
-        k += length or 1
     return covered
 
 
