@@ -68,6 +68,14 @@ def cpu_per_call(work: Callable[[], object], repeat: int, rounds: int = 7) -> tu
     return min(per_round), statistics.median(per_round)
 
 
+def python_loop() -> int:
+    """A fixed amount of plain Python work, to tell a slow machine (or moment) from a slow check."""
+    total = 0
+    for number in range(100_000):
+        total += number
+    return total
+
+
 def synthetic_catalog(size: int, demo: list[Product]) -> list[Product]:
     """``size`` products: the demo catalog's model names under 100 invented brands, with variants."""
     syllables = ("Vel", "Kor", "Zen", "Lum", "Tar", "Mira", "Quor", "Sal", "Brin", "Ost")
@@ -90,8 +98,10 @@ def main() -> None:
                "500 tokens (6 products)": answer(picks),
                "2,000 tokens (6 products, long)": answer(picks, paragraphs=12)}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    reference, _ = cpu_per_call(python_loop, repeat=20)
     print(f"grounding check, CPU ms per call (best / median of 7 rounds); {time.strftime('%Y-%m-%d %H:%M')}, "
-          f"load average {load:.2f}, Python {platform.python_version()}")
+          f"load average {load:.2f}, Python {platform.python_version()}; this machine runs a Python loop of "
+          f"100,000 additions in {reference:.2f} ms (the figures below scale with it)")
     for label, text in answers.items():
         verdict = check_answer(text, index)
         best, median = cpu_per_call(lambda text=text: check_answer(text, index), repeat=300)
