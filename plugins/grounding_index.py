@@ -276,24 +276,26 @@ def read_words(text: str, index: GroundingIndex) -> Words:
     chain = -1  # where the last kept word ends, or the stop words bridging from it ("Salt and Cedar")
     bridged = False  # whether stop words bridge from the last kept word to ``chain``
     for piece, word in pieces:
+        previous = position
         position += len(piece)
         entry = lookup(word)
         if entry is None:
             if word.islower():  # an ordinary word: it parts the words around it
                 continue
             entry = index.read_other(word)
-        start = position - len(word)
+        size = len(word)
+        start = position - size
         if entry[5]:
             anchors.append((start, word.lower()))
-        follows = chain == position - len(piece)
+        follows = chain == previous
         if entry[0]:  # not a name word
             if follows:
-                gap = piece[:-len(word)]
+                gap = piece[:-size]
                 if (entry[0] == STOP_WORD and (gap == " " or not gap.strip(_SOFT))
                         or word == "s" and gap in _APOSTROPHES):  # "Orbix's" reads as "Orbix"
                     chain, bridged = position, bridged or word != "s"
             continue
-        gap = piece[:-len(word)]
+        gap = piece[:-size]
         _, norm, namelike, cap, digits, _ = entry
         if digits and gap[-1:] in _CURRENCY_MARKS:
             continue  # "$49", "#1": a claim or a rank, never a name
