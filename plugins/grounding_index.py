@@ -127,10 +127,8 @@ class GroundingIndex:
         self.vocabulary: set[str] = set()
         #: Lower-case words that matter (name words as written and their plurals, stop words, claim
         #: words) -> what ``read_words`` needs of them (a ``WordEntry``); other lower-case words do not.
-        self.lower_words: dict[str, WordEntry] = {word: (NAME_WORD, word, False, False, False, False)
-                                                  for word in NOT_ONE}
-        self.lower_words.update((word, (STOP_WORD, word, False, False, False, word in ANCHOR_WORDS))
-                                for word in STOP - NOT_ONE)
+        self.lower_words: dict[str, WordEntry] = {word: (STOP_WORD, word, False, False, False, word in ANCHOR_WORDS)
+                                                  for word in STOP - NOT_ONE}
         self.known: set[str] = set(COMMON)
         self.heads: set[str] = set()
         self.abbreviations: set[str] = set()
@@ -228,9 +226,8 @@ class GroundingIndex:
 
 @dataclass(slots=True)
 class Words:
-    """The words of an answer that may matter to names, as parallel lists (cheaper than objects).
-
-    Ordinary lower-case words that no name holds are not kept: they only part the words around them.
+    """The words of an answer that may be part of a product name, as parallel lists (cheaper than
+    objects). The other words are not kept: they only part the words around them.
     """
 
     starts: Sequence[int]
@@ -238,8 +235,6 @@ class Words:
     norms: Sequence[str]
     caps: Sequence[bool]        # starts with a capital letter
     soft: Sequence[int]         # JOINED to the word before by name glue only, BRIDGED by stop words too, or 0
-    sentence: Sequence[bool]    # first word of a sentence, line, cell or heading
-    namelike: Sequence[bool]    # may be part of a product name
     anchors: list[tuple[int, str]]  # (start, lower-case word) of each claim word (``ANCHOR_WORDS``)
 
 
@@ -295,8 +290,10 @@ def read_words(text: str, index: GroundingIndex) -> Words:
                         or word == "s" and gap in _APOSTROPHES):  # "Orbix's" reads as "Orbix"
                     chain, bridged = position, bridged or word != "s"
             continue
-        gap = piece[:-size]
         _, norm, namelike, cap, digits, _ = entry
+        if namelike is False:
+            continue  # "Review", "$49", "other": it parts the words around it, as an ordinary word does
+        gap = piece[:-size]
         if digits and gap[-1:] in _CURRENCY_MARKS:
             continue  # "$49", "#1": a claim or a rank, never a name
         if gap == " " or not gap:
@@ -308,13 +305,16 @@ def read_words(text: str, index: GroundingIndex) -> Words:
             glued = not stripped
             starting = start == first or not _SENTENCE_MARKS.isdisjoint(stripped)
         joined = (BRIDGED if bridged else JOINED) if follows and glued else 0
-        if digits:  # "$49", "30%", "4 stars" are no names; "Kit 2.0" may be one
-            namelike = (joined == JOINED if namelike is None else namelike) and not _UNIT_AFTER.match(text, position)
-        elif starting and namelike is None:
-            namelike = False  # a capitalised plain word opening a sentence ("Great", "Overall")
-        if namelike is False and (cap or digits):
-            continue  # it parts the words around it, as an ordinary word does
-        kept.append((start, position, norm, cap, joined, starting, namelike is not False))
+        if namelike is None:  # a plain capitalised word, or a decimal number: it depends
+            if digits:
+                namelike = joined == JOINED  # "Kit 2.0", not "rated 4.2"
+            else:
+                namelike = not starting  # "Great", "Overall" open a sentence; "Sawyer" does not
+            if not namelike:
+                continue
+        if digits and _UNIT_AFTER.match(text, position):
+            continue  # "30%", "4 stars", "4/5": a claim, not a name
+        kept.append((start, position, norm, cap, joined))
         chain, bridged = position, False
-    columns = list(zip(*kept, strict=True)) if kept else [()] * 7
+    columns = list(zip(*kept, strict=True)) if kept else [()] * 5
     return Words(*columns, anchors)

@@ -101,18 +101,15 @@ def _full_names(words: Words, index: GroundingIndex) -> list[str | None]:
 
 
 def _phrases(words: Words, covered: list[str | None], index: GroundingIndex) -> list[tuple[int, int]]:
-    """Runs of name-like (or full-name) words joined by name glue, as (first, end) word indexes; a lone
-    word only if it could name something alone (a brand, a name word: "the Santoku", "the keyboard")."""
+    """Runs of words joined by name glue, as (first, end) word indexes; a lone word only if it could
+    name something alone (a brand, a name word: "the Santoku", "the keyboard")."""
     out = []
-    namelike, soft, norms, caps, count = words.namelike, words.soft, words.norms, words.caps, len(words.norms)
+    soft, norms, caps, size = words.soft, words.norms, words.caps, len(words.norms)
     heads, brand_starts, vocabulary = index.heads, index.brand_starts, index.vocabulary
     k = 0
-    while k < count:
-        if not (namelike[k] or covered[k]):
-            k += 1
-            continue
+    while k < size:
         end = k + 1
-        while end < count and soft[end] == JOINED and (namelike[end] or covered[end]):
+        while end < size and soft[end] == JOINED:
             end += 1
         norm = norms[k]
         if end - k > 1 or covered[k] or norm in heads or caps[k] and (norm in brand_starts or norm in vocabulary):
@@ -250,8 +247,7 @@ def _resolve_plain(text: str, words: Words, first: int, end: int, index: Groundi
     if not norms:
         return None
     start, stop = words.starts[first], words.ends[end - 1]
-    previous = words.norms[first - 1] if first and words.soft[first] == JOINED else ""
-    if previous not in NOT_ONE and (end - first > 1 or _determined(text, start)):
+    if _word_before(text, start) not in NOT_ONE and (end - first > 1 or _determined(text, start)):
         last = text[words.starts[end - 1]:stop].lower()
         earlier = [pid for pid in named if norms <= index.names[pid].words and _same_number(last, index.names[pid])]
         if len(earlier) == 1:
@@ -266,10 +262,18 @@ def _resolve_plain(text: str, words: Words, first: int, end: int, index: Groundi
     return None
 
 
+def _word_before(text: str, start: int) -> str:
+    """The word just before ``start``, lower-cased ("" when something else comes between)."""
+    before = text[max(0, start - 12):start]
+    if not before.endswith(" "):
+        return ""
+    words = before.split()
+    return words[-1].lower() if words else ""
+
+
 def _determined(text: str, start: int) -> bool:
     """Whether the word before ``start`` is "the", "this", "our" ... (one thing, not a kind of thing)."""
-    before = text[max(0, start - 7):start].split()
-    return bool(before) and before[-1].lower() in _DETERMINERS
+    return _word_before(text, start) in _DETERMINERS
 
 
 def _same_number(written: str, name: Name) -> bool:
