@@ -79,6 +79,9 @@ _CARRY = re.compile(r"(?<![\s*_>#-])[\s*_>#-]*+(?:it|its|it['’]s|this|that|the
                     r"|currently|plus|and|but|also|unfortunately|sadly|however|right\s++now|still|only|just|with|price|cost|rating|stock"
                     r"|availability|status|brand|the\s++(?:price|cost|rating|stock|availability|brand))\b")
 _WORDS = re.compile(r"[a-z]++")
+#: The words of ``_ORDINAL_WORDS``, ``_EVERY``, ``_COUNTS`` and ``_GENERAL``, found in one search.
+_SIGNAL_WORDS = _ORDINAL_WORDS | _EVERY | _COUNTS | _GENERAL | {"all", "respectively"}
+_SIGNALS = re.compile(r"\b(?:" + "|".join(sorted(_SIGNAL_WORDS)) + r")\b")
 #: What may stand between a product's name and a claim written about it ("Y ($152)", "Y at $152").
 _ATTACHED = re.compile(r"(?<!\s)\s*+(?:[(:—–-]|(?:is|are|at|for|costs?|priced\s++at"
                        r"|,?+\s*+(?:which|that)\s++(?:is|costs?))(?:\s++(?:only|just|about|around|under|over|roughly))?+)?+\s*+")
@@ -239,7 +242,7 @@ def _attribute(lower: str, segments: list[Segment], naming: list[Mention],
 def _place(lower: str, segment: Segment, here: list[Mention], said: list[Claim], context: list[str | None],
            same_paragraph: bool) -> list[tuple[Claim, str]]:
     """The claims of one sentence, list item or row, each with its product."""
-    words = set(_WORDS.findall(lower, segment.start, segment.end))
+    words = set(_SIGNALS.findall(lower, segment.start, segment.end))
     if words & _ORDINAL_WORDS:
         here = sorted(here + _ordinals(lower, segment, here, context), key=lambda m: m.start)
     if here:

@@ -48,6 +48,12 @@ _PRICE = re.compile(
     rf"(?:{_USD_BEFORE}\s*+(?P<a>{_NUM})(?![\d,]?\d)(?:\s*+(?:usd|dollars?)\b)?+"
     rf"|(?<![\w.,$€£¥₹])(?P<b>{_NUM})(?![\d,]?\d)\s*+{_USD_AFTER})"
     rf"(?:\s*+(?:-|–|—|to)\s*+(?:{_USD_BEFORE}\s*+)?(?P<hi>{_NUM})(?![\d,]?\d)(?:\s*+{_USD_AFTER})?+)?+")
+def _labelled(values: str) -> tuple[str, ...]:
+    """Phrases of a labelled value: "Availability: Limited", "Stock: low", "In stock: yes" ..."""
+    return tuple(rf"{label}\s*+[:=]\s*+[*_]*+\s*+(?:{values})" for label in (
+        r"availability", r"stock(?:\s++status)?+", r"status", r"inventory"))
+
+
 #: How stock is written, by the catalog value it claims. Each phrase starts with a letter, so the search
 #: passes over a word that starts no phrase on its first letter; at one place, earlier phrases win.
 AVAILABILITY_PHRASES = {
@@ -60,7 +66,7 @@ AVAILABILITY_PHRASES = {
         r"on\s++back[\s-]*+order", r"will\s++be\s++back\s++in\s++stock", r"expected\s++back\s++in\s++stock",
         r"due\s++back\s++in\s++stock", r"should\s++be\s++back\s++in\s++stock",
         r"back\s++in\s++stock\s++(?:soon|next|later|in|on|by|after|within|around|from)",
-        r"none\s++(?:left|in\s++stock)", r"no\s++stock"),
+        r"none\s++(?:left|in\s++stock)", r"no\s++stock", *_labelled("no")),
     "limited": (
         r"only\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)(?:\s++(?:are|is))?+"
         r"(?:\s++(?:of\s++(?:them|these)|more|units?|items?|pieces?|left|remaining|in\s++stock|available))++",
@@ -72,7 +78,8 @@ AVAILABILITY_PHRASES = {
         r"stock\s++is\s++(?:limited|low|running\s++low)", r"stocks\s++are\s++(?:limited|low|running\s++low)",
         r"supplies\s++are\s++(?:limited|low|running\s++low)", r"inventory\s++is\s++(?:limited|low|running\s++low)",
         r"running\s++low", r"selling\s++(?:fast|quickly|out)", r"a\s++few\s++(?:left|remaining|units\s++left)",
-        r"few\s++(?:left|remaining|units\s++left)", r"while\s++(?:stocks?|supplies)\s++last"),
+        r"few\s++(?:left|remaining|units\s++left)", r"while\s++(?:stocks?|supplies)\s++last",
+        *_labelled("limited|low")),
     "in-stock": (
         r"in[\s-]++stock", r"hasn[’']t\s++sold\s++out", r"haven[’']t\s++sold\s++out", r"has\s++not\s++sold\s++out",
         r"not\s++(?:yet\s++)?+sold\s++out", r"isn[’']t\s++sold\s++out", r"aren[’']t\s++sold\s++out",
@@ -83,7 +90,7 @@ AVAILABILITY_PHRASES = {
         r"[’']s\s++(?:also\s++)?+available", r"ready\s++to\s++ship",
         r"ships\s++(?:now|today|immediately|right\s++away|same[\s-]++day)", r"well[\s-]++stocked",
         r"plenty\s++(?:of\s++stock|in\s++stock|available)", r"lots\s++(?:of\s++stock|in\s++stock|available)",
-        r"in\s++good\s++supply", r"available(?=\s*+(?:[.,;:!)|*]|$))"),
+        r"in\s++good\s++supply", r"available(?=\s*+(?:[.,;:!)|*]|$))", *_labelled("yes")),
 }
 
 
@@ -99,8 +106,6 @@ def _phrase_pattern(phrases: dict[str, tuple[str, ...]]) -> tuple[re.Pattern, tu
 
 
 _AVAILABILITY, _AVAILABILITY_VALUES = _phrase_pattern(AVAILABILITY_PHRASES)
-_LABELLED = re.compile(r"\b(?:availability|stock(?:\s++status)?+|status|inventory)\s*+[:=]\s*+[*_]*+\s*+"
-                       r"(?P<v>limited|low|yes|no)\b")
 _RATING_VALUE = r"[0-5](?:\.\d++)?+"
 #: Ratings are read at their words: the number before "stars", "★", "/5", "out of 5" ...
 _RATING_BEFORE = re.compile(rf"(?<![\w.])(?P<v>{_RATING_VALUE})\s*+(?P<plus>\+)?+\s*+-?+\s*+$")
@@ -166,7 +171,7 @@ _TOGETHER_AFTER = re.compile(r"(?<!\s)\s*+(?:total|in\s++total|together|combined
 _CONDITION = re.compile(r"\b(?:if|whether|unless|once|when|in\s++case)\b")
 _CONDITION_HINTS = ("if", "whether", "unless", "once", "when", "case")
 _TABLE_SEPARATOR = re.compile(r"\A\s*+\|?+(?:\s*+:?+-++:?+\s*+\|?+)++\s*+")
-_OTHER_CURRENCY = re.compile(r"[€£¥₹]|\b(?:eur|euros?|gbp|pounds?|yen|cad|aud|chf|inr|jpy|[a-z]{1,2}\$)", re.I)
+_OTHER_CURRENCY = re.compile(r"[€£¥₹]|\b(?:eur|euros?|gbp|pounds?|yen|cad|aud|chf|inr|jpy|[a-z]{1,2}\$)")
 _ROLES = (("price", re.compile(r"price|cost|usd|\$", re.I)),
           ("availability", re.compile(r"stock|availab|status|inventory", re.I)),
           ("rating", re.compile(r"rating|stars?\b|score|reviews?", re.I)),
@@ -261,7 +266,7 @@ def _cells(line: str, start: int) -> list[tuple[int, int]]:
 
 
 def _role(header: str) -> str:
-    if _OTHER_CURRENCY.search(header):
+    if _OTHER_CURRENCY.search(header.lower()):
         return ""
     return next((role for role, pattern in _ROLES if pattern.search(header)), "")
 
@@ -494,9 +499,6 @@ def _availabilities(lower: str, anchors: list[int]) -> list[Claim]:
                 continue
             value = _AVAILABILITY_VALUES[match.lastindex - 1]
             found.append(Claim(match.start(), match.end(), "availability", "=", value))
-        for match in _LABELLED.finditer(lower, start, end):
-            found.append(Claim(match.start("v"), match.end("v"), "availability", "=",
-                               _CELL_AVAILABILITY[match.group("v")]))
     return found
 
 
@@ -522,8 +524,7 @@ def _ratings(lower: str, anchors: list[tuple[int, str]]) -> list[Claim]:
             rated = _RATED.match(lower, at)
             if rated:
                 add(rated, rated.end(), _RATING_QUALIFIERS.get(rated.group("q") or "", ""))
-            noun = _RATING_NOUN.search(lower, max(0, at - CONTEXT), at) if word != "rated" else None
-            if noun:
+            elif word != "rated" and (noun := _RATING_NOUN.search(lower, max(0, at - CONTEXT), at)):
                 add(noun, at + len(word))
     return list(found.values())
 
