@@ -4,8 +4,8 @@
 what it claims (``plugins.grounding_claims``), gives each claim to the product it is written about,
 and compares it with the catalog. No model is called and nothing is read from the store: a
 :class:`GroundingIndex` (``plugins.grounding_index``) is built once per catalog read, and a check
-costs under a millisecond of CPU for a 500-token answer, whatever the catalog's size
-(``bench/grounding.py``; ``bench/RESULTS.md`` has the figures).
+costs about a millisecond of CPU for a dense 500-token answer on the project's 2-core box, whatever
+the catalog's size (``bench/grounding.py``; ``bench/RESULTS.md`` has the figures).
 
 Giving claims to products:
 
