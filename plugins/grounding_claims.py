@@ -32,7 +32,7 @@ written with (``ANCHOR_WORDS``, found as the names module reads the words) and e
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -301,10 +301,17 @@ def find_claims(lower: str, segments: list[Segment], anchors: list[tuple[int, st
               *_availabilities(lower, [at for at, word in anchors if word in AVAILABILITY_WORDS]),
               *_ratings(lower, anchors)]
     cells = _cell_claims(lower, segments)
-    if cells:
-        taken = {(c.field, c.start) for c in claims}
-        claims += [cell for cell in cells
-                   if not any((cell.field, at) in taken for at in range(cell.start, cell.end))]
+    if cells:  # a cell's bare value counts when nothing in the cell said it already ("| $49 |")
+        said: dict[str, list[int]] = {}
+        for claim in claims:
+            said.setdefault(claim.field, []).append(claim.start)
+        for starts in said.values():
+            starts.sort()
+        for cell in cells:
+            starts = said.get(cell.field, [])
+            at = bisect_left(starts, cell.start)
+            if at == len(starts) or starts[at] >= cell.end:
+                claims.append(cell)
     claims.sort(key=lambda c: c.start)
     questions = [(s.start, s.end) for s in segments if s.question]
     if questions:
