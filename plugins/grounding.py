@@ -47,7 +47,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from gateway.store.base import Product
-from plugins.grounding_claims import CONTEXT, Claim, Segment, find_claims, lowered, read_segments
+from plugins.grounding_claims import CONTEXT, Claim, Segment, by_first_letter, find_claims, lowered, read_segments
 from plugins.grounding_index import GroundingIndex
 from plugins.grounding_names import Mention, find_mentions
 
@@ -81,7 +81,7 @@ _CARRY = re.compile(r"(?<![\s*_>#-])[\s*_>#-]*+(?:it|its|it['’]s|this|that|the
 _WORDS = re.compile(r"[a-z]++")
 #: The words of ``_ORDINAL_WORDS``, ``_EVERY``, ``_COUNTS`` and ``_GENERAL``, found in one search.
 _SIGNAL_WORDS = _ORDINAL_WORDS | _EVERY | _COUNTS | _GENERAL | {"all", "respectively"}
-_SIGNALS = re.compile(r"\b(?:" + "|".join(sorted(_SIGNAL_WORDS)) + r")\b")
+_SIGNALS = re.compile(r"\b" + by_first_letter(sorted(_SIGNAL_WORDS, key=lambda w: (w[0], -len(w)))) + r"\b")
 #: What may stand between a product's name and a claim written about it ("Y ($152)", "Y at $152").
 _ATTACHED = re.compile(r"(?<!\s)\s*+(?:[(:—–-]|(?:is|are|at|for|costs?|priced\s++at"
                        r"|,?+\s*+(?:which|that)\s++(?:is|costs?))(?:\s++(?:only|just|about|around|under|over|roughly))?+)?+\s*+")

@@ -87,22 +87,36 @@ AVAILABILITY_PHRASES = {
         r"available\s++(?:now|today|immediately|to\s++(?:order|buy|ship)|for\s++(?:purchase|order|immediate))",
         r"currently\s++available", r"readily\s++available", r"widely\s++available", r"still\s++available",
         r"immediately\s++available", r"is\s++(?:also\s++)?+available", r"are\s++(?:also\s++)?+available",
-        r"[’']s\s++(?:also\s++)?+available", r"ready\s++to\s++ship",
+        r"’s\s++(?:also\s++)?+available", r"'s\s++(?:also\s++)?+available", r"ready\s++to\s++ship",
         r"ships\s++(?:now|today|immediately|right\s++away|same[\s-]++day)", r"well[\s-]++stocked",
         r"plenty\s++(?:of\s++stock|in\s++stock|available)", r"lots\s++(?:of\s++stock|in\s++stock|available)",
         r"in\s++good\s++supply", r"available(?=\s*+(?:[.,;:!)|*]|$))", *_labelled("yes")),
 }
 
 
+def by_first_letter(alternatives: list[str]) -> str:
+    """``alternatives`` (patterns that each start with one plain character) as one alternation grouped
+    by that character, in their order: at each place the search tries only the phrases that start
+    with the letter there, instead of every phrase's first letter in turn."""
+    groups: dict[str, list[str]] = {}
+    for alternative in alternatives:
+        if alternative[0] in "\\[(.*+?{|^$":
+            raise ValueError(f"{alternative!r} must start with a plain character")
+        groups.setdefault(alternative[0], []).append(alternative[1:])
+    return "(?:" + "|".join(re.escape(first) + "(?:" + "|".join(rests) + ")" for first, rests in groups.items()) + ")"
+
+
 def _phrase_pattern(phrases: dict[str, tuple[str, ...]]) -> tuple[re.Pattern, tuple[str, ...]]:
     """One pattern of all ``phrases``, each closed by an empty group, and the value of each group.
 
-    Flat, so that the search tries a phrase only at a word whose first letter it starts with (a
-    named group around each value's phrases would make it enter every group at every word).
+    Flat (grouped by first letter), so that the search tries a phrase only at a word whose first
+    letter it starts with (a named group around each value's phrases would make it enter every group
+    at every word).
     """
-    values = tuple(value for value, alternatives in phrases.items() for _ in alternatives)
-    either = "|".join(f"{alternative}()" for alternatives in phrases.values() for alternative in alternatives)
-    return re.compile(rf"\b(?:{either})\b"), values
+    ordered = [(alternative, value) for value, alternatives in phrases.items() for alternative in alternatives]
+    ordered.sort(key=lambda pair: pair[0][0])  # stable: phrases keep their order within a letter
+    pattern = by_first_letter([f"{alternative}()" for alternative, _ in ordered])
+    return re.compile(rf"\b{pattern}\b"), tuple(value for _, value in ordered)
 
 
 _AVAILABILITY, _AVAILABILITY_VALUES = _phrase_pattern(AVAILABILITY_PHRASES)
