@@ -47,9 +47,11 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from gateway.store.base import Product
-from plugins.grounding_claims import CONTEXT, Claim, Segment, by_first_letter, find_claims, lowered, read_segments
+from plugins.grounding_claims import CONTEXT, Claim, find_claims
 from plugins.grounding_index import GroundingIndex
 from plugins.grounding_names import Mention, find_mentions
+from plugins.grounding_phrases import by_first_letter
+from plugins.grounding_segments import Segment, lowered, read_segments
 
 __all__ = ["GroundingIndex", "Verdict", "check_answer", "DEFAULT_PRICE_TOLERANCE"]
 

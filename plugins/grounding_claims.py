@@ -1,8 +1,7 @@
 """Catalog grounding, part two: what an answer claims (prices, stock, ratings) and where.
 
-:func:`read_segments` cuts an answer into sentences, list items and table rows; a table's header
-gives its columns a role (price, availability, rating, brand). :func:`find_claims` finds each claim
-with its position, so the caller can give it to the product it is written about.
+:func:`find_claims` finds each claim with its position, so the caller can give it to the product it
+is written about (the sentences, list items and table rows are ``plugins.grounding_segments``').
 
 Claims, and how each is written in the :class:`Claim` (``kind`` says how to compare):
 
@@ -36,110 +35,22 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-# Caller text reaches every pattern here, so each runs in linear time: every quantifier beside one
-# that could take the same characters is possessive (plugins/catalog_search.py explains the quadratic
-# trap), and a pattern that could start anywhere in a long run (of spaces, dots, stars) either starts
-# with a look-behind that lets it start only at the run's first character, or with ``\A`` when it is
-# only ever matched at the start of a line or cell. tests/test_linear_parsing.py times every pattern.
-_NUM = r"\d{1,3}+(?:,\d{3})++(?:\.\d++)?+|\d++(?:\.\d++)?+"
-_USD_BEFORE = r"(?:\bus\s?\$|\busd\s*+|(?<![a-z$])\$)"
-_USD_AFTER = r"(?:usd|us\s++dollars?|dollars?|bucks)\b"
-_PRICE = re.compile(
-    rf"(?:{_USD_BEFORE}\s*+(?P<a>{_NUM})(?![\d,]?\d)(?:\s*+(?:usd|dollars?)\b)?+"
-    rf"|(?<![\w.,$€£¥₹])(?P<b>{_NUM})(?![\d,]?\d)\s*+{_USD_AFTER})"
-    rf"(?:\s*+(?:-|–|—|to)\s*+(?:{_USD_BEFORE}\s*+)?(?P<hi>{_NUM})(?![\d,]?\d)(?:\s*+{_USD_AFTER})?+)?+")
-def _labelled(values: str) -> tuple[str, ...]:
-    """Phrases of a labelled value: "Availability: Limited", "Stock: low", "In stock: yes" ..."""
-    return tuple(rf"{label}\s*+[:=]\s*+[*_]*+\s*+(?:{values})" for label in (
-        r"availability", r"stock(?:\s++status)?+", r"status", r"inventory"))
+from plugins.grounding_phrases import (
+    AVAILABILITY,
+    AVAILABILITY_VALUES,
+    NUMBER,
+    OUT_OF_FIVE,
+    PRICE,
+    RATED,
+    RATING_BEFORE,
+    RATING_NOUN,
+    RATING_QUALIFIERS,
+    STAR_THEN,
+    STARS,
+)
+from plugins.grounding_segments import OTHER_CURRENCY, Segment
 
-
-#: How stock is written, by the catalog value it claims. Each phrase starts with a letter, so the search
-#: passes over a word that starts no phrase on its first letter; at one place, earlier phrases win.
-AVAILABILITY_PHRASES = {
-    "out-of-stock": (
-        r"sold[\s-]++out", r"out[\s-]++of[\s-]++stock", r"unavailable",
-        r"not\s++(?:currently\s++|yet\s++)?+(?:in[\s-]++stock|available|stocked)",
-        r"no\s++longer\s++(?:available|in\s++stock|stocked|sold|carried)",
-        r"isn[’']t\s++(?:currently\s++)?+(?:in\s++stock|available)",
-        r"aren[’']t\s++(?:currently\s++)?+(?:in\s++stock|available)", r"back[\s-]*+order(?:ed|s)?+",
-        r"on\s++back[\s-]*+order", r"will\s++be\s++back\s++in\s++stock", r"expected\s++back\s++in\s++stock",
-        r"due\s++back\s++in\s++stock", r"should\s++be\s++back\s++in\s++stock",
-        r"back\s++in\s++stock\s++(?:soon|next|later|in|on|by|after|within|around|from)",
-        r"none\s++(?:left|in\s++stock)", r"no\s++stock", *_labelled("no")),
-    "limited": (
-        r"only\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)(?:\s++(?:are|is))?+"
-        r"(?:\s++(?:of\s++(?:them|these)|more|units?|items?|pieces?|left|remaining|in\s++stock|available))++",
-        r"just\s++(?:a\s++(?:few|couple|handful)|few|\d{1,3}+|one|two|three|four|five)(?:\s++(?:are|is))?+"
-        r"(?:\s++(?:units?|items?|pieces?))?+\s++(?:left|remaining)",
-        r"almost\s++(?:sold\s++out|gone|out\s++of\s++stock)", r"nearly\s++(?:sold\s++out|gone|out\s++of\s++stock)",
-        r"limited\s++(?:stock|availability|quantit(?:y|ies)|supply|supplies|inventory|units)",
-        r"low\s++(?:on\s++)?+(?:stock|inventory|supply)", r"short\s++(?:on\s++)?+(?:stock|inventory|supply)",
-        r"stock\s++is\s++(?:limited|low|running\s++low)", r"stocks\s++are\s++(?:limited|low|running\s++low)",
-        r"supplies\s++are\s++(?:limited|low|running\s++low)", r"inventory\s++is\s++(?:limited|low|running\s++low)",
-        r"running\s++low", r"selling\s++(?:fast|quickly|out)", r"a\s++few\s++(?:left|remaining|units\s++left)",
-        r"few\s++(?:left|remaining|units\s++left)", r"while\s++(?:stocks?|supplies)\s++last",
-        *_labelled("limited|low")),
-    "in-stock": (
-        r"in[\s-]++stock", r"hasn[’']t\s++sold\s++out", r"haven[’']t\s++sold\s++out", r"has\s++not\s++sold\s++out",
-        r"not\s++(?:yet\s++)?+sold\s++out", r"isn[’']t\s++sold\s++out", r"aren[’']t\s++sold\s++out",
-        r"never\s++out\s++of\s++stock", r"on\s++hand",
-        r"available\s++(?:now|today|immediately|to\s++(?:order|buy|ship)|for\s++(?:purchase|order|immediate))",
-        r"currently\s++available", r"readily\s++available", r"widely\s++available", r"still\s++available",
-        r"immediately\s++available", r"is\s++(?:also\s++)?+available", r"are\s++(?:also\s++)?+available",
-        r"’s\s++(?:also\s++)?+available", r"'s\s++(?:also\s++)?+available", r"ready\s++to\s++ship",
-        r"ships\s++(?:now|today|immediately|right\s++away|same[\s-]++day)", r"well[\s-]++stocked",
-        r"plenty\s++(?:of\s++stock|in\s++stock|available)", r"lots\s++(?:of\s++stock|in\s++stock|available)",
-        r"in\s++good\s++supply", r"available(?=\s*+(?:[.,;:!)|*]|$))", *_labelled("yes")),
-}
-
-
-def by_first_letter(alternatives: list[str]) -> str:
-    """``alternatives`` (patterns that each start with one plain character) as one alternation grouped
-    by that character, in their order: at each place the search tries only the phrases that start
-    with the letter there, instead of every phrase's first letter in turn."""
-    groups: dict[str, list[str]] = {}
-    for alternative in alternatives:
-        if alternative[0] in "\\[(.*+?{|^$":
-            raise ValueError(f"{alternative!r} must start with a plain character")
-        groups.setdefault(alternative[0], []).append(alternative[1:])
-    return "(?:" + "|".join(re.escape(first) + "(?:" + "|".join(rests) + ")" for first, rests in groups.items()) + ")"
-
-
-def _phrase_pattern(phrases: dict[str, tuple[str, ...]]) -> tuple[re.Pattern, tuple[str, ...]]:
-    """One pattern of all ``phrases``, each closed by an empty group, and the value of each group.
-
-    Flat (grouped by first letter), so that the search tries a phrase only at a word whose first
-    letter it starts with (a named group around each value's phrases would make it enter every group
-    at every word).
-    """
-    ordered = [(alternative, value) for value, alternatives in phrases.items() for alternative in alternatives]
-    ordered.sort(key=lambda pair: pair[0][0])  # stable: phrases keep their order within a letter
-    pattern = by_first_letter([f"{alternative}()" for alternative, _ in ordered])
-    return re.compile(rf"\b{pattern}\b"), tuple(value for _, value in ordered)
-
-
-_AVAILABILITY, _AVAILABILITY_VALUES = _phrase_pattern(AVAILABILITY_PHRASES)
-_RATING_VALUE = r"[0-5](?:\.\d++)?+"
-#: Ratings are read at their words: the number before "stars", "★", "/5", "out of 5" ...
-_RATING_BEFORE = re.compile(rf"(?<![\w.])(?P<v>{_RATING_VALUE})\s*+(?P<plus>\+)?+\s*+-?+\s*+$")
-_OUT_OF_FIVE = re.compile(r"(?:/|out\s++of)\s*+5(?:\.0++)?+(?![\d.]?\d|/)")
-_STAR_THEN = re.compile(rf"[★⭐]\ufe0f?+\s*+(?P<v>{_RATING_VALUE})(?![\d.]?\d|\s*+/\s*+(?!5)\d)")
-#: The star signs a rating is written with.
-_STARS = ("★", "⭐")
-#: ... the number after "rated", "rating of", "average rating:" ...
-_RATED = re.compile(
-    rf"(?:rated(?:\s++at)?+|rating(?:\s++of)?+\s*+[:=]?+|average\s++rating(?:\s++of)?+\s*+[:=]?+|score\s*+[:=]?+)"
-    rf"\s*+(?:an?\s++)?+(?:(?P<q>at\s++least|above|over|about|around|nearly|almost|roughly|close\s++to"
-    rf"|an\s++average\s++of|a\s++(?:solid|perfect|strong))\s++)?+(?P<v>{_RATING_VALUE})"
-    rf"(?![\d.]?\d|\s*+(?:%|percent|reviews?|ratings|out\s++of\s++(?!5)\d))")
-#: ... and the number of "a 4.2 rating", "an impressive 4.8 average" (read backwards from the noun).
-_RATING_NOUN = re.compile(
-    r"a(?<![\w.]a)n?+\s++(?:(?:solid|perfect|strong|respectable|impressive|average|high|excellent|great"
-    r"|stellar)\s++)?+(?P<v>[0-5]\.\d++)(?:\s*+/\s*+5|\s*+-?+\s*+stars?)?+\s++"
-    r"(?:average\s++|customer\s++|user\s++|star\s++)?+$")
-_RATING_QUALIFIERS = {"at least": ">", "above": ">", "over": ">", "about": "~", "around": "~", "nearly": "~",
-                      "almost": "~", "roughly": "~", "close to": "~"}
+# Caller text reaches every pattern here, so each runs in linear time (plugins/grounding_phrases.py says how).
 _AFTER_BOUND = re.compile(r"(?<!\s)\s*+(?:(?P<lt>or\s++(?:less|under|below|lower|cheaper))"
                           r"|(?P<gt>\+|or\s++(?:more|above|higher|better|up)|and\s++up))")
 #: What follows an amount that is not a product's price ("$20 cheaper", "$5 shipping", "$10/month").
@@ -184,21 +95,11 @@ _TOGETHER_AFTER = re.compile(r"(?<!\s)\s*+(?:total|in\s++total|together|combined
                              r"(?:pair|set|two|three|lot)))\b")
 _CONDITION = re.compile(r"\b(?:if|whether|unless|once|when|in\s++case)\b")
 _CONDITION_HINTS = ("if", "whether", "unless", "once", "when", "case")
-_TABLE_SEPARATOR = re.compile(r"\A\s*+\|?+(?:\s*+:?+-++:?+\s*+\|?+)++\s*+")
-_OTHER_CURRENCY = re.compile(r"[€£¥₹]|\b(?:eur|euros?|gbp|pounds?|yen|cad|aud|chf|inr|jpy|[a-z]{1,2}\$)")
-_ROLES = (("price", re.compile(r"price|cost|usd|\$", re.I)),
-          ("availability", re.compile(r"stock|availab|status|inventory", re.I)),
-          ("rating", re.compile(r"rating|stars?\b|score|reviews?", re.I)),
-          ("brand", re.compile(r"brand|maker|manufacturer|publisher", re.I)))
-_CELL_NUMBER = re.compile(rf"\A\s*+[*_]*+\s*+~?+\s*+\$?+\s*+(?P<n>{_NUM})(?:\s*+(?:/\s*+5|[★⭐]|stars?|usd))?+"
+_CELL_NUMBER = re.compile(rf"\A\s*+[*_]*+\s*+~?+\s*+\$?+\s*+(?P<n>{NUMBER})(?:\s*+(?:/\s*+5|[★⭐]|stars?|usd))?+"
                           r"\s*+[*_]*+\s*+")
 _CELL_AVAILABILITY = {"yes": "in-stock", "✓": "in-stock", "✅": "in-stock", "✔": "in-stock",
                       "available": "in-stock", "no": "out-of-stock", "✗": "out-of-stock", "❌": "out-of-stock",
                       "✘": "out-of-stock", "limited": "limited", "low": "limited"}
-_LINE_MARKER = re.compile(r"\A(?:\s*+(?:[-*+•]|\d{1,3}+[.)]|#{1,6}+)\s++|\s*+[*_]*+[A-Z][\w ]{0,30}+[*_]*+:)")
-_SENTENCE_END = re.compile(r"[.!?](?<![.!?][.!?])[.!?]*+(?=[\s*_)\"”]|$)")  # a class first: the search skips
-_ABBREVIATIONS = frozenset("vs approx eg ie inc ltd no st mr dr".split())
-
 #: Lower-case words near which availability and rating claims and currency words are written:
 #: ``plugins.grounding_index.read_words`` reports where they are, and only the text around them is read.
 AVAILABILITY_WORDS = frozenset(
@@ -224,92 +125,12 @@ class Claim:
     high: float | None = None  # a range's upper end
 
 
-@dataclass(slots=True)
-class Segment:
-    """A sentence, list item or table row."""
-
-    start: int
-    end: int
-    paragraph: int          # segments in one paragraph (no blank line between) share the number
-    listed: bool = False    # a list item, heading or "Label: value" line
-    question: bool = False
-    row: bool = False       # a table row
-    cells: tuple[tuple[int, int, str], ...] = ()  # (start, end, role) of a row
-
-
-def read_segments(text: str, abbreviations: frozenset[str] | set[str] = frozenset()) -> list[Segment]:
-    """Cut ``text`` into sentences, list items and table rows, in order."""
-    segments: list[Segment] = []
-    paragraph, offset, roles = 0, 0, None
-    lines = text.split("\n")
-    for number, line in enumerate(lines):
-        start, offset = offset, offset + len(line) + 1
-        if not line.strip():
-            paragraph += 1
-            roles = None
-            continue
-        if "|" in line and (line.count("|") >= 2 and line.lstrip().startswith("|") or line.count("|") >= 3):
-            if _TABLE_SEPARATOR.fullmatch(line):
-                continue
-            cells = _cells(line, start)
-            if roles is None:
-                header = number + 1 < len(lines) and _TABLE_SEPARATOR.fullmatch(lines[number + 1])
-                roles = [_role(text[a:b]) for a, b in cells] if header else []
-                if header:
-                    continue
-            segments.append(Segment(start, start + len(line), paragraph, row=True, cells=tuple(
-                (a, b, roles[i] if i < len(roles) else "") for i, (a, b) in enumerate(cells))))
-            continue
-        roles = None
-        listed = bool(_LINE_MARKER.match(line))
-        for a, b in _sentences(line, abbreviations):
-            question = "?" in line and line[a:b].rstrip(" *_)\"”").endswith("?")
-            segments.append(Segment(start + a, start + b, paragraph, listed, question))
-    return segments
-
-
-def _cells(line: str, start: int) -> list[tuple[int, int]]:
-    cells, position = [], 0
-    for part in line.split("|"):
-        if part.strip() or cells:
-            cells.append((start + position, start + position + len(part)))
-        position += len(part) + 1
-    while cells and cells[-1][0] == cells[-1][1]:
-        cells.pop()
-    return cells
-
-
-def _role(header: str) -> str:
-    if _OTHER_CURRENCY.search(header.lower()):
-        return ""
-    return next((role for role, pattern in _ROLES if pattern.search(header)), "")
-
-
-def _sentences(line: str, abbreviations: frozenset[str] | set[str]) -> list[tuple[int, int]]:
-    """Sentence spans of one line: ends at ``.``, ``!`` or ``?`` before a space, not after an abbreviation."""
-    if "." not in line and "!" not in line and "?" not in line:
-        return [(0, len(line))]
-    spans, start = [], 0
-    for mark in _SENTENCE_END.finditer(line):
-        end = mark.start()
-        if mark.group() == ".":
-            before = line[max(start, end - 8):end].split()
-            word = before[-1].lstrip("(\"'*_").lower() if before else ""
-            if word in abbreviations or word in _ABBREVIATIONS or word.isdigit() and len(before) == 1 == len(
-                    line[start:end].split()):
-                continue  # "Campfire Co. Tent", "vs. the", "1. First item"
-        spans.append((start, mark.end()))
-        start = mark.end()
-    if line[start:].strip():
-        spans.append((start, len(line)))
-    return spans
-
-
 def find_claims(lower: str, segments: list[Segment], anchors: list[tuple[int, str]]) -> list[Claim]:
     """Every price, availability and rating claim of an answer, in order (questions left out).
 
-    ``lower`` is the answer as :func:`lowered` returns it; ``anchors`` are (start, lower-case word) of
-    the words of ``ANCHOR_WORDS`` in it; prices are also looked for at each ``$``.
+    ``lower`` is the answer as ``plugins.grounding_segments.lowered`` returns it; ``anchors`` are
+    (start, lower-case word) of the words of ``ANCHOR_WORDS`` in it; prices are also looked for at
+    each ``$``.
     """
     claims = [*_prices(lower, [at for at, word in anchors if word in CURRENCY_WORDS]),
               *_availabilities(lower, [at for at, word in anchors if word in AVAILABILITY_WORDS]),
@@ -332,14 +153,6 @@ def find_claims(lower: str, segments: list[Segment], anchors: list[tuple[int, st
         starts = [a for a, _ in questions]
         claims = [c for c in claims if not (at := bisect_right(starts, c.start)) or c.start >= questions[at - 1][1]]
     return claims
-
-
-def lowered(text: str) -> str:
-    """``text`` in lower case, character for character (a letter whose lower case is longer stays)."""
-    lower = text.lower()
-    if len(lower) == len(text):
-        return lower
-    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
 
 
 def _windows(spans: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
@@ -484,15 +297,15 @@ def _price_matches(lower: str, anchors: list[int]) -> Iterator[re.Match]:
     """Price matches at each ``$`` ("$49", "US$49") and near each currency word ("49 USD", "USD 49")."""
     at = lower.find("$")
     while at != -1:
-        match = _PRICE.match(lower, at)
+        match = PRICE.match(lower, at)
         if match is None and at >= 2 and lower[at - 1].isalpha():
-            match = _PRICE.match(lower, at - 2) or _PRICE.match(lower, max(0, at - 3))  # "US$49", "US $49"
+            match = PRICE.match(lower, at - 2) or PRICE.match(lower, max(0, at - 3))  # "US$49", "US $49"
         if match:
             yield match
         at = lower.find("$", at + 1)
     before, after = _CURRENCY_REACH
     for start, end in _windows([(at - before, at + after) for at in anchors], len(lower)):
-        yield from _PRICE.finditer(lower, start, end)
+        yield from PRICE.finditer(lower, start, end)
 
 
 def _join_between(lower: str, found: list[Claim]) -> list[Claim]:
@@ -515,10 +328,10 @@ def _availabilities(lower: str, anchors: list[int]) -> list[Claim]:
     found = []
     before, after = _AVAILABILITY_REACH
     for start, end in _windows([(at - before, at + after) for at in anchors], len(lower)):
-        for match in _AVAILABILITY.finditer(lower, start, end):
+        for match in AVAILABILITY.finditer(lower, start, end):
             if _conditional(lower, match.start()):
                 continue
-            value = _AVAILABILITY_VALUES[match.lastindex - 1]
+            value = AVAILABILITY_VALUES[match.lastindex - 1]
             found.append(Claim(match.start(), match.end(), "availability", "=", value))
     return found
 
@@ -533,19 +346,19 @@ def _ratings(lower: str, anchors: list[tuple[int, str]]) -> list[Claim]:
         if start not in found and number <= 5:
             found[start] = Claim(start, end, "rating", kind or _qualifier(lower, start, end), number)
 
-    marks = [(at, mark) for mark in ("/", *_STARS) for at in _positions(lower, mark)]
+    marks = [(at, mark) for mark in ("/", *STARS) for at in _positions(lower, mark)]
     for at, word in anchors + marks:
-        if word in ("star", "stars", "out", "/", *_STARS):
-            number = _RATING_BEFORE.search(lower, max(0, at - 12), at)
-            if number and (word not in ("out", "/") or _OUT_OF_FIVE.match(lower, at)):
+        if word in ("star", "stars", "out", "/", *STARS):
+            number = RATING_BEFORE.search(lower, max(0, at - 12), at)
+            if number and (word not in ("out", "/") or OUT_OF_FIVE.match(lower, at)):
                 add(number, at + len(word), ">" if number.group("plus") else "")
-            if word in _STARS and (after := _STAR_THEN.match(lower, at)):
+            if word in STARS and (after := STAR_THEN.match(lower, at)):
                 add(after, after.end())
         elif word in ("rated", "rating", "average", "score"):
-            rated = _RATED.match(lower, at)
+            rated = RATED.match(lower, at)
             if rated:
-                add(rated, rated.end(), _RATING_QUALIFIERS.get(rated.group("q") or "", ""))
-            elif word != "rated" and (noun := _RATING_NOUN.search(lower, max(0, at - CONTEXT), at)):
+                add(rated, rated.end(), RATING_QUALIFIERS.get(rated.group("q") or "", ""))
+            elif word != "rated" and (noun := RATING_NOUN.search(lower, max(0, at - CONTEXT), at)):
                 add(noun, at + len(word))
     return list(found.values())
 
@@ -568,7 +381,7 @@ def _cell_claims(lower: str, segments: list[Segment]) -> list[Claim]:
             cell = lower[start:end]
             if role in ("price", "rating"):
                 match = _CELL_NUMBER.fullmatch(cell)
-                if match and not _OTHER_CURRENCY.search(cell):
+                if match and not OTHER_CURRENCY.search(cell):
                     value = _amount(match.group("n"))
                     if role == "price":
                         found.append(Claim(start, end, "price", "~" if "~" in cell else "=", value))

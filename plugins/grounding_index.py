@@ -17,7 +17,7 @@ from gateway.store.base import Product
 from plugins.catalog_search import stem
 from plugins.grounding_claims import ANCHOR_WORDS
 
-# Caller text reaches every pattern here: each runs in linear time (see plugins/grounding_claims.py).
+# Caller text reaches every pattern here: each runs in linear time (plugins/grounding_phrases.py says how).
 _WORD = re.compile(r"[^\W\d_]++|\d++(?:[.,]\d++)*+")
 _PARENTHESIS = re.compile(r"\([^()]*+\)")
 _POSSESSIVE = re.compile(r"(?<=[^\W\d_])['’][sS]\b")

@@ -184,11 +184,14 @@ def test_request_log_redaction_patterns_run_in_linear_time(pattern):
 
 # The catalog grounding check reads model answers (caller-influenced text) with its own patterns.
 
-from plugins import grounding, grounding_claims, grounding_index, grounding_names  # noqa: E402
+from plugins import grounding, grounding_claims, grounding_index, grounding_names, grounding_phrases, grounding_segments  # noqa: E402
 
-GROUNDING_PATTERNS = {f"{module.__name__.rsplit('.', 1)[1]}.{name}": value
-                      for module in (grounding, grounding_claims, grounding_index, grounding_names)
-                      for name, value in vars(module).items() if isinstance(value, re.Pattern)}
+#: Every compiled pattern of the grounding modules, once each, named after the module that defines it
+#: (the modules that import a pattern come first, so the defining one's name is the one kept).
+GROUNDING_PATTERNS = {f"{module.__name__.rsplit('.', 1)[1]}.{name}": value for value, module, name in {
+    id(value): (value, module, name) for module in (grounding, grounding_claims, grounding_names, grounding_index,
+                                                    grounding_phrases, grounding_segments)
+    for name, value in vars(module).items() if isinstance(value, re.Pattern)}.values()}
 #: What the grounding patterns start from, alone and part-way through a match.
 GROUNDING_PREFIXES = ("", "$", "$1", "$1 -", "us $", "usd", "1 usd", "only", "only 1", "rated", "rating",
                       "rating of", "4", "4.5", "4 +", "a 4.5", "★", "4/", "out of", "in", "not", "back",
