@@ -32,7 +32,8 @@ ERRORS = {
     413: "The body is larger than max_body_bytes.",
     415: "The body is not JSON.",
     429: "A rate limit, token limit or budget was reached; wait for Retry-After seconds.",
-    502: "The provider failed.",
+    502: "The provider failed, or an answer check refused its answer (type answer_refused; e.g. code "
+         "grounding_mismatch).",
     503: "A dependency is not available (circuit open, provider not configured, limit store down).",
     504: "The provider did not answer in time.",
 }
@@ -329,7 +330,10 @@ def ok(schema: str | None, description: str = "OK", status: int = 200, content: 
 
 
 def _completion_answer(schema: str, headers: dict) -> dict:
-    return ok(None, "The completion; with stream: true, Server-Sent Events ending with [DONE].",
+    return ok(None, "The completion; with stream: true, Server-Sent Events ending with [DONE]. When answer "
+                    "checks ran, the event before [DONE] is a chunk without choices whose `gateway` member holds "
+                    "their verdict ({\"checks\": {name: outcome}, ...their answer fields}); a check's refusal "
+                    "then ends the stream with an error event instead of [DONE].",
               content={**json_content(schema), "text/event-stream": {"schema": {"type": "string"}}}, headers=headers)
 
 

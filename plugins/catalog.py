@@ -7,6 +7,10 @@ key says so (its ``mcp_context``, in ``caller.attributes``), else when the ``mcp
 does. What was injected is reported in the native answer's ``mcp_context`` and in the
 ``X-Gateway-MCP-Status`` and ``X-Gateway-MCP-Products`` headers.
 
+Answers are checked against the catalog (the ``grounding`` check, ``plugins.catalog_grounding``)
+when grounding is on for the request (:func:`grounding_mode`): by default when catalog context was
+injected.
+
 All of it is declared through the hooks (``gateway_declare``): the ``mcp`` permission of
 ``POST /mcp``, the ``mcp`` request option, the answer field and headers, and the ``mcp:<tool>``
 models its request-log records carry; its routes document themselves (``gateway_openapi``).
@@ -34,6 +38,11 @@ STATUS_HEADER, PRODUCTS_HEADER = "X-Gateway-MCP-Status", "X-Gateway-MCP-Products
 TOOL_NAMES = ("search_products", "get_product", "list_categories")
 #: Counted when context injection could not read the catalog and the completion went on without it.
 CATALOG_UNAVAILABLE = "CatalogUnavailable"
+#: Counts answers the grounding check found contradicting the catalog (1 a flagged answer, 0 a passed one).
+GROUNDING_MISMATCH = "GroundingMismatch"
+GROUNDING_HEADER = "X-Gateway-Grounding"
+#: What the grounding check does with an answer: nothing, say what it found, or refuse a mismatch.
+GROUNDING_MODES = ("off", "annotate", "block")
 _SWITCH = {"on": True, "true": True, "1": True, "yes": True,
            "off": False, "false": False, "0": False, "no": False}
 
@@ -50,8 +59,13 @@ class CatalogSettings:
                                             "estimated tokens (about 4 characters each) the injected catalog "
                                             "block may take")
     catalog_cache_ttl: float = setting(60.0, f.Float(validate=validate.Range(min=0)),
-                                       "seconds a worker reuses catalog reads for search (admin writes clear "
-                                       "its own cache at once)")
+                                       "seconds a worker reuses catalog reads for search and grounding (admin "
+                                       "writes clear its own cache at once)")
+    catalog_grounding: str = setting("auto", f.String(validate=validate.OneOf(("auto", *GROUNDING_MODES))),
+                                     "check answers against the catalog: `auto` (annotate when catalog context "
+                                     "was injected, else off), `off`, `annotate` (the `grounding` answer field "
+                                     "and `X-Gateway-Grounding` header), `block` (a mismatch is a 502 "
+                                     "`grounding_mismatch`); a key's `grounding` beats this")
 
 
 @hookimpl
@@ -79,14 +93,41 @@ class McpOptionsSchema(Schema):
     max_products = f.Integer(validate=validate.Range(min=1, max=20))
 
 
+class ClaimSchema(Schema):
+    """One claim of an answer about a catalog product, compared with the catalog."""
+
+    product_id = f.String()
+    name = f.String()
+    field = f.String(metadata={"description": "price, availability, rating or brand"})
+    claimed = f.Raw(metadata={"description": "what the answer says (a price in USD; a bound as e.g. \"<100\")"})
+    catalog = f.Raw(metadata={"description": "what the catalog holds"})
+
+
+class GroundingSchema(Schema):
+    """The grounding check's verdict (the native answer's ``grounding``)."""
+
+    status = f.String(metadata={"description": "verified, mismatch, unverified (nothing checkable), or "
+                                               "catalog_unavailable"})
+    checked = f.List(f.String(), metadata={"description": "ids of the catalog products the answer mentions"})
+    verified = f.List(f.Nested(ClaimSchema), metadata={"description": "claims that match the catalog"})
+    mismatches = f.List(f.Nested(ClaimSchema), metadata={"description": "claims that contradict it"})
+    unknown_products = f.List(f.String(), metadata={"description": "product-like names matching no product"})
+
+
 DECLARATION = Declaration(
     permissions=("mcp",),
     request_options={"mcp": f.Nested(McpOptionsSchema)},
     answer_fields={"mcp_context": f.Dict(allow_none=True, metadata={
-        "description": "The catalog context injected: status, product_ids, estimated_tokens; null when off."})},
+        "description": "The catalog context injected: status, product_ids, estimated_tokens; null when off."}),
+        "grounding": f.Nested(GroundingSchema, allow_none=True, metadata={
+            "description": "The catalog grounding check's verdict; null when grounding is off for the request."})},
     response_headers={STATUS_HEADER: "Catalog context: injected, no_match or catalog_unavailable.",
-                      PRODUCTS_HEADER: "The ids of the products injected, comma-separated."},
+                      PRODUCTS_HEADER: "The ids of the products injected, comma-separated.",
+                      GROUNDING_HEADER: "The catalog grounding check's verdict: verified, mismatch or unverified, "
+                                        "with parameters products, mismatches and unknown "
+                                        "(`mismatch;products=2;mismatches=1;unknown=0`)."},
     recorded_models={"mcp": tuple(f"mcp:{name}" for name in TOOL_NAMES)},
+    answer_checks={"grounding": GROUNDING_MISMATCH},
 )
 
 
@@ -158,6 +199,28 @@ def gateway_enrich_request(completion, caller, request, gateway):
     _insert_after_instructions(completion.messages, message)
     _report(completion, {"status": "injected", "product_ids": ids,
                          "estimated_tokens": estimate_tokens(message["content"])})
+
+
+def grounding_mode(completion, caller, gateway) -> str:
+    """What the grounding check does with this answer: the caller's key's ``grounding`` if set, else
+    the ``catalog_grounding`` setting, whose ``auto`` is ``annotate`` when catalog context was injected
+    into the request and ``off`` otherwise."""
+    mode = caller.attributes.get("grounding") or gateway.plugin_settings[CatalogSettings].catalog_grounding
+    if mode == "auto":
+        injected = (completion.answer_fields.get("mcp_context") or {}).get("status") == "injected"
+        return "annotate" if injected else "off"
+    return mode
+
+
+@hookimpl
+def gateway_check_response(completion, answer, caller, gateway):
+    """Check the answer against the catalog when grounding is on for it (see :func:`grounding_mode`)."""
+    mode = grounding_mode(completion, caller, gateway)
+    if mode == "off":
+        return
+    from plugins.catalog_grounding import check_grounding  # loaded on first use, as the search is
+
+    check_grounding(gateway, answer, mode, CATALOG_UNAVAILABLE)
 
 
 @hookimpl

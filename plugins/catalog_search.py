@@ -274,7 +274,9 @@ class CatalogSearch:
         self._cache: dict[tuple, _Entry] = {}
         self._lock = threading.Lock()
 
-    def _cached(self, key: tuple, load: Callable[[], object]):
+    def cached(self, key: tuple, load: Callable[[], object]):
+        """``load()``, kept for ``ttl`` seconds under ``key`` (dropped by :meth:`invalidate`): any read
+        of the catalog (the search index, the grounding check's index) shares the catalog's cache."""
         now = time.monotonic()
         entry = self._cache.get(key)
         if entry is not None and entry.expires > now:
@@ -295,10 +297,10 @@ class CatalogSearch:
             products = self.store.list_products()
             return dict(sorted(Counter(p.category for p in products).items())), \
                 sorted({p.brand for p in products if p.brand})
-        return self._cached(("vocabulary",), load)
+        return self.cached(("vocabulary",), load)
 
     def _index(self, category: str | None, brand: str | None) -> BM25:
-        return self._cached(("index", category, brand), lambda: BM25(
+        return self.cached(("index", category, brand), lambda: BM25(
             self.store.list_products(category=category, brand=brand)))
 
     def understand(self, text: str) -> Query:

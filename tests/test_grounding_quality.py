@@ -11,8 +11,9 @@ kept from the check's author, so the check cannot be tuned to them.
 Scoring, per item: the predicted set is the verdict's (product_id, field) pairs plus its unknown
 names; the expected set is the labels. Pairs match exactly; an unknown name matches an expected
 one when their lower-cased word sets share at least half of the larger set (each name matched
-at most once: a lone brand word does not match a whole invented model name). Precision = true positives / predicted and recall = true positives / expected,
-summed over the whole file, overall and per field ("unknown" for the names).
+at most once: a lone brand word does not match a whole invented model name). Precision = true
+positives / predicted and recall = true positives / expected, summed over the whole file, overall
+and per field ("unknown" for the names).
 """
 from __future__ import annotations
 
@@ -232,9 +233,11 @@ def test_the_scoring_counts_pairs_exactly_and_names_by_shared_words():
 
 @pytest.mark.parametrize("name", list(THRESHOLDS))
 def test_the_check_meets_the_bar(scores, name, capsys):
+    """Precision and recall of mismatches on each set, printed whether or not they pass."""
     items, score = scores[name]
     with capsys.disabled():
         print("\n" + report(name, items, score))
-    misses = "\n".join(score.misses)
+    # The held-out items stay unseen by whoever tunes the check: a failure names development items only.
+    misses = "\n".join(miss for miss in score.misses if miss.startswith("q"))
     assert score.total.precision >= THRESHOLDS[name], misses
     assert score.total.recall >= THRESHOLDS[name], misses
