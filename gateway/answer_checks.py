@@ -71,7 +71,8 @@ def _rewritten_body(body: bytes, answer: CheckedAnswer) -> bytes:
 
 def stream_verdict(answer: CheckedAnswer | None) -> dict | None:
     """The ``gateway`` member of a checked stream's last event: ``{"checks": {name: outcome}, <the
-    checks' answer fields>}``; None when no check said anything."""
-    if answer is None or not answer.outcomes:
+    checks' answer fields>}``; None when the checks have nothing to tell (none ran, or all passed
+    without a field): then the stream ends as OpenAI's does, its usage chunk last before ``[DONE]``."""
+    if answer is None or not answer.fields and all(outcome == "passed" for outcome in answer.outcomes.values()):
         return None
     return {"checks": dict(answer.outcomes), **answer.fields}

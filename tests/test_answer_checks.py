@@ -126,6 +126,15 @@ def test_a_stream_ends_with_the_verdict_before_done(tmp_path):
     assert _records(app)[0].checks == {"shouting": "flagged"}
 
 
+def test_a_stream_all_checks_passed_quietly_ends_as_openai_ends_it(tmp_path):
+    app, key = _app(tmp_path, ShoutingCheck())
+    events = _events(chat(app.test_client(), key, "a quiet stream", stream=True,
+                          stream_options={"include_usage": True}))
+    assert events[-1] == "[DONE]" and "usage" in json.loads(events[-2])  # the usage chunk stays last
+    assert all("gateway" not in json.loads(event) for event in events[:-1])
+    assert _records(app)[0].checks == {"shouting": "passed"}
+
+
 def test_a_refused_stream_ends_with_the_verdict_then_the_error(tmp_path):
     app, key = _app(tmp_path, ShoutingCheck("refuse"))
     events = _events(chat(app.test_client(), key, "a LOUD stream", stream=True))
@@ -202,3 +211,13 @@ def test_the_openai_sdk_reads_the_verdict_of_a_stream_from_an_upstream(upstream_
     verdict = chunks[-1].model_extra["gateway"]
     assert verdict["checks"] == {"shouting": "flagged"} and verdict["shouting"]["words"]
     assert set(verdict["shouting"]["words"]) <= set(text.split())
+
+
+def test_the_openai_sdk_stream_helper_accumulates_past_the_verdict(upstream_app):
+    app, key, _upstream = upstream_app
+    with serve(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+        with client.chat.completions.stream(model="gpt-4o-mini",
+                                            messages=[{"role": "user", "content": "SHOUT back"}]) as stream:
+            final = stream.get_final_completion()
+    assert "SHOUT" in final.choices[0].message.content

@@ -40,7 +40,8 @@ def test_gateway_plugins_lists_the_examples_as_entry_points(tmp_path):
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["pii_guard"] == {"name": "pii_guard", "version": "0.1.0",
                                  "source": "entry point (gateway_pii_guard)",
-                                 "hooks": ["gateway_enrich_request", "gateway_startup"]}
+                                 "hooks": ["gateway_check_response", "gateway_declare",
+                                           "gateway_enrich_request", "gateway_startup"]}
     assert rows["openai_compatible"]["source"] == "entry point (gateway_openai_compatible)"
     assert rows["openai_compatible"]["hooks"] == ["gateway_register_providers"]
 
